@@ -1,0 +1,180 @@
+"""``python -m fastconv check``: a self-test to run after installing.
+
+For every available backend (the CPU always; CUDA when CuPy sees a GPU), every op and every
+algorithm that can serve it, run one small case with non-trivial parameters in float32 and
+float64 and compare with an oracle:
+
+* every algorithm but the reference is compared with the NumPy reference;
+* the reference itself is compared with PyTorch when torch is installed (and skipped, saying
+  so, when it is not).
+
+Oracles run in float64 on float64 copies of the inputs, so a float32 result is judged against
+the exact answer. Arrays updated in place (batch norm's running statistics) are compared too.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import dispatch, functional
+from .testing import error, tolerance, torch_available, torch_op
+
+DTYPES = (np.float32, np.float64)
+
+
+def _forward_shape(op, shapes, kwargs):
+    return dispatch.explain(op, *shapes, **kwargs)["output_shapes"][0]
+
+
+def cases(seed=0):
+    """One small float64 case per op: ``{op: (args, kwargs)}``."""
+    rng = np.random.default_rng(seed)
+
+    def r(*shape):
+        return rng.standard_normal(shape)
+
+    conv = dict(stride=(2, 1), padding=(1, 2), dilation=(1, 2), groups=2)
+    conv1 = dict(stride=1, padding="same", dilation=2, groups=2)
+    tconv = dict(stride=(2, 3), padding=1, output_padding=(1, 2), groups=2, dilation=(1, 2))
+    maxp = dict(kernel_size=3, stride=2, padding=1, dilation=(1, 2), ceil_mode=True)
+    avgp = dict(kernel_size=(3, 2), stride=2, padding=1, ceil_mode=True, count_include_pad=False)
+    x, w = r(2, 4, 9, 8), r(6, 2, 3, 2)
+    x1, w1 = r(2, 4, 11), r(6, 2, 3)
+    xt, wt = r(2, 4, 5, 6), r(4, 3, 3, 2)
+    xb = r(4, 3, 5, 5)
+    stats = (r(3), np.abs(r(3)) + 0.5)
+    out = {
+        "conv2d": ((x, w, r(6)), conv),
+        "conv1d": ((x1, w1, r(6)), conv1),
+        "conv_transpose2d": ((xt, wt, r(6)), tconv),
+        "max_pool2d": ((x,), dict(maxp, return_indices=True)),
+        "avg_pool2d": ((x,), avgp),
+        "adaptive_avg_pool2d": ((x,), dict(output_size=(4, 3))),
+        "batch_norm": ((xb, *stats, r(3), r(3)), dict(training=True, momentum=0.2, eps=1e-3)),
+    }
+    for op, (fx, fw), kw in (("conv2d", (x, w), conv), ("conv1d", (x1, w1), conv1),
+                             ("conv_transpose2d", (xt, wt), tconv)):
+        gy = r(*_forward_shape(op, (fx.shape, fw.shape), kw))
+        out[op + "_backward"] = ((gy, fx, fw), kw)
+    out["max_pool2d_backward"] = ((r(*_forward_shape("max_pool2d", (x.shape,), maxp)), x), maxp)
+    out["avg_pool2d_backward"] = ((r(*_forward_shape("avg_pool2d", (x.shape,), avgp)), x), avgp)
+    out["adaptive_avg_pool2d_backward"] = ((r(2, 4, 4, 3), x), {})
+    out["batch_norm_backward"] = ((r(*xb.shape), xb, r(3), *stats),
+                                  dict(training=True, eps=1e-3))
+    return out
+
+
+@dataclass
+class Row:
+    backend: str
+    op: str
+    algo: str
+    oracle: str
+    errors: dict  # dtype name -> error
+    status: str
+    note: str = ""
+
+
+def _outputs(op, args, kwargs, run):
+    """Results of one run as a tuple, with arrays updated in place appended."""
+    args = [None if a is None else a.copy() for a in args]
+    result = run(op, *args, **kwargs)
+    result = result if isinstance(result, tuple) else (result,)
+    if op == "batch_norm" and kwargs.get("training"):
+        result = result + (args[1], args[2])
+    return result
+
+
+def _run_fastconv(backend, algo):
+    def run(op, *args, **kwargs):
+        if backend == "cuda":
+            import cupy
+
+            args = [None if a is None else cupy.asarray(a) for a in args]
+            out = getattr(functional, op)(*args, algo=algo, **kwargs)
+            return tuple(None if o is None else cupy.asnumpy(o) for o in out) \
+                if isinstance(out, tuple) else cupy.asnumpy(out)
+        return getattr(functional, op)(*args, algo=algo, **kwargs)
+    return run
+
+
+def _reference(op, *args, **kwargs):
+    return getattr(functional, op)(*args, algo="reference", **kwargs)
+
+
+def _worst(actual, expected):
+    return max((error(a, e) if e is not None else (0.0 if a is None else float("inf")))
+               for a, e in zip(actual, expected))
+
+
+def check_one(backend, op, algo, args, kwargs, have_torch):
+    if algo == "reference":
+        if not have_torch:
+            return Row(backend, op, algo, "torch", {}, "SKIP", "torch is not installed")
+        oracle_name, oracle = "torch", torch_op
+    else:
+        oracle_name, oracle = "reference", _reference
+    errors, status = {}, "PASS"
+    for dt in DTYPES:
+        typed = [None if a is None else a.astype(dt) for a in args]
+        # the oracle sees exactly the values fastconv sees, in float64
+        expected = _outputs(op, [None if a is None else a.astype(np.float64) for a in typed],
+                            kwargs, oracle)
+        try:
+            actual = _outputs(op, typed, kwargs, _run_fastconv(backend, algo))
+        except Exception as exc:  # a self-test reports, it does not stop at the first failure
+            return Row(backend, op, algo, oracle_name, errors, "FAIL", f"{type(exc).__name__}: {exc}")
+        bad_dtype = any(a is not None and a.dtype not in (np.dtype(dt), np.int64) for a in actual)
+        errors[np.dtype(dt).name] = err = _worst(actual, expected)
+        if bad_dtype or not err <= tolerance(dt):
+            status = "FAIL"
+    return Row(backend, op, algo, oracle_name, errors, status)
+
+
+def cuda_available() -> bool:
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # not installed, no driver, no device: all mean "no CUDA here"
+        return False
+
+
+def run(backends=None, ops=None, seed=0):
+    """Check every (backend, op, algorithm); returns the list of :class:`Row`."""
+    backends = backends or (["cpu", "cuda"] if cuda_available() else ["cpu"])
+    have_torch = torch_available()
+    rows = []
+    for op, (args, kwargs) in cases(seed).items():
+        if ops and op not in ops:
+            continue
+        for backend in backends:
+            for algo in dispatch.algorithms(op, backend):
+                rows.append(check_one(backend, op, algo, args, kwargs, have_torch))
+    return rows
+
+
+def format_table(rows) -> str:
+    lines = [f"{'backend':8} {'op':29} {'algo':12} {'oracle':10} {'float32':>9} {'float64':>9}  result"]
+    for r in rows:
+        errs = [f"{r.errors[d]:9.1e}" if d in r.errors else f"{'-':>9}" for d in ("float32", "float64")]
+        lines.append(f"{r.backend:8} {r.op:29} {r.algo:12} {r.oracle:10} {errs[0]} {errs[1]}  "
+                     f"{r.status}{'  (' + r.note + ')' if r.note else ''}")
+    return "\n".join(lines)
+
+
+def main(backends=None, ops=None, out=sys.stdout) -> int:
+    from . import __version__
+
+    rows = run(backends, ops)
+    tol = ", ".join(f"{dt.name} {t:.0e}" for dt, t in ((np.dtype(d), tolerance(d)) for d in DTYPES))
+    print(f"fastconv {__version__} self-check: each algorithm against its oracle on a small case "
+          f"of every op\n(error = max |result - oracle| / max |oracle|; tolerance {tol})\n", file=out)
+    print(format_table(rows), file=out)
+    counts = {s: sum(r.status == s for r in rows) for s in ("PASS", "FAIL", "SKIP")}
+    backends = sorted({r.backend for r in rows})
+    print(f"\ncheck: {counts['PASS']} of {len(rows)} passed, {counts['FAIL']} failed, "
+          f"{counts['SKIP']} skipped (backends: {', '.join(backends)})", file=out)
+    return 1 if counts["FAIL"] else 0

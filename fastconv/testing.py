@@ -1,0 +1,194 @@
+"""What fastconv's tests and ``python -m fastconv check`` compare with, in one place.
+
+* :data:`TOLERANCE`: the one per-dtype tolerance table, and :func:`error` / :func:`assert_close`
+  that apply it;
+* :func:`torch_op`: the PyTorch equivalent of any fastconv op (forward ops through
+  ``torch.nn.functional``, backward ops through autograd), an oracle independent of ours. Needs
+  torch; fastconv itself never imports it;
+* :func:`numerical_gradient`: central finite differences, an oracle for gradients that needs
+  neither torch nor our backward code.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+# Error metric: max |actual - expected| / max |expected| (absolute when expected is all zero),
+# NaNs required in the same places. float64 bounds the reference against PyTorch; float32 allows
+# float32 accumulation over the reduction lengths the tests use.
+TOLERANCE = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-5}
+
+
+def tolerance(dtype) -> float:
+    return TOLERANCE[np.dtype(dtype)]
+
+
+def error(actual, expected) -> float:
+    """Normwise relative error of ``actual`` against ``expected`` (inf on a shape or NaN
+    mismatch)."""
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    if actual.shape != expected.shape:
+        return float("inf")
+    nan = np.isnan(expected)
+    if not np.array_equal(nan, np.isnan(actual)):
+        return float("inf")
+    if actual.size == 0 or nan.all():
+        return 0.0
+    a, e = actual[~nan], expected[~nan]
+    inf = np.isinf(e)
+    if not np.array_equal(a[inf], e[inf]):
+        return float("inf")
+    a, e = a[~inf], e[~inf]
+    if e.size == 0:
+        return 0.0
+    scale = np.abs(e).max()
+    return float(np.abs(a - e).max() / (scale if scale > 0 else 1.0))
+
+
+def assert_close(actual, expected, dtype=None, what="result", tol=None):
+    """Assert ``actual`` matches ``expected`` within the tolerance of ``dtype`` (default
+    ``actual``'s dtype); also checks that shapes and (when dtype is given) dtypes agree."""
+    if dtype is not None:
+        assert actual.dtype == np.dtype(dtype), f"{what}: dtype {actual.dtype}, expected {dtype}"
+    tol = tolerance(dtype or actual.dtype) if tol is None else tol
+    assert np.shape(actual) == np.shape(expected), \
+        f"{what}: shape {np.shape(actual)}, expected {np.shape(expected)}"
+    err = error(actual, expected)
+    assert err <= tol, f"{what}: relative error {err:.3g} exceeds {tol:.1g}"
+
+
+def assert_all_close(actual, expected, dtype=None, what="result"):
+    """:func:`assert_close` over matching tuples of results (``None`` must match ``None``)."""
+    if not isinstance(expected, tuple):
+        actual, expected = (actual,), (expected,)
+    assert len(actual) == len(expected), f"{what}: {len(actual)} results, expected {len(expected)}"
+    for i, (a, e) in enumerate(zip(actual, expected)):
+        if e is None:
+            assert a is None, f"{what}[{i}]: expected None"
+        elif e.dtype == np.int64:
+            np.testing.assert_array_equal(a, e, err_msg=f"{what}[{i}]")
+        else:
+            assert_close(a, e, dtype, what=f"{what}[{i}]")
+
+
+# --------------------------------------------------------------------------------------------
+# PyTorch as an oracle
+# --------------------------------------------------------------------------------------------
+def torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _forward_torch(op, args, kwargs):
+    import torch
+    import torch.nn.functional as F
+
+    # torch.from_numpy shares memory: batch_norm(training=True) updates the caller's running
+    # statistics in place, exactly as fastconv does.
+    args = [torch.from_numpy(a) if isinstance(a, np.ndarray) else a for a in args]
+    return getattr(F, op)(*args, **kwargs)
+
+
+def _backward_torch(op, grad_y, x, weight, kwargs, mask):
+    """Gradients of forward op ``op`` at (x, weight) for output gradient grad_y, via autograd."""
+    import torch
+    import torch.nn.functional as F
+
+    def leaf(a):
+        return torch.tensor(a, requires_grad=True)
+
+    if op == "batch_norm":
+        c = x.shape[1]
+        rm, rv = kwargs.pop("running_mean"), kwargs.pop("running_var")
+        w = np.ones(c, x.dtype) if weight is None else weight
+        inputs = [leaf(x), leaf(w), leaf(np.zeros(c, x.dtype))]
+        stats = (None, None) if kwargs["training"] else (torch.tensor(rm), torch.tensor(rv))
+        y = F.batch_norm(inputs[0], *stats, inputs[1], inputs[2], **kwargs)
+    elif weight is not None:  # convolutions
+        channels = weight.shape[1] * kwargs.get("groups", 1) if op == "conv_transpose2d" \
+            else weight.shape[0]
+        inputs = [leaf(x), leaf(weight), leaf(np.zeros(channels, x.dtype))]
+        y = getattr(F, op)(*inputs, **kwargs)
+    else:
+        inputs = [leaf(x)]
+        mask = mask[:1]
+        y = getattr(F, op)(inputs[0], **kwargs)
+    wanted = [t for t, m in zip(inputs, mask) if m]
+    grads = iter(torch.autograd.grad(y, wanted, torch.from_numpy(grad_y)) if wanted else [])
+    result = tuple(next(grads).numpy() if m else None for m in mask)
+    return result if len(result) > 1 else result[0]
+
+
+def torch_op(op, *args, **kwargs):
+    """Run the PyTorch equivalent of fastconv op ``op`` on NumPy arrays.
+
+    Takes the fastconv op's arguments (``algo`` is ignored) and returns NumPy results in the
+    fastconv op's structure. Backward ops differentiate the forward op with autograd.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        # e.g. torch's note that padding='same' with an even kernel copies the input
+        warnings.simplefilter("ignore", UserWarning)
+        return _torch_op(op, *args, **kwargs)
+
+
+def _torch_op(op, *args, **kwargs):
+    kwargs.pop("algo", None)
+    if not op.endswith("_backward"):
+        out = _forward_torch(op, args, kwargs)
+        return tuple(t.numpy() for t in out) if isinstance(out, tuple) else out.numpy()
+    fwd = op[: -len("_backward")]
+    mask = tuple(kwargs.pop("output_mask", (True, True, True)))
+    if fwd in ("conv2d", "conv1d", "conv_transpose2d"):
+        grad_y, x, weight, *rest = args
+        names = {"conv_transpose2d": ("stride", "padding", "output_padding", "groups",
+                                      "dilation")}.get(fwd, ("stride", "padding", "dilation",
+                                                              "groups"))
+        kwargs.update(zip(names, rest))
+        return _backward_torch(fwd, grad_y, x, weight, kwargs, mask)
+    if fwd == "batch_norm":
+        grad_y, x, *rest = args
+        names = ("weight", "running_mean", "running_var", "training", "eps")
+        kwargs = {"weight": None, "running_mean": None, "running_var": None, "training": True,
+                  **dict(zip(names, rest)), **kwargs}
+        weight = kwargs.pop("weight")
+        return _backward_torch(fwd, grad_y, x, weight, kwargs, mask)
+    grad_y, x, *rest = args
+    kwargs.pop("indices", None)
+    if fwd == "adaptive_avg_pool2d":
+        kwargs["output_size"] = grad_y.shape[-2:]
+    else:
+        names = {"max_pool2d": ("kernel_size", "stride", "padding", "dilation", "ceil_mode"),
+                 "avg_pool2d": ("kernel_size", "stride", "padding", "ceil_mode",
+                                "count_include_pad", "divisor_override")}[fwd]
+        kwargs.update(zip(names, rest))
+    return _backward_torch(fwd, grad_y, x, None, kwargs, (True,))
+
+
+# --------------------------------------------------------------------------------------------
+# Finite differences
+# --------------------------------------------------------------------------------------------
+def numerical_gradient(f, arrays, index, grad_y, h=1e-6):
+    """d<f(*arrays), grad_y>/d arrays[index] by central differences, element by element.
+
+    ``f`` maps the arrays to one output array; arrays are float64 and are not modified (a copy
+    is perturbed). Exact up to O(h^2) for smooth f; keep problems tiny, it costs two calls of f
+    per element.
+    """
+    arrays = [None if a is None else np.array(a, dtype=np.float64) for a in arrays]
+    target = arrays[index]
+    grad = np.zeros_like(target)
+    flat, gflat = target.reshape(-1), grad.reshape(-1)
+    for i in range(flat.size):
+        saved = flat[i]
+        flat[i] = saved + h
+        plus = np.vdot(f(*arrays), grad_y)
+        flat[i] = saved - h
+        minus = np.vdot(f(*arrays), grad_y)
+        flat[i] = saved
+        gflat[i] = (plus - minus) / (2 * h)
+    return grad
