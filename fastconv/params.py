@@ -451,6 +451,17 @@ def _pool(op, x_shape, kernel_size, stride, padding, dilation, ceil_mode, **extr
         raise ValueError(f"{op}: the output size {out} is less than 1 for input size "
                          f"{x_shape[2:]} with kernel_size={kernel}, stride={stride}, "
                          f"padding={padding}, dilation={dilation}, ceil_mode={ceil_mode}")
+    for axis, n, k, s, p, d, o in zip(("height", "width"), x_shape[2:], kernel, stride, padding,
+                                      dilation, out):
+        # Only a window starting in the padding can miss the input (a dilated window can step
+        # over an input smaller than the dilation). Its max would be -inf from nothing: PyTorch
+        # returns that with an index outside the input, which its backward then writes through.
+        for i in range(min(o, -(-p // s))):
+            start = i * s - p
+            if not any(0 <= start + j * d < n for j in range(k)):
+                raise ValueError(f"{op}: pooling window {i} along the {axis} covers only padding "
+                                 f"(input size {n}, kernel_size {k}, padding {p}, dilation {d}); "
+                                 f"every window must overlap the input")
     return PoolParams(x_shape=x_shape, y_shape=x_shape[:2] + out, kernel=kernel, stride=stride,
                       padding=padding, dilation=dilation, ceil_mode=ceil_mode,
                       unbatched=unbatched, **extra)

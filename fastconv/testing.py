@@ -57,18 +57,84 @@ def assert_close(actual, expected, dtype=None, what="result", tol=None):
     assert err <= tol, f"{what}: relative error {err:.3g} exceeds {tol:.1g}"
 
 
-def assert_all_close(actual, expected, dtype=None, what="result"):
-    """:func:`assert_close` over matching tuples of results (``None`` must match ``None``)."""
-    if not isinstance(expected, tuple):
-        actual, expected = (actual,), (expected,)
-    assert len(actual) == len(expected), f"{what}: {len(actual)} results, expected {len(expected)}"
-    for i, (a, e) in enumerate(zip(actual, expected)):
-        if e is None:
-            assert a is None, f"{what}[{i}]: expected None"
-        elif e.dtype == np.int64:
-            np.testing.assert_array_equal(a, e, err_msg=f"{what}[{i}]")
+# --------------------------------------------------------------------------------------------
+# Comparing one op call with an oracle
+# --------------------------------------------------------------------------------------------
+OUTPUT_NAMES = {
+    "max_pool2d": ("y", "indices"),
+    "batch_norm": ("y", "running_mean", "running_var"),
+}
+GRADIENT_NAMES = ("grad_x", "grad_weight", "grad_bias")
+
+
+def output_names(op, count):
+    if op.endswith("_backward"):
+        return GRADIENT_NAMES[:count] if count > 1 else ("grad_x",)
+    return OUTPUT_NAMES.get(op, ("y",))[:count]
+
+
+def outputs(op, args, kwargs, run):
+    """``run(op, *args, **kwargs)`` on copies of args, as a tuple of results to compare, with
+    the arrays the op updates in place (batch norm's running statistics) appended."""
+    args = [None if a is None else np.array(a) for a in args]
+    result = run(op, *args, **kwargs)
+    result = result if isinstance(result, tuple) else (result,)
+    if op == "batch_norm" and kwargs.get("training") and args[1] is not None:
+        result = result + (args[1], args[2])
+    return result
+
+
+def fastconv_runner(algo="auto", backend="cpu"):
+    """A ``run`` for :func:`outputs` that calls fastconv with ``algo`` on ``backend``, taking and
+    returning NumPy arrays (CuPy arrays in between on the CUDA backend)."""
+    import fastconv
+
+    def run(op, *args, **kwargs):
+        if backend == "cuda":
+            import cupy
+
+            args = [None if a is None else cupy.asarray(a) for a in args]
+            out = getattr(fastconv, op)(*args, algo=algo, **kwargs)
+            return tuple(None if o is None else cupy.asnumpy(o) for o in out) \
+                if isinstance(out, tuple) else cupy.asnumpy(out)
+        return getattr(fastconv, op)(*args, algo=algo, **kwargs)
+    return run
+
+
+reference_op = fastconv_runner("reference")
+
+
+def compare(op, args, kwargs, run, oracle, dtype):
+    """Errors of one call against an oracle, as ``[(output name, error), ...]``.
+
+    ``args`` are cast to ``dtype`` and run through ``run``; the oracle gets float64 copies of
+    exactly those values, so a float32 result is judged against the exact answer. A result of
+    the wrong dtype, or None where the oracle has an array (or the reverse), counts as inf.
+    """
+    typed = [None if a is None else np.asarray(a).astype(dtype) for a in args]
+    expected = outputs(op, [None if a is None else a.astype(np.float64) for a in typed],
+                       kwargs, oracle)
+    actual = outputs(op, typed, kwargs, run)
+    if len(actual) != len(expected):
+        return [("outputs", float("inf"))]
+    found = []
+    for name, a, e in zip(output_names(op, len(actual)), actual, expected):
+        if a is None or e is None:
+            err = 0.0 if a is None and e is None else float("inf")
+        elif a.dtype != (np.int64 if e.dtype == np.int64 else np.dtype(dtype)):
+            err = float("inf")
         else:
-            assert_close(a, e, dtype, what=f"{what}[{i}]")
+            err = error(a, e)
+        found.append((name, err))
+    return found
+
+
+def assert_matches(op, args, kwargs, run, oracle, dtype, tol=None):
+    """Assert :func:`compare` finds every output within the tolerance of ``dtype``."""
+    tol = tolerance(dtype) if tol is None else tol
+    errors = compare(op, args, kwargs, run, oracle, dtype)
+    bad = [f"{name}: {err:.3g}" for name, err in errors if not err <= tol]
+    assert not bad, f"{op} ({np.dtype(dtype).name}) exceeds tolerance {tol:.0e}: {', '.join(bad)}"
 
 
 # --------------------------------------------------------------------------------------------

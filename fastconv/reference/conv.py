@@ -33,6 +33,12 @@ def _grouped_weight(w, p):
     return w.astype(np.float64).reshape(p.groups, o // p.groups, cg, kh, kw)
 
 
+def _grouped_output(gy, p):
+    """An output-shaped array as (N, G, O/G, Ho, Wo), float64."""
+    n, o, ho, wo = p.y_shape
+    return gy.astype(np.float64).reshape(n, p.groups, o // p.groups, ho, wo)
+
+
 def forward(x, w, b, p):
     """y = conv(x, w) + b; x (N, C, H, W), w (O, C/G, kh, kw), b (O,) or None -> (N, O, Ho, Wo)."""
     y = np.einsum("ngcijae,gocae->ngoij", _grouped_windows(x, p), _grouped_weight(w, p),
@@ -54,7 +60,7 @@ def forward(x, w, b, p):
 def backward_data(gy, w, p):
     """dL/dx; gy (N, O, Ho, Wo), w (O, C/G, kh, kw) -> (N, C, H, W)."""
     n, c, h, wd = p.x_shape
-    gyg = gy.astype(np.float64).reshape(n, p.groups, -1, *p.y_shape[2:])
+    gyg = _grouped_output(gy, p)
     wg = _grouped_weight(w, p)
     gxp = np.zeros((n, p.groups, c // p.groups) + p.padded_size)
     for a in range(p.kernel[0]):
@@ -71,9 +77,8 @@ def backward_data(gy, w, p):
 # i.e. the forward contraction with the roles of w and gy exchanged.
 def backward_weight(x, gy, p):
     """dL/dw; x (N, C, H, W), gy (N, O, Ho, Wo) -> (O, C/G, kh, kw)."""
-    n = p.x_shape[0]
-    gyg = gy.astype(np.float64).reshape(n, p.groups, -1, *p.y_shape[2:])
-    gw = np.einsum("ngoij,ngcijae->gocae", gyg, _grouped_windows(x, p), optimize=True)
+    gw = np.einsum("ngoij,ngcijae->gocae", _grouped_output(gy, p), _grouped_windows(x, p),
+                   optimize=True)
     return gw.reshape(p.w_shape).astype(x.dtype)
 
 

@@ -1,0 +1,270 @@
+"""The public API's contract (API.md): dispatch, explain, layouts, dtypes, and the promises every
+op keeps (inputs untouched, deterministic, any strides)."""
+import numpy as np
+import pytest
+
+import fastconv as fc
+from fastconv import dispatch
+from fastconv.check import cases
+from fastconv.reference import conv as reference_conv
+from fastconv.testing import assert_matches, error, reference_op, torch_op
+
+CASES = cases()
+OPS = sorted(dispatch.OPS)
+
+
+def call(op, args, kwargs, **extra):
+    return getattr(fc, op)(*args, **kwargs, **extra)
+
+
+def as_tuple(result):
+    return result if isinstance(result, tuple) else (result,)
+
+
+def test_every_op_of_the_api_is_exported_and_covered():
+    assert set(OPS) == set(CASES) == {n for n in fc.__all__ if n not in ("algorithms", "explain")}
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_reference_is_available_for_every_op(op):
+    assert "reference" in fc.algorithms(op)
+    assert fc.algorithms(op, backend="cpu") == fc.algorithms(op)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_explain_describes_every_op(op):
+    args, kwargs = CASES[op]
+    shapes = [None if a is None else a.shape for a in args]
+    info = fc.explain(op, *shapes, **kwargs)
+    for key in ("algo", "reason", "candidates", "flops", "bytes", "workspace_bytes", "intensity",
+                "index_bits"):
+        assert key in info
+    assert info["algo"] == "reference" and info["candidates"] == ["reference"]
+    assert isinstance(info["reason"], str) and info["reason"]
+    assert isinstance(info["flops"], int) and info["flops"] > 0
+    assert isinstance(info["bytes"], int) and info["bytes"] > 0
+    assert info["intensity"] == pytest.approx(info["flops"] / info["bytes"])
+    assert info["index_bits"] in (32, 64)
+    # explain's output shapes are what the op returns
+    result = as_tuple(call(op, args, kwargs))
+    assert tuple(None if r is None else r.shape for r in result[:len(info["output_shapes"])]) \
+        == info["output_shapes"]
+
+
+def test_explain_counts_conv_flops_and_bytes_independently():
+    n, c, h, w, o, k = 8, 64, 56, 56, 64, 3
+    info = fc.explain("conv2d", (n, c, h, w), (o, c, k, k), padding=1)
+    assert info["flops"] == 2 * n * o * h * w * c * k * k
+    assert info["bytes"] == 4 * (n * c * h * w + o * c * k * k + n * o * h * w)
+    info64 = fc.explain("conv2d", (n, c, h, w), (o, c, k, k), padding=1, dtype="float64")
+    assert info64["bytes"] == 2 * info["bytes"]
+    grouped = fc.explain("conv2d", (n, c, h, w), (o, c // 32, k, k), padding=1, groups=32)
+    assert grouped["flops"] == info["flops"] // 32
+    backward = fc.explain("conv2d_backward", (n, o, h, w), (n, c, h, w), (o, c, k, k), padding=1,
+                          output_mask=(True, False, True))
+    assert backward["flops"] == info["flops"] + n * o * h * w
+    assert backward["output_shapes"] == ((n, c, h, w), None, (o,))
+
+
+def test_explain_takes_array_keywords_as_shapes():
+    info = fc.explain("max_pool2d_backward", (1, 2, 3, 3), (1, 2, 6, 6), kernel_size=2,
+                       indices=(1, 2, 3, 3))
+    assert info["output_shapes"] == ((1, 2, 6, 6),)
+
+
+def test_explain_forced_algorithm_says_so():
+    info = fc.explain("avg_pool2d", (1, 2, 6, 6), kernel_size=2, algo="reference")
+    assert info["algo"] == "reference" and "forced" in info["reason"]
+
+
+# --------------------------------------------------------------------------------------------
+# The dispatcher skeleton, with a stand-in algorithm that only serves unit-stride convolutions
+# --------------------------------------------------------------------------------------------
+@pytest.fixture
+def unit_stride_algorithm():
+    def why_not(op, p):
+        return None if p.stride == (1, 1) else f"needs stride 1, got stride={p.stride}"
+
+    algorithm = dispatch.Algorithm("unitstride", "cpu", "conv", reference_conv,
+                                   "test stand-in (the reference kernels)", why_not=why_not)
+    fc.algorithms("conv2d")  # load the CPU backend first, so registration order is fixed
+    dispatch.register(algorithm)
+    yield algorithm
+    dispatch.unregister("conv", "cpu", "unitstride")
+
+
+def test_auto_prefers_a_registered_algorithm_that_can_serve(unit_stride_algorithm):
+    assert fc.algorithms("conv_transpose2d") == ["reference", "unitstride"]
+    assert fc.explain("conv2d", (1, 2, 5, 5), (3, 2, 3, 3))["algo"] == "unitstride"
+    strided = fc.explain("conv2d", (1, 2, 5, 5), (3, 2, 3, 3), stride=2)
+    assert strided["algo"] == "reference"
+    assert strided["rejected"] == {"unitstride": "needs stride 1, got stride=(2, 2)"}
+
+
+def test_forced_algorithm_that_cannot_serve_names_those_that_can(unit_stride_algorithm):
+    x, w = np.ones((1, 2, 5, 5)), np.ones((3, 2, 3, 3))
+    with pytest.raises(ValueError, match=r"algorithm 'unitstride' cannot serve this call: needs "
+                                         r"stride 1.*algorithms that can: \['reference'\]"):
+        fc.conv2d(x, w, stride=2, algo="unitstride")
+    np.testing.assert_array_equal(fc.conv2d(x, w, algo="unitstride"), fc.conv2d(x, w))
+
+
+def test_pool_algorithms_are_not_conv_algorithms(unit_stride_algorithm):
+    assert fc.algorithms("max_pool2d") == ["reference"]
+
+
+# --------------------------------------------------------------------------------------------
+# Promises every op keeps
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_results_are_numpy_arrays_of_the_input_dtype(op, dtype):
+    args, kwargs = CASES[op]
+    args = [None if a is None else a.astype(dtype) for a in args]
+    for r in as_tuple(call(op, args, kwargs)):
+        assert type(r) is np.ndarray
+        assert r.dtype in (np.dtype(dtype), np.int64)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_inputs_are_not_modified_and_may_be_read_only(op):
+    args, kwargs = CASES[op]
+    frozen = []
+    for i, a in enumerate(args):
+        if a is None:
+            frozen.append(None)
+            continue
+        a = a.copy()
+        # batch_norm(training=True) updates its running statistics in place, as documented
+        if not (op == "batch_norm" and kwargs.get("training") and i in (1, 2)):
+            a.flags.writeable = False
+        frozen.append(a)
+    call(op, frozen, kwargs)
+    for a, original in zip(frozen, args):
+        if a is not None and not a.flags.writeable:
+            np.testing.assert_array_equal(a, original)
+
+
+def test_batch_norm_updates_running_stats_in_place_only_when_training():
+    (x, rm, rv, w, b), _ = CASES["batch_norm"]
+    rm, rv = rm.copy(), rv.copy()
+    ids = id(rm), id(rv)
+    before = rm.copy(), rv.copy()
+    fc.batch_norm(x, rm, rv, w, b, training=False)
+    np.testing.assert_array_equal(rm, before[0])
+    fc.batch_norm(x, rm, rv, w, b, training=True, momentum=0.25)
+    assert (id(rm), id(rv)) == ids
+    m = x.size // x.shape[1]
+    mean, var = x.mean(axis=(0, 2, 3)), x.var(axis=(0, 2, 3))
+    np.testing.assert_allclose(rm, 0.75 * before[0] + 0.25 * mean, rtol=1e-14)
+    np.testing.assert_allclose(rv, 0.75 * before[1] + 0.25 * var * m / (m - 1), rtol=1e-14)
+    # a strided view of a larger buffer is updated in place too
+    buf = np.zeros((3, 2))
+    buf[:, 0], buf[:, 1] = before[0], before[1]
+    fc.batch_norm(x, buf[:, 0], buf[:, 1], w, b, training=True, momentum=0.25)
+    np.testing.assert_allclose(buf[:, 0], rm, rtol=1e-14)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_same_call_twice_is_bitwise_identical(op):
+    args, kwargs = CASES[op]
+    first = as_tuple(call(op, [None if a is None else a.copy() for a in args], kwargs))
+    second = as_tuple(call(op, [None if a is None else a.copy() for a in args], kwargs))
+    for a, b in zip(first, second):
+        assert (a is None and b is None) or a.tobytes() == b.tobytes()
+
+
+def _strided_variants(a):
+    """The same values behind different memory layouts."""
+    yield "fortran", np.asfortranarray(a)
+    padded = np.zeros(a.shape + (2,), a.dtype)
+    padded[..., 0] = a
+    yield "strided-view", padded[..., 0]
+    flipped = np.ascontiguousarray(a[..., ::-1])
+    yield "negative-strides", flipped[..., ::-1]
+    if a.ndim >= 2:
+        swapped = np.ascontiguousarray(np.swapaxes(a, -1, -2))
+        yield "transposed-view", np.swapaxes(swapped, -1, -2)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_any_memory_layout_gives_the_same_result(op):
+    args, kwargs = CASES[op]
+    expected = as_tuple(call(op, [None if a is None else a.copy() for a in args], kwargs))
+    for i, a in enumerate(args):
+        if a is None or (op == "batch_norm" and i in (1, 2)):
+            continue
+        for name, variant in _strided_variants(a):
+            assert np.array_equal(variant, a)
+            varied = [None if b is None else b.copy() for b in args]
+            varied[i] = variant
+            for r, e in zip(as_tuple(call(op, varied, kwargs)), expected):
+                assert (r is None and e is None) or r.tobytes() == e.tobytes(), (i, name)
+
+
+UNBATCHED_OPS = [op for op in OPS if not op.startswith("batch_norm")]
+
+
+@pytest.mark.parametrize("op", UNBATCHED_OPS)
+def test_unbatched_input_matches_a_batch_of_one(op):
+    args, kwargs = CASES[op]
+    batch_args = 2 if op.endswith("_backward") else 1  # (grad_y, x) or x carry the batch
+    batched = [a[:1] if i < batch_args else a for i, a in enumerate(args)]
+    unbatched = [a[0] if i < batch_args else a for i, a in enumerate(batched)]
+    expected = as_tuple(call(op, batched, kwargs))
+    got = as_tuple(call(op, unbatched, kwargs))
+    for g, e in zip(got, expected):
+        if e is None:
+            continue
+        if g.shape == e.shape[1:]:  # batched outputs lose their batch dimension
+            g = g[None]
+        np.testing.assert_array_equal(g, e)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_empty_batch_works_as_in_torch(op):
+    pytest.importorskip("torch")
+    args, kwargs = CASES[op]
+    batched_args = 2 if op.endswith("_backward") else 1
+    empty = [a[:0] if i < batched_args else a for i, a in enumerate(args)]
+    assert_matches(op, empty, kwargs, reference_op, torch_op, np.float64)
+
+
+def test_max_pool_backward_with_indices_equals_without():
+    (gy, x), kwargs = CASES["max_pool2d_backward"]
+    _, indices = fc.max_pool2d(x, **kwargs, return_indices=True)
+    np.testing.assert_array_equal(fc.max_pool2d_backward(gy, x, **kwargs, indices=indices),
+                                  fc.max_pool2d_backward(gy, x, **kwargs))
+
+
+def test_max_pool_ties_go_to_the_first_element_and_nan_propagates():
+    torch = pytest.importorskip("torch")
+    x = np.array([[[[3.0, 3.0, 1.0, 3.0],
+                    [1.0, np.nan, 2.0, np.nan],
+                    [-np.inf, -np.inf, 5.0, 5.0]]]])
+    y, idx = fc.max_pool2d(x, (1, 4), return_indices=True)
+    ty, tidx = torch.nn.functional.max_pool2d(torch.from_numpy(x), (1, 4), return_indices=True)
+    np.testing.assert_array_equal(idx, tidx.numpy())
+    assert idx[0, 0, :, 0].tolist() == [0, 7, 10]
+    assert error(y, ty.numpy()) == 0 and np.isnan(y[0, 0, 1, 0])
+    # a window of -inf with padding still reports an input element, never the padding
+    y, idx = fc.max_pool2d(np.full((1, 1, 2, 2), -np.inf), 2, stride=1, padding=1,
+                           return_indices=True)
+    ty, tidx = torch.nn.functional.max_pool2d(torch.full((1, 1, 2, 2), -np.inf, dtype=torch.float64),
+                                              2, stride=1, padding=1, return_indices=True)
+    np.testing.assert_array_equal(idx, tidx.numpy())
+
+
+def test_conv_nan_spreads_only_to_the_outputs_it_touches():
+    x = np.zeros((1, 1, 7, 7))
+    x[0, 0, 0, 0] = np.nan
+    y = fc.conv2d(x, np.ones((1, 1, 3, 3)))
+    assert np.isnan(y[0, 0, 0, 0]) and np.isnan(y).sum() == 1
+
+
+def test_reference_runs_through_the_public_api_and_directly_alike():
+    (x, w, b), kwargs = CASES["conv2d"]
+    from fastconv import params
+    p = params.conv2d(x.shape, w.shape, b.shape, **kwargs)
+    np.testing.assert_array_equal(reference_conv.forward(x, w, b, p),
+                                  reference_op("conv2d", x, w, b, **kwargs))

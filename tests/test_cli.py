@@ -1,0 +1,56 @@
+"""``python -m fastconv check``: the self-test users run after installing."""
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from fastconv import check, dispatch
+from fastconv.reference import conv as reference_conv
+
+
+def test_check_command_passes_and_lists_every_op():
+    pytest.importorskip("torch")
+    done = subprocess.run([sys.executable, "-m", "fastconv", "check"], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for op in dispatch.OPS:
+        assert f" {op} " in done.stdout
+    assert "FAIL" not in done.stdout
+    assert f"check: {len(dispatch.OPS)} of {len(dispatch.OPS)} passed, 0 failed" in done.stdout
+
+
+def test_check_can_select_ops():
+    pytest.importorskip("torch")
+    done = subprocess.run([sys.executable, "-m", "fastconv", "check", "--op", "avg_pool2d"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0
+    assert "avg_pool2d " in done.stdout and "conv2d " not in done.stdout
+
+
+@pytest.fixture
+def broken_algorithm():
+    """A conv algorithm whose forward is off by 1e-3: check must catch it."""
+    broken = types.SimpleNamespace(**{name: getattr(reference_conv, name) for name in
+                                      ("backward_data", "backward_weight", "backward_bias")})
+    broken.forward = lambda x, w, b, p: reference_conv.forward(x, w, b, p) + 1e-3
+    dispatch.algorithms("conv2d")
+    dispatch.register(dispatch.Algorithm("broken", "cpu", "conv", broken, "deliberately wrong"))
+    yield
+    dispatch.unregister("conv", "cpu", "broken")
+
+
+def test_check_reports_a_wrong_algorithm(broken_algorithm):
+    rows = {(r.op, r.algo): r for r in check.run(ops=["conv2d", "conv2d_backward"])}
+    assert rows["conv2d", "broken"].status == "FAIL"
+    assert rows["conv2d", "broken"].oracle == "reference"
+    assert rows["conv2d_backward", "broken"].status == "PASS"  # its backward is the reference's
+    out = []
+    assert check.main(ops=["conv2d"], out=types.SimpleNamespace(write=out.append)) == 1
+
+
+def test_check_skips_the_reference_without_torch(monkeypatch):
+    monkeypatch.setattr(check, "torch_available", lambda: False)
+    rows = check.run(ops=["max_pool2d"])
+    assert [(r.status, r.note) for r in rows] == [("SKIP", "torch is not installed")]
