@@ -92,23 +92,14 @@ def set_auto_rule(backend: str, rule: Callable) -> None:
     _AUTO_RULES[backend] = rule
 
 
-def _reference_workspace(op, p, itemsize):
-    """The reference works in float64: a padded float64 copy of the input and float64 results,
-    plus what einsum's contraction allocates (bounded here by one im2col column matrix)."""
-    if isinstance(p, params.ConvParams):
-        n, c = p.x_shape[:2]
-        columns = n * c * p.kernel[0] * p.kernel[1] * prod(p.y_shape[2:])
-        return 8 * (n * c * prod(p.padded_size) + columns + prod(p.y_shape) + prod(p.w_shape))
-    return 8 * 2 * (prod(p.x_shape) + prod(getattr(p, "y_shape", p.x_shape)))
-
-
 def _load_cpu():
-    from .reference import batchnorm, conv, pool
+    from . import reference
 
     summary = "the NumPy reference (float64, strided windows + einsum): the oracle, not fast"
-    for family, module in (("conv", conv), ("pool", pool), ("batch_norm", batchnorm)):
+    for family, module in (("conv", reference.conv), ("pool", reference.pool),
+                           ("batch_norm", reference.batchnorm)):
         register(Algorithm("reference", "cpu", family, module, summary,
-                           workspace_bytes=_reference_workspace,
+                           workspace_bytes=reference.workspace_bytes,
                            index_bits=lambda op, p: 64))  # NumPy indexes with intp
 
 

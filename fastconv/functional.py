@@ -63,13 +63,13 @@ _CONV_DOC = """
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, algo="auto"):
-    backend, _ = params.check_arrays("conv2d", x=x, weight=weight, bias=bias)
+    backend = params.check_arrays("conv2d", dict(bias=bias), x=x, weight=weight)
     p = params.conv2d(x.shape, weight.shape, _shape(bias), stride, padding, dilation, groups)
     return _conv_forward("conv2d", backend, algo, p, x, weight, bias)
 
 
 def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, algo="auto"):
-    backend, _ = params.check_arrays("conv1d", x=x, weight=weight, bias=bias)
+    backend = params.check_arrays("conv1d", dict(bias=bias), x=x, weight=weight)
     p = params.conv1d(x.shape, weight.shape, _shape(bias), stride, padding, dilation, groups)
     return _conv_forward("conv1d", backend, algo, p, x, weight, bias)
 
@@ -116,7 +116,7 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
         ``out = (in - 1)*stride - 2*padding + dilation*(k - 1) + output_padding + 1``.
     """
     op = "conv_transpose2d"
-    backend, _ = params.check_arrays(op, x=x, weight=weight, bias=bias)
+    backend = params.check_arrays(op, dict(bias=bias), x=x, weight=weight)
     p = params.conv_transpose2d(x.shape, weight.shape, _shape(bias), stride, padding,
                                 output_padding, groups, dilation)
     kernels = dispatch.select(op, backend, algo, p).kernels
@@ -148,7 +148,7 @@ _CONV_BACKWARD_DOC = """Gradients of ``{fwd}``: ``(grad_x, grad_weight, grad_bia
 def conv2d_backward(grad_y, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
                     output_mask=ALL_OUTPUTS, algo="auto"):
     op = "conv2d_backward"
-    backend, _ = params.check_arrays(op, grad_y=grad_y, x=x, weight=weight)
+    backend = params.check_arrays(op, grad_y=grad_y, x=x, weight=weight)
     p = params.conv2d_backward(grad_y.shape, x.shape, weight.shape, stride, padding, dilation,
                                groups, output_mask)
     return _conv_backward(op, backend, algo, p, grad_y, x, weight)
@@ -157,7 +157,7 @@ def conv2d_backward(grad_y, x, weight, stride=1, padding=0, dilation=1, groups=1
 def conv1d_backward(grad_y, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
                     output_mask=ALL_OUTPUTS, algo="auto"):
     op = "conv1d_backward"
-    backend, _ = params.check_arrays(op, grad_y=grad_y, x=x, weight=weight)
+    backend = params.check_arrays(op, grad_y=grad_y, x=x, weight=weight)
     p = params.conv1d_backward(grad_y.shape, x.shape, weight.shape, stride, padding, dilation,
                                groups, output_mask)
     return _conv_backward(op, backend, algo, p, grad_y, x, weight)
@@ -189,7 +189,7 @@ def conv_transpose2d_backward(grad_y, x, weight, stride=1, padding=0, output_pad
     #   grad_w = conv's weight gradient with conv's input = grad_y and conv's output grad = x
     #   grad_b = sum of grad_y over batch and space
     op = "conv_transpose2d_backward"
-    backend, _ = params.check_arrays(op, grad_y=grad_y, x=x, weight=weight)
+    backend = params.check_arrays(op, grad_y=grad_y, x=x, weight=weight)
     p = params.conv_transpose2d_backward(grad_y.shape, x.shape, weight.shape, stride, padding,
                                          output_padding, groups, dilation, output_mask)
     kernels = dispatch.select(op, backend, algo, p).kernels
@@ -236,7 +236,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
         Ties go to the first maximal element in row-major window order; NaN propagates.
     """
     op = "max_pool2d"
-    backend, _ = params.check_arrays(op, x=x)
+    backend = params.check_arrays(op, x=x)
     p = params.max_pool2d(x.shape, kernel_size, stride, padding, dilation, ceil_mode,
                           return_indices)
     kernels = dispatch.select(op, backend, algo, p).kernels
@@ -254,7 +254,7 @@ def max_pool2d_backward(grad_y, x, kernel_size, stride=None, padding=0, dilation
     ``max_pool2d(..., return_indices=True)`` saves recomputing the selection.
     """
     op = "max_pool2d_backward"
-    backend, _ = params.check_arrays(op, grad_y=grad_y, x=x)
+    backend = params.check_arrays(op, grad_y=grad_y, x=x)
     if indices is not None:
         params.check_indices(op, indices, backend)
     p = params.max_pool2d_backward(grad_y.shape, x.shape, kernel_size, stride, padding,
@@ -291,7 +291,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
     y : ndarray (N, C, Ho, Wo), ``out = floor_or_ceil((in + 2*padding - k) / stride) + 1``.
     """
     op = "avg_pool2d"
-    backend, _ = params.check_arrays(op, x=x)
+    backend = params.check_arrays(op, x=x)
     p = params.avg_pool2d(x.shape, kernel_size, stride, padding, ceil_mode, count_include_pad,
                           divisor_override)
     kernels = dispatch.select(op, backend, algo, p).kernels
@@ -304,7 +304,7 @@ def avg_pool2d_backward(grad_y, x, kernel_size, stride=None, padding=0, ceil_mod
     """Gradient of ``avg_pool2d`` with respect to x: each window spreads its output gradient
     over its input elements, divided by the same divisor as the forward."""
     op = "avg_pool2d_backward"
-    backend, _ = params.check_arrays(op, grad_y=grad_y, x=x)
+    backend = params.check_arrays(op, grad_y=grad_y, x=x)
     p = params.avg_pool2d_backward(grad_y.shape, x.shape, kernel_size, stride, padding,
                                    ceil_mode, count_include_pad, divisor_override)
     kernels = dispatch.select(op, backend, algo, p).kernels
@@ -325,7 +325,7 @@ def adaptive_avg_pool2d(x, output_size, *, algo="auto"):
     algo : "auto" or a name from ``algorithms("adaptive_avg_pool2d")``
     """
     op = "adaptive_avg_pool2d"
-    backend, _ = params.check_arrays(op, x=x)
+    backend = params.check_arrays(op, x=x)
     p = params.adaptive_avg_pool2d(x.shape, output_size)
     kernels = dispatch.select(op, backend, algo, p).kernels
     y = kernels.adaptive_avg_pool_forward(_prepared(backend, x, p.x_shape), p)
@@ -335,7 +335,7 @@ def adaptive_avg_pool2d(x, output_size, *, algo="auto"):
 def adaptive_avg_pool2d_backward(grad_y, x, *, algo="auto"):
     """Gradient of ``adaptive_avg_pool2d`` with respect to x (the output size is grad_y's)."""
     op = "adaptive_avg_pool2d_backward"
-    backend, _ = params.check_arrays(op, grad_y=grad_y, x=x)
+    backend = params.check_arrays(op, grad_y=grad_y, x=x)
     p = params.adaptive_avg_pool2d_backward(grad_y.shape, x.shape)
     kernels = dispatch.select(op, backend, algo, p).kernels
     gx = kernels.adaptive_avg_pool_backward(_prepared(backend, grad_y, p.y_shape), p)
@@ -365,8 +365,8 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     algo : "auto" or a name from ``algorithms("batch_norm")``
     """
     op = "batch_norm"
-    backend, _ = params.check_arrays(op, x=x, running_mean=running_mean,
-                                     running_var=running_var, weight=weight, bias=bias)
+    backend = params.check_arrays(op, dict(running_mean=running_mean, running_var=running_var,
+                                          weight=weight, bias=bias), x=x)
     p = params.batch_norm(x.shape, _shape(running_mean), _shape(running_var), _shape(weight),
                           _shape(bias), training, momentum, eps)
     if p.training:
@@ -387,8 +387,8 @@ def batch_norm_backward(grad_y, x, weight=None, running_mean=None, running_var=N
     ``output_mask`` selects which gradients to compute; the others come back as None.
     """
     op = "batch_norm_backward"
-    backend, _ = params.check_arrays(op, grad_y=grad_y, x=x, weight=weight,
-                                     running_mean=running_mean, running_var=running_var)
+    backend = params.check_arrays(op, dict(weight=weight, running_mean=running_mean,
+                                          running_var=running_var), grad_y=grad_y, x=x)
     p = params.batch_norm_backward(grad_y.shape, x.shape, _shape(weight), _shape(running_mean),
                                    _shape(running_var), training, eps, output_mask)
     kernels = dispatch.select(op, backend, algo, p).kernels

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass, replace
+from math import prod
 
 import numpy as np
 
@@ -134,7 +135,7 @@ class BatchNormParams:
     @property
     def count(self) -> int:
         """Number of values per channel that the batch statistics average over."""
-        return int(np.prod(self.x_shape)) // self.x_shape[1]
+        return prod(self.x_shape) // self.x_shape[1]
 
 
 def _user_shape(shape, spatial_dims, unbatched):
@@ -609,36 +610,33 @@ def array_kind(a) -> str | None:
     return None
 
 
-def check_arrays(op, **arrays):
-    """Check the array arguments of one call; return ``(backend, dtype)``.
+def check_arrays(op, optional=None, **required) -> str:
+    """Check the array arguments of one call; return the backend they run on.
 
     All arrays must be NumPy arrays (backend ``"cpu"``) or all CuPy arrays on one device
-    (backend ``"cuda"``), of one floating dtype: float32 or float64. ``None`` entries are
-    optional arguments that were not given.
+    (backend ``"cuda"``), of one floating dtype: float32 or float64. ``optional`` maps the
+    names of optional arrays to their values, None where not given.
     """
-    given = {name: a for name, a in arrays.items() if a is not None}
-    backend, dtype, first = None, None, None
+    given = dict(required, **{k: v for k, v in (optional or {}).items() if v is not None})
     for name, a in given.items():
-        kind = array_kind(a)
-        if kind is None:
+        if array_kind(a) is None:
             raise TypeError(f"{op}: {name} must be a numpy.ndarray or cupy.ndarray, got "
                             f"{type(a).__module__}.{type(a).__qualname__}")
-        if backend is None:
-            backend, dtype, first = kind, a.dtype, name
-            continue
-        if kind != backend:
-            raise TypeError(f"{op}: {first} is a {_type_name(given[first])} but {name} is a "
-                            f"{_type_name(a)}; pass arrays of one kind")
-        if kind == "cuda" and a.device.id != given[first].device.id:
-            raise TypeError(f"{op}: {first} is on CUDA device {given[first].device.id} but {name} "
-                            f"is on device {a.device.id}; pass arrays on one device")
+    first, head = next(iter(given.items()))
+    backend = array_kind(head)
     for name, a in given.items():
+        if array_kind(a) != backend:
+            raise TypeError(f"{op}: {first} is a {_type_name(head)} but {name} is a "
+                            f"{_type_name(a)}; pass arrays of one kind")
+        if backend == "cuda" and a.device.id != head.device.id:
+            raise TypeError(f"{op}: {first} is on CUDA device {head.device.id} but {name} is on "
+                            f"device {a.device.id}; pass arrays on one device")
         if a.dtype not in FLOAT_DTYPES:
             raise TypeError(f"{op}: {name} has dtype {a.dtype}; expected float32 or float64")
-        if a.dtype != dtype:
-            raise TypeError(f"{op}: {first} has dtype {dtype} but {name} has dtype {a.dtype}; "
-                            f"all arrays of one call must have the same dtype")
-    return backend, dtype
+        if a.dtype != head.dtype:
+            raise TypeError(f"{op}: {first} has dtype {head.dtype} but {name} has dtype "
+                            f"{a.dtype}; all arrays of one call must have the same dtype")
+    return backend
 
 
 def _type_name(a):
