@@ -61,40 +61,29 @@ def test_grids_cover_what_the_acceptance_asks():
     assert len(affine) == 8  # weight x bias x running stats, all combinations
 
 
-@given(grids.conv2d_cases())
-def test_conv2d_drawn(case):
-    check_forward_and_backward(case, np.random.default_rng(0))
-
-
-@given(grids.conv_transpose2d_cases())
-def test_conv_transpose2d_drawn(case):
-    check_forward_and_backward(case, np.random.default_rng(0))
-
-
-@given(grids.max_pool2d_cases())
-def test_max_pool2d_drawn(case):
-    check_forward_and_backward(case, np.random.default_rng(0))
-
-
-@given(grids.avg_pool2d_cases())
-def test_avg_pool2d_drawn(case):
-    check_forward_and_backward(case, np.random.default_rng(0))
-
-
 DRAWN = [grids.conv2d_cases, grids.conv_transpose2d_cases, grids.max_pool2d_cases,
          grids.avg_pool2d_cases]
+
+
+def check_drawn(strategy, max_examples):
+    @settings(max_examples=max_examples)
+    @given(strategy())
+    def drawn(case):
+        check_forward_and_backward(case, np.random.default_rng(0))
+
+    drawn()
+
+
+@pytest.mark.parametrize("strategy", DRAWN, ids=lambda s: s.__name__)
+def test_drawn(strategy):
+    check_drawn(strategy, settings.default.max_examples)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", DRAWN, ids=lambda s: s.__name__)
 def test_drawn_sweep(strategy):
     """The larger sweep: a thousand drawn cases per strategy."""
-    @settings(max_examples=1000)
-    @given(strategy())
-    def sweep(case):
-        check_forward_and_backward(case, np.random.default_rng(0))
-
-    sweep()
+    check_drawn(strategy, 1000)
 
 
 @pytest.mark.parametrize("case", [grids.Case("conv2d", ((2, 4, 9, 8), (6, 2, 3, 2), (6,)),
