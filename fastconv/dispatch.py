@@ -93,8 +93,11 @@ def set_auto_rule(backend: str, rule: Callable) -> None:
 
 
 def _load_cpu():
-    from . import reference
+    from . import cpu, reference
 
+    for algorithm in cpu.algorithms():
+        register(algorithm)
+    set_auto_rule("cpu", cpu.choose)
     summary = "the NumPy reference (float64, strided windows + einsum): the oracle, not fast"
     for family, module in (("conv", reference.conv), ("pool", reference.pool),
                            ("batch_norm", reference.batchnorm)):

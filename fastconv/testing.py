@@ -104,17 +104,28 @@ def fastconv_runner(algo="auto", backend="cpu"):
 reference_op = fastconv_runner("reference")
 
 
-def compare(op, args, kwargs, run, oracle, dtype):
+def typed_args(args, dtype):
+    return [None if a is None else np.asarray(a).astype(dtype) for a in args]
+
+
+def oracle_outputs(op, args, kwargs, oracle, dtype):
+    """The oracle's results for ``args`` cast to ``dtype``: it gets float64 copies of exactly
+    those values, so a float32 result is judged against the exact answer."""
+    exact = typed_args(typed_args(args, dtype), np.float64)
+    return outputs(op, exact, kwargs, oracle)
+
+
+def compare(op, args, kwargs, run, oracle, dtype, expected=None):
     """Errors of one call against an oracle, as ``[(output name, error), ...]``.
 
-    ``args`` are cast to ``dtype`` and run through ``run``; the oracle gets float64 copies of
-    exactly those values, so a float32 result is judged against the exact answer. A result of
-    the wrong dtype, or None where the oracle has an array (or the reverse), counts as inf.
+    ``args`` are cast to ``dtype`` and run through ``run``; ``expected`` is
+    :func:`oracle_outputs` (computed here unless given, so that one oracle run can serve several
+    algorithms). A result of the wrong dtype, or None where the oracle has an array (or the
+    reverse), counts as inf.
     """
-    typed = [None if a is None else np.asarray(a).astype(dtype) for a in args]
-    expected = outputs(op, [None if a is None else a.astype(np.float64) for a in typed],
-                       kwargs, oracle)
-    actual = outputs(op, typed, kwargs, run)
+    if expected is None:
+        expected = oracle_outputs(op, args, kwargs, oracle, dtype)
+    actual = outputs(op, typed_args(args, dtype), kwargs, run)
     if len(actual) != len(expected):
         return [("outputs", float("inf"))]
     found = []
@@ -129,10 +140,10 @@ def compare(op, args, kwargs, run, oracle, dtype):
     return found
 
 
-def assert_matches(op, args, kwargs, run, oracle, dtype, tol=None):
+def assert_matches(op, args, kwargs, run, oracle, dtype, tol=None, expected=None):
     """Assert :func:`compare` finds every output within the tolerance of ``dtype``."""
     tol = tolerance(dtype) if tol is None else tol
-    errors = compare(op, args, kwargs, run, oracle, dtype)
+    errors = compare(op, args, kwargs, run, oracle, dtype, expected)
     bad = [f"{name}: {err:.3g}" for name, err in errors if not err <= tol]
     assert not bad, f"{op} ({np.dtype(dtype).name}) exceeds tolerance {tol:.0e}: {', '.join(bad)}"
 

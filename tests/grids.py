@@ -228,3 +228,19 @@ def avg_pool2d_cases(draw):
                 dict(kernel_size=kernel, stride=stride, padding=padding,
                      ceil_mode=draw(st.booleans()), count_include_pad=draw(st.booleans()),
                      divisor_override=divisor))
+
+
+# --------------------------------------------------------------------------------------------
+# Everything above, gathered
+# --------------------------------------------------------------------------------------------
+GRIDS = {
+    "conv2d": conv2d_grid,
+    "conv1d": conv1d_grid,
+    "conv_transpose2d": conv_transpose2d_grid,
+    "max_pool2d": max_pool2d_grid,
+    "avg_pool2d": avg_pool2d_grid,
+    "adaptive_avg_pool2d": adaptive_avg_pool2d_grid,
+    "batch_norm": batch_norm_grid,
+}
+CASES = [case for grid in GRIDS.values() for case in grid()]
+DRAWN = [conv2d_cases, conv_transpose2d_cases, max_pool2d_cases, avg_pool2d_cases]

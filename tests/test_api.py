@@ -5,12 +5,17 @@ import pytest
 
 import fastconv as fc
 from fastconv import dispatch
-from fastconv.check import cases
+from fastconv.check import cases, serves
 from fastconv.reference import conv as reference_conv
-from fastconv.testing import assert_matches, error, reference_op, torch_op
+from fastconv.testing import assert_matches, error, fastconv_runner, reference_op, torch_op
 
-CASES = cases()
+ALL_CASES = cases()
+CASES = {op: calls[0] for op, calls in ALL_CASES.items()}  # one general case per op
 OPS = sorted(dispatch.OPS)
+# every algorithm on every case it can serve: the promises below hold for each of them
+SERVED = [(op, algo, i) for op in OPS for algo in fc.algorithms(op)
+          for i, (args, kwargs) in enumerate(ALL_CASES[op]) if serves(algo, op, args, kwargs)]
+SERVED_IDS = [f"{op}-{algo}-{i}" for op, algo, i in SERVED]
 
 
 def call(op, args, kwargs, **extra):
@@ -39,7 +44,8 @@ def test_explain_describes_every_op(op):
     for key in ("algo", "reason", "candidates", "flops", "bytes", "workspace_bytes", "intensity",
                 "index_bits"):
         assert key in info
-    assert info["algo"] == "reference" and info["candidates"] == ["reference"]
+    assert info["algo"] in info["candidates"] and "reference" in info["candidates"]
+    assert set(info["candidates"]) | set(info["rejected"]) == set(fc.algorithms(op))
     assert isinstance(info["reason"], str) and info["reason"]
     assert isinstance(info["flops"], int) and info["flops"] > 0
     assert isinstance(info["bytes"], int) and info["bytes"] > 0
@@ -78,19 +84,24 @@ def test_explain_forced_algorithm_says_so():
 
 
 # --------------------------------------------------------------------------------------------
-# The dispatcher skeleton, with a stand-in algorithm that only serves unit-stride convolutions
+# The dispatcher, on a registry of its own: the reference and a stand-in that only serves
+# unit-stride convolutions
 # --------------------------------------------------------------------------------------------
 @pytest.fixture
-def unit_stride_algorithm():
+def unit_stride_algorithm(monkeypatch):
+    from fastconv.reference import pool as reference_pool
+
+    monkeypatch.setattr(dispatch, "_REGISTRY", {})
+    monkeypatch.setattr(dispatch, "_AUTO_RULES", {})
+    monkeypatch.setattr(dispatch, "_LOADED", {"cpu"})
+
     def why_not(op, p):
         return None if p.stride == (1, 1) else f"needs stride 1, got stride={p.stride}"
 
-    algorithm = dispatch.Algorithm("unitstride", "cpu", "conv", reference_conv,
-                                   "test stand-in (the reference kernels)", why_not=why_not)
-    fc.algorithms("conv2d")  # load the CPU backend first, so registration order is fixed
-    dispatch.register(algorithm)
-    yield algorithm
-    dispatch.unregister("conv", "cpu", "unitstride")
+    dispatch.register(dispatch.Algorithm("reference", "cpu", "conv", reference_conv, "oracle"))
+    dispatch.register(dispatch.Algorithm("reference", "cpu", "pool", reference_pool, "oracle"))
+    dispatch.register(dispatch.Algorithm("unitstride", "cpu", "conv", reference_conv,
+                                         "test stand-in (the reference kernels)", why_not=why_not))
 
 
 def test_auto_prefers_a_registered_algorithm_that_can_serve(unit_stride_algorithm):
@@ -109,37 +120,67 @@ def test_forced_algorithm_that_cannot_serve_names_those_that_can(unit_stride_alg
     np.testing.assert_array_equal(fc.conv2d(x, w, algo="unitstride"), fc.conv2d(x, w))
 
 
-def test_pool_algorithms_are_not_conv_algorithms(unit_stride_algorithm):
+def test_families_have_their_own_algorithms(unit_stride_algorithm):
     assert fc.algorithms("max_pool2d") == ["reference"]
+
+
+def test_auto_rule_of_a_backend_is_used(unit_stride_algorithm):
+    dispatch.set_auto_rule("cpu", lambda op, p, candidates: ("reference", "because"))
+    info = fc.explain("conv2d", (1, 2, 5, 5), (3, 2, 3, 3))
+    assert (info["algo"], info["reason"]) == ("reference", "because")
+
+
+# --------------------------------------------------------------------------------------------
+# The CPU backend's auto rule
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("shapes, kwargs, expected", [
+    (((8, 128, 56, 56), (128, 1, 3, 3)), dict(padding=1, groups=128), "depthwise"),
+    (((8, 64, 28, 28), (128, 1, 3, 3)), dict(padding=1, groups=64), "depthwise"),  # multiplier 2
+    (((8, 64, 56, 56), (256, 64, 1, 1)), {}, "pointwise"),
+    (((8, 256, 56, 56), (128, 256, 1, 1)), dict(stride=2), "pointwise"),
+    (((8, 64, 56, 56), (64, 64, 1, 1)), dict(padding=1), None),  # padded 1x1: not pointwise
+])
+def test_cpu_auto_picks_the_specialised_kernels(shapes, kwargs, expected):
+    info = fc.explain("conv2d", *shapes, **kwargs)
+    if expected is None:
+        assert info["algo"] in ("direct", "im2col")
+    else:
+        assert info["algo"] == expected
+
+
+def test_every_cpu_algorithm_is_listed():
+    assert fc.algorithms("conv2d") == ["depthwise", "pointwise", "im2col", "direct", "reference"]
+    for op in ("max_pool2d", "avg_pool2d_backward", "batch_norm", "batch_norm_backward"):
+        assert fc.algorithms(op) == ["direct", "reference"]
 
 
 # --------------------------------------------------------------------------------------------
 # Promises every op keeps
 # --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("op, algo, i", SERVED, ids=SERVED_IDS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_results_are_numpy_arrays_of_the_input_dtype(op, dtype):
-    args, kwargs = CASES[op]
+def test_results_are_numpy_arrays_of_the_input_dtype(op, algo, i, dtype):
+    args, kwargs = ALL_CASES[op][i]
     args = [None if a is None else a.astype(dtype) for a in args]
-    for r in as_tuple(call(op, args, kwargs)):
-        assert type(r) is np.ndarray
-        assert r.dtype in (np.dtype(dtype), np.int64)
+    for r in as_tuple(call(op, args, kwargs, algo=algo)):
+        assert r is None or type(r) is np.ndarray
+        assert r is None or r.dtype in (np.dtype(dtype), np.int64)
 
 
-@pytest.mark.parametrize("op", OPS)
-def test_inputs_are_not_modified_and_may_be_read_only(op):
-    args, kwargs = CASES[op]
+@pytest.mark.parametrize("op, algo, i", SERVED, ids=SERVED_IDS)
+def test_inputs_are_not_modified_and_may_be_read_only(op, algo, i):
+    args, kwargs = ALL_CASES[op][i]
     frozen = []
-    for i, a in enumerate(args):
+    for j, a in enumerate(args):
         if a is None:
             frozen.append(None)
             continue
         a = a.copy()
         # batch_norm(training=True) updates its running statistics in place, as documented
-        if not (op == "batch_norm" and kwargs.get("training") and i in (1, 2)):
+        if not (op == "batch_norm" and kwargs.get("training") and j in (1, 2)):
             a.flags.writeable = False
         frozen.append(a)
-    call(op, frozen, kwargs)
+    call(op, frozen, kwargs, algo=algo)
     for a, original in zip(frozen, args):
         if a is not None and not a.flags.writeable:
             np.testing.assert_array_equal(a, original)
@@ -165,13 +206,15 @@ def test_batch_norm_updates_running_stats_in_place_only_when_training():
     np.testing.assert_allclose(buf[:, 0], rm, rtol=1e-14)
 
 
-@pytest.mark.parametrize("op", OPS)
-def test_same_call_twice_is_bitwise_identical(op):
-    args, kwargs = CASES[op]
-    first = as_tuple(call(op, [None if a is None else a.copy() for a in args], kwargs))
-    second = as_tuple(call(op, [None if a is None else a.copy() for a in args], kwargs))
-    for a, b in zip(first, second):
-        assert (a is None and b is None) or a.tobytes() == b.tobytes()
+@pytest.mark.parametrize("op, algo, i", SERVED, ids=SERVED_IDS)
+def test_same_call_twice_is_bitwise_identical(op, algo, i):
+    args, kwargs = ALL_CASES[op][i]
+    for dtype in (np.float32, np.float64):
+        typed = [None if a is None else a.astype(dtype) for a in args]
+        first = as_tuple(call(op, [None if a is None else a.copy() for a in typed], kwargs, algo=algo))
+        second = as_tuple(call(op, [None if a is None else a.copy() for a in typed], kwargs, algo=algo))
+        for a, b in zip(first, second):
+            assert (a is None and b is None) or a.tobytes() == b.tobytes()
 
 
 def _strided_variants(a):
@@ -187,19 +230,19 @@ def _strided_variants(a):
         yield "transposed-view", np.swapaxes(swapped, -1, -2)
 
 
-@pytest.mark.parametrize("op", OPS)
-def test_any_memory_layout_gives_the_same_result(op):
-    args, kwargs = CASES[op]
-    expected = as_tuple(call(op, [None if a is None else a.copy() for a in args], kwargs))
-    for i, a in enumerate(args):
-        if a is None or (op == "batch_norm" and i in (1, 2)):
+@pytest.mark.parametrize("op, algo, i", SERVED, ids=SERVED_IDS)
+def test_any_memory_layout_gives_the_same_result(op, algo, i):
+    args, kwargs = ALL_CASES[op][i]
+    expected = as_tuple(call(op, [None if a is None else a.copy() for a in args], kwargs, algo=algo))
+    for j, a in enumerate(args):
+        if a is None or (op == "batch_norm" and j in (1, 2)):
             continue
         for name, variant in _strided_variants(a):
             assert np.array_equal(variant, a)
             varied = [None if b is None else b.copy() for b in args]
-            varied[i] = variant
-            for r, e in zip(as_tuple(call(op, varied, kwargs)), expected):
-                assert (r is None and e is None) or r.tobytes() == e.tobytes(), (i, name)
+            varied[j] = variant
+            for r, e in zip(as_tuple(call(op, varied, kwargs, algo=algo)), expected):
+                assert (r is None and e is None) or r.tobytes() == e.tobytes(), (j, name)
 
 
 UNBATCHED_OPS = [op for op in OPS if not op.startswith("batch_norm")]
@@ -221,13 +264,13 @@ def test_unbatched_input_matches_a_batch_of_one(op):
         np.testing.assert_array_equal(g, e)
 
 
-@pytest.mark.parametrize("op", OPS)
-def test_empty_batch_works_as_in_torch(op):
+@pytest.mark.parametrize("op, algo, i", SERVED, ids=SERVED_IDS)
+def test_empty_batch_works_as_in_torch(op, algo, i):
     pytest.importorskip("torch")
-    args, kwargs = CASES[op]
+    args, kwargs = ALL_CASES[op][i]
     batched_args = 2 if op.endswith("_backward") else 1
-    empty = [a[:0] if i < batched_args else a for i, a in enumerate(args)]
-    assert_matches(op, empty, kwargs, reference_op, torch_op, np.float64)
+    empty = [a[:0] if j < batched_args else a for j, a in enumerate(args)]
+    assert_matches(op, empty, kwargs, fastconv_runner(algo), torch_op, np.float64)
 
 
 def test_max_pool_backward_with_indices_equals_without():

@@ -18,7 +18,12 @@ def test_check_command_passes_and_lists_every_op():
     for op in dispatch.OPS:
         assert f" {op} " in done.stdout
     assert "FAIL" not in done.stdout
-    assert f"check: {len(dispatch.OPS)} of {len(dispatch.OPS)} passed, 0 failed" in done.stdout
+    rows = sum(len(dispatch.algorithms(op)) for op in dispatch.OPS)
+    assert f"check: {rows} of {rows} passed, 0 failed, 0 skipped" in done.stdout
+    for op in dispatch.OPS:
+        for algo in dispatch.algorithms(op):  # every CPU algorithm of every op has a PASS row
+            assert any(line.split()[1:3] == [op, algo] and "PASS" in line
+                       for line in done.stdout.splitlines()), (op, algo)
 
 
 def test_check_can_select_ops():
@@ -53,4 +58,5 @@ def test_check_reports_a_wrong_algorithm(broken_algorithm):
 def test_check_skips_the_reference_without_torch(monkeypatch):
     monkeypatch.setattr(check, "torch_available", lambda: False)
     rows = check.run(ops=["max_pool2d"])
-    assert [(r.status, r.note) for r in rows] == [("SKIP", "torch is not installed")]
+    assert ("SKIP", "torch is not installed") in [(r.status, r.note) for r in rows]
+    assert all(r.status == "PASS" for r in rows if r.algo != "reference")

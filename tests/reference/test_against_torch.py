@@ -7,19 +7,9 @@ from hypothesis import given, settings
 from fastconv.testing import assert_matches, reference_op, torch_op
 
 import grids
+from grids import CASES, DRAWN, GRIDS
 
 pytest.importorskip("torch")
-
-GRIDS = {
-    "conv2d": grids.conv2d_grid,
-    "conv1d": grids.conv1d_grid,
-    "conv_transpose2d": grids.conv_transpose2d_grid,
-    "max_pool2d": grids.max_pool2d_grid,
-    "avg_pool2d": grids.avg_pool2d_grid,
-    "adaptive_avg_pool2d": grids.adaptive_avg_pool2d_grid,
-    "batch_norm": grids.batch_norm_grid,
-}
-CASES = [case for grid in GRIDS.values() for case in grid()]
 
 
 def check_forward_and_backward(case, rng, dtype=np.float64):
@@ -59,10 +49,6 @@ def test_grids_cover_what_the_acceptance_asks():
     affine = {(c.shapes[3] is not None, c.shapes[4] is not None, c.shapes[1] is not None)
               for c in CASES if c.op == "batch_norm"}
     assert len(affine) == 8  # weight x bias x running stats, all combinations
-
-
-DRAWN = [grids.conv2d_cases, grids.conv_transpose2d_cases, grids.max_pool2d_cases,
-         grids.avg_pool2d_cases]
 
 
 def check_drawn(strategy, max_examples):

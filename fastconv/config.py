@@ -1,0 +1,11 @@
+"""Tunables of the kernels, in one place. Tests patch them (tiny tiles, so that small inputs still
+span many tiles); users may too, at their own risk.
+"""
+
+# im2col: the column tile (and the matching output-gradient tile) of one GEMM is kept within
+# this many bytes. A tile always holds at least one output row, so the bound is
+# max(IM2COL_WORKSPACE_BYTES, one output row's columns), see fastconv.cpu.im2col.
+IM2COL_WORKSPACE_BYTES = 16 * 2**20
+
+# direct: output channels that one parallel task computes together, reusing each input row.
+DIRECT_OUT_CHANNELS_PER_TASK = 8

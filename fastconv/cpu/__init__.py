@@ -1,0 +1,62 @@
+"""The CPU backend: Numba kernels (and NumPy's BLAS for the matrix products), one module per
+algorithm family, each with the entry points of its family (see ``fastconv.reference``).
+
+Convolution: ``direct``, ``im2col``, ``depthwise``, ``pointwise``. Pooling and batch norm:
+``direct``. :func:`choose` is the ``auto`` rule for convolutions.
+"""
+from __future__ import annotations
+
+from ..dispatch import Algorithm
+from . import batchnorm, depthwise, direct, im2col, pointwise, pool
+
+
+def _numba_index_bits(op, p):
+    return 64  # Numba indexes with intp (int64) throughout
+
+
+def algorithms():
+    """The CPU backend's algorithms, fastest-first for the default rule."""
+    common = dict(backend="cpu", index_bits=_numba_index_bits)
+    return [
+        Algorithm("depthwise", family="conv", kernels=depthwise, why_not=depthwise.why_not,
+                  summary="one filter per channel: a per-row stencil, memory-bound",
+                  workspace_bytes=_padding_bytes, **common),
+        Algorithm("pointwise", family="conv", kernels=pointwise, why_not=pointwise.why_not,
+                  summary="1x1 kernel: a GEMM over channels, no im2col",
+                  workspace_bytes=pointwise.workspace_bytes, **common),
+        Algorithm("im2col", family="conv", kernels=im2col,
+                  summary="windows copied into column tiles, then BLAS GEMM",
+                  workspace_bytes=im2col.workspace_bytes, **common),
+        Algorithm("direct", family="conv", kernels=direct,
+                  summary="the convolution loop nest, vectorised along output rows",
+                  workspace_bytes=_padding_bytes, **common),
+        Algorithm("direct", family="pool", kernels=pool,
+                  summary="one pass over each window, one task per plane", **common),
+        Algorithm("direct", family="batch_norm", kernels=batchnorm,
+                  summary="two-pass float64 statistics, one fused elementwise pass", **common),
+    ]
+
+
+def _padding_bytes(op, p, itemsize):
+    """direct and depthwise work on a zero-padded copy of the input (or of its gradient)."""
+    if p.padding == ((0, 0), (0, 0)):
+        return 0
+    return p.x_shape[0] * p.x_shape[1] * p.padded_size[0] * p.padded_size[1] * itemsize
+
+
+def choose(op, p, candidates):
+    """``auto`` for CPU convolutions: the specialised kernels where they apply, otherwise the
+    rule between im2col and direct measured on the layer zoo (docs/algorithms.md)."""
+    if "depthwise" in candidates:
+        return "depthwise", "groups == in_channels: a per-channel stencil, no channel reduction"
+    if "pointwise" in candidates:
+        return "pointwise", "1x1 kernel without padding: a GEMM over channels needs no im2col"
+    if "im2col" in candidates and "direct" in candidates:
+        return direct_or_im2col(op, p)
+    fast = [name for name in candidates if name != "reference"] or candidates
+    return fast[0], f"{fast[0]!r}: the Numba kernel for this op"
+
+
+def direct_or_im2col(op, p):
+    """Placeholder until measured; see choose()."""
+    return "im2col", "im2col runs the contraction as one BLAS GEMM per tile"
