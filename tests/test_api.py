@@ -138,14 +138,15 @@ def test_auto_rule_of_a_backend_is_used(unit_stride_algorithm):
     (((8, 64, 28, 28), (128, 1, 3, 3)), dict(padding=1, groups=64), "depthwise"),  # multiplier 2
     (((8, 64, 56, 56), (256, 64, 1, 1)), {}, "pointwise"),
     (((8, 256, 56, 56), (128, 256, 1, 1)), dict(stride=2), "pointwise"),
-    (((8, 64, 56, 56), (64, 64, 1, 1)), dict(padding=1), None),  # padded 1x1: not pointwise
+    (((8, 64, 56, 56), (64, 64, 1, 1)), dict(padding=1), "im2col"),  # padded 1x1: no pointwise
+    (((8, 64, 56, 56), (64, 64, 3, 3)), dict(padding=1), "im2col"),
+    (((8, 256, 28, 28), (256, 8, 3, 3)), dict(padding=1, groups=32), "im2col"),  # 8 per group
+    (((8, 256, 28, 28), (256, 2, 3, 3)), dict(padding=1, groups=128), "direct"),  # 2 per group
+    (((8, 256, 28, 28), (128, 4, 3, 3)), dict(padding=1, groups=64), "direct"),
 ])
 def test_cpu_auto_picks_the_specialised_kernels(shapes, kwargs, expected):
     info = fc.explain("conv2d", *shapes, **kwargs)
-    if expected is None:
-        assert info["algo"] in ("direct", "im2col")
-    else:
-        assert info["algo"] == expected
+    assert info["algo"] == expected, info["reason"]
 
 
 def test_every_cpu_algorithm_is_listed():

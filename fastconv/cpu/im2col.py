@@ -21,18 +21,18 @@ are bitwise repeatable.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange, uint64
+from numba import njit, uint64
 
 from .. import config
 from ._loops import FASTMATH, channel_sum, cropped, padded
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _im2col(xp, cols, c_first, row0, kh_, kw_, ho_, wo_, sh, sw, dh, dw):
     # xp (N, C, Hp, Wp) -> cols (Cg*KH*KW, rows*Wo) for output rows row0.. of (n, i) order
     k_, t_ = cols.shape
     shu, swu, dhu, dwu = uint64(sh), uint64(sw), uint64(dh), uint64(dw)
-    for k in prange(k_):
+    for k in range(k_):
         c = k // (kh_ * kw_)
         a = k // kw_ % kh_
         e = k % kw_
@@ -46,14 +46,14 @@ def _im2col(xp, cols, c_first, row0, kh_, kw_, ho_, wo_, sh, sw, dh, dw):
                 cols[k, base + uint64(j)] = xp[n, c_first + c, r, uint64(j) * swu + q0]
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
+@njit(fastmath=FASTMATH, cache=True)
 def _col2im(dcols, gxp, c_first, row0, kh_, kw_, ho_, wo_, sh, sw, dh, dw):
     # dcols (Cg*KH*KW, rows*Wo) -> gxp (N, C, Hp, Wp) += ; the adjoint of _im2col. One task per
     # input channel, so overlapping windows add up in a fixed order.
     cg_ = dcols.shape[0] // (kh_ * kw_)
     rows = dcols.shape[1] // wo_
     shu, swu, dhu, dwu = uint64(sh), uint64(sw), uint64(dh), uint64(dw)
-    for c in prange(cg_):
+    for c in range(cg_):
         for a in range(kh_):
             for e in range(kw_):
                 k = (c * kh_ + a) * kw_ + e
@@ -67,12 +67,12 @@ def _col2im(dcols, gxp, c_first, row0, kh_, kw_, ho_, wo_, sh, sw, dh, dw):
                         gxp[n, c_first + c, r, uint64(j) * swu + q0] += dcols[k, base + uint64(j)]
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _tile_to_nchw(tile, y, o_first, row0, bias):
     # tile (Og, rows*Wo) -> y[n, o_first + o, i, :] for output rows row0.. ; adds bias[o_first + o]
     og_, t_ = tile.shape
     ho_, wo_ = y.shape[2], y.shape[3]
-    for o in prange(og_):
+    for o in range(og_):
         bv = bias[o_first + o]
         for t in range(t_ // wo_):
             n = (row0 + t) // ho_
@@ -82,12 +82,12 @@ def _tile_to_nchw(tile, y, o_first, row0, bias):
                 y[n, o_first + o, i, j] = tile[o, base + uint64(j)] + bv
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _nchw_to_tile(gy, tile, o_first, row0):
     # gy[n, o_first + o, i, :] for output rows row0.. -> tile (Og, rows*Wo)
     og_, t_ = tile.shape
     ho_, wo_ = gy.shape[2], gy.shape[3]
-    for o in prange(og_):
+    for o in range(og_):
         for t in range(t_ // wo_):
             n = (row0 + t) // ho_
             i = (row0 + t) % ho_
