@@ -143,6 +143,8 @@ def test_auto_rule_of_a_backend_is_used(unit_stride_algorithm):
     (((8, 256, 28, 28), (256, 8, 3, 3)), dict(padding=1, groups=32), "im2col"),  # 8 per group
     (((8, 256, 28, 28), (256, 2, 3, 3)), dict(padding=1, groups=128), "direct"),  # 2 per group
     (((8, 256, 28, 28), (128, 4, 3, 3)), dict(padding=1, groups=64), "direct"),
+    (((8, 4, 56, 56), (4, 4, 7, 7)), dict(padding=3), "direct"),  # 4 outputs, dense
+    (((8, 16, 112, 112), (16, 16, 3, 3)), dict(padding=1), "im2col"),
 ])
 def test_cpu_auto_picks_the_specialised_kernels(shapes, kwargs, expected):
     info = fc.explain("conv2d", *shapes, **kwargs)

@@ -46,7 +46,7 @@ def _padding_bytes(op, p, itemsize):
 
 def choose(op, p, candidates):
     """``auto`` for CPU convolutions: the specialised kernels where they apply, otherwise the
-    rule between im2col and direct measured on the layer zoo (docs/algorithms.md)."""
+    measured rule between im2col and direct (docs/algorithms.md)."""
     if "depthwise" in candidates:
         return "depthwise", "groups == in_channels: a per-channel stencil, no channel reduction"
     if "pointwise" in candidates:
@@ -57,19 +57,22 @@ def choose(op, p, candidates):
     return fast[0], f"{fast[0]!r}: the Numba kernel for this op"
 
 
-# Measured on this project's 2-core AVX-512 machine, float32, batch 8 (docs/algorithms.md has the
-# table): im2col beat direct on every layer with groups == 1, by 1.5-30x, and on grouped layers
-# with 8 or more output channels per group (ResNeXt g32: 7.7 vs 21 ms); direct won every grouped
-# layer with at most 4 output channels per group (by up to 2.6x), where each GEMM has no more
-# than 4 rows and copying the windows costs more than the arithmetic.
-DIRECT_MAX_OUT_CHANNELS_PER_GROUP = 4
+# Measured on this project's 2-core AVX-512 machine, float32, batch 8, with
+# benchmarks/direct_vs_im2col.py (docs/algorithms.md has the table). im2col's cost is one copy
+# of every window element plus a GEMM with Og = O/groups rows; direct does the same multiply-adds
+# at a quarter to an eighth of BLAS's rate but copies nothing. The copy pays off once each copied
+# element feeds enough rows: direct won (by 1.2-2.7x) where a group has 2 or 4 output channels
+# and on few-channel layers with 4 or 8 outputs; at 8 the two tied within noise on ResNeXt's
+# grouped layer; from 16 up im2col won by 1.1-9x.
+DIRECT_BELOW_OUT_CHANNELS_PER_GROUP = 8
 
 
 def direct_or_im2col(op, p):
     """The measured rule between the two general algorithms."""
     per_group = p.y_shape[1] // p.groups
-    if p.groups > 1 and per_group <= DIRECT_MAX_OUT_CHANNELS_PER_GROUP:
-        return "direct", (f"grouped with {per_group} output channel(s) per group: im2col's "
-                          f"GEMMs would have {per_group} row(s) and its window copies would "
-                          f"cost more than the arithmetic")
-    return "im2col", "a dense reduction: one BLAS GEMM per column tile beats the loop nest"
+    if per_group < DIRECT_BELOW_OUT_CHANNELS_PER_GROUP:
+        return "direct", (f"{per_group} output channel(s) per group: im2col's GEMMs would have "
+                          f"{per_group} row(s), and copying the windows would cost more than "
+                          f"the arithmetic it speeds up")
+    return "im2col", (f"{per_group} output channels per group: one BLAS GEMM per column tile "
+                      f"beats the loop nest")

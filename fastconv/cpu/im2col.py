@@ -120,16 +120,29 @@ def _weight_matrix(w, p, g):
     return w[g * og:(g + 1) * og].reshape(og, -1)
 
 
+class _Buffers:
+    """Tile buffers allocated once per call at the largest tile's size and reused for every
+    group and tile (a smaller last tile uses a contiguous prefix)."""
+
+    def __init__(self, p, dtype, *rows_of):
+        tile_columns = rows_per_tile(p, np.dtype(dtype).itemsize) * p.y_shape[3]
+        self.flat = [np.empty(r * tile_columns, dtype=dtype) for r in rows_of]
+
+    def get(self, i, rows, columns):
+        return self.flat[i][:rows * columns].reshape(rows, columns)
+
+
 def forward(x, w, b, p):
     """y = conv(x, w) + b via column tiles and BLAS; -> (N, O, Ho, Wo)."""
     y = np.empty(p.y_shape, dtype=x.dtype)
     xp = padded(x, p.padding)
     bias = np.zeros(p.y_shape[1], x.dtype) if b is None else b
     cg, og, k = p.w_shape[1], p.y_shape[1] // p.groups, p.w_shape[1] * p.kernel[0] * p.kernel[1]
+    buffers = _Buffers(p, x.dtype, k)
     for g in range(p.groups):
         wg = _weight_matrix(w, p, g)
         for row0, rows in _tiles(p, x.itemsize):
-            cols = np.empty((k, rows * p.y_shape[3]), dtype=x.dtype)
+            cols = buffers.get(0, k, rows * p.y_shape[3])
             _im2col(xp, cols, g * cg, row0, *_geometry(p))
             _tile_to_nchw(wg @ cols, y, g * og, row0, bias)
     return y
@@ -139,10 +152,11 @@ def backward_data(gy, w, p):
     """dL/dx via dcols = w_g^T @ gy_g and col2im; -> (N, C, H, W)."""
     gxp = np.zeros(p.x_shape[:2] + p.padded_size, dtype=gy.dtype)
     cg, og = p.w_shape[1], p.y_shape[1] // p.groups
+    buffers = _Buffers(p, gy.dtype, og)
     for g in range(p.groups):
         wgt = np.ascontiguousarray(_weight_matrix(w, p, g).T)
         for row0, rows in _tiles(p, gy.itemsize):
-            tile = np.empty((og, rows * p.y_shape[3]), dtype=gy.dtype)
+            tile = buffers.get(0, og, rows * p.y_shape[3])
             _nchw_to_tile(gy, tile, g * og, row0)
             _col2im(wgt @ tile, gxp, g * cg, row0, *_geometry(p))
     return cropped(gxp, p.padding, p.x_shape[2:]) if gxp.shape != p.x_shape else gxp
@@ -153,11 +167,12 @@ def backward_weight(x, gy, p):
     xp = padded(x, p.padding)
     cg, og, k = p.w_shape[1], p.y_shape[1] // p.groups, p.w_shape[1] * p.kernel[0] * p.kernel[1]
     gw = np.zeros((p.y_shape[1], k), dtype=x.dtype)
+    buffers = _Buffers(p, x.dtype, k, og)
     for g in range(p.groups):
         for row0, rows in _tiles(p, x.itemsize):
-            cols = np.empty((k, rows * p.y_shape[3]), dtype=x.dtype)
+            cols = buffers.get(0, k, rows * p.y_shape[3])
             _im2col(xp, cols, g * cg, row0, *_geometry(p))
-            tile = np.empty((og, rows * p.y_shape[3]), dtype=x.dtype)
+            tile = buffers.get(1, og, rows * p.y_shape[3])
             _nchw_to_tile(gy, tile, g * og, row0)
             gw[g * og:(g + 1) * og] += tile @ cols.T
     return gw.reshape(p.w_shape)
@@ -174,6 +189,7 @@ def workspace_bytes(op, p, itemsize):
     og = p.y_shape[1] // p.groups
     tile = (k + og) * rows_per_tile(p, itemsize) * p.y_shape[3] * itemsize
     n, c = p.x_shape[:2]
-    pad = n * c * int(np.prod(p.padded_size)) * itemsize if any(sum(lo_hi) for lo_hi in p.padding) else 0
-    weight_product = og * k * itemsize + p.y_shape[1] * k * itemsize
-    return tile + pad + weight_product
+    padded_copy = p.padding != ((0, 0), (0, 0))
+    pad = n * c * p.padded_size[0] * p.padded_size[1] * itemsize if padded_copy else 0
+    weight_tile = og * k * itemsize  # w_g transposed (backward-data) or gy_g @ cols^T (weight)
+    return tile + pad + weight_tile
