@@ -132,10 +132,12 @@ def avg_pool2d_grid():
 
 
 def adaptive_avg_pool2d_grid():
-    """Output sizes smaller than, equal to and larger than the input; (1, 1) is global."""
-    for size, out in product(((5, 7), (8, 8), (1, 3)),
-                             (1, (1, 1), 2, (3, 4), (5, None), (None, 3), (7, 9), 4)):
-        yield Case("adaptive_avg_pool2d", ((2, 3) + size,), dict(output_size=out))
+    """Output sizes smaller than, equal to and larger than the input, in either dimension;
+    (1, 1) is global average pooling; None keeps an input dimension."""
+    sizes = ((5, 7), (8, 8), (1, 3), (9, 4), (16, 16), (7, 1))
+    outs = (1, (1, 1), 2, 3, 4, (3, 4), (5, None), (None, 3), (7, 9), (2, 5), (6, 6), (16, 1))
+    for (n, c), size, out in product(((2, 3), (1, 1), (3, 2)), sizes, outs):
+        yield Case("adaptive_avg_pool2d", ((n, c) + size,), dict(output_size=out))
 
 
 def batch_norm_grid():
@@ -230,6 +232,50 @@ def avg_pool2d_cases(draw):
                      divisor_override=divisor))
 
 
+@st.composite
+def conv1d_cases(draw):
+    groups = draw(st.sampled_from((1, 2, 3)))
+    c, o = groups * draw(st.integers(1, 3)), groups * draw(st.integers(1, 3))
+    k, d, s = draw(st.integers(1, 6)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    padding = draw(st.one_of(st.sampled_from(("valid", "same")), st.integers(0, 3)))
+    if padding == "same":
+        s = 1
+    p = 0 if isinstance(padding, str) else padding
+    length = draw(st.integers(max(1, _span(k, d) - 2 * p), _span(k, d) + 8))
+    bias = draw(st.booleans())
+    return Case("conv1d", ((draw(st.integers(1, 3)), c, length), (o, c // groups, k),
+                           (o,) if bias else None),
+                dict(stride=s, padding=padding, dilation=d, groups=groups))
+
+
+@st.composite
+def adaptive_avg_pool2d_cases(draw):
+    size = (draw(st.integers(1, 12)), draw(st.integers(1, 12)))
+    out = draw(st.one_of(st.integers(1, 14),
+                         st.tuples(st.one_of(st.none(), st.integers(1, 14)),
+                                   st.one_of(st.none(), st.integers(1, 14)))))
+    return Case("adaptive_avg_pool2d", ((draw(st.integers(1, 2)), draw(st.integers(1, 3)), *size),),
+                dict(output_size=out))
+
+
+@st.composite
+def batch_norm_cases(draw):
+    c = draw(st.integers(1, 4))
+    rest = tuple(draw(st.lists(st.integers(1, 5), min_size=0, max_size=3)))
+    n = draw(st.integers(1, 4))
+    if n * int(np.prod(rest)) < 2:
+        n = 2  # training needs more than one value per channel
+    shape = (n, c) + rest
+    training = draw(st.booleans())
+    running = (not training) or draw(st.booleans())
+    vec = (c,)
+    return Case("batch_norm", (shape, vec if running else None, vec if running else None,
+                               vec if draw(st.booleans()) else None,
+                               vec if draw(st.booleans()) else None),
+                dict(training=training, momentum=draw(st.floats(0, 1)),
+                     eps=draw(st.sampled_from((1e-5, 1e-3, 0.5)))))
+
+
 # --------------------------------------------------------------------------------------------
 # Everything above, gathered
 # --------------------------------------------------------------------------------------------
@@ -243,4 +289,5 @@ GRIDS = {
     "batch_norm": batch_norm_grid,
 }
 CASES = [case for grid in GRIDS.values() for case in grid()]
-DRAWN = [conv2d_cases, conv_transpose2d_cases, max_pool2d_cases, avg_pool2d_cases]
+DRAWN = [conv2d_cases, conv1d_cases, conv_transpose2d_cases, max_pool2d_cases,
+         avg_pool2d_cases, adaptive_avg_pool2d_cases, batch_norm_cases]
