@@ -38,7 +38,6 @@ def main(argv=None):
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--layers", nargs="*")
     parser.add_argument("--json")
-    parser.add_argument("--skip-reference", action="store_true", default=True)
     args = parser.parse_args(argv)
     import torch
 
@@ -63,7 +62,28 @@ def main(argv=None):
             print(format_row(row), flush=True)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+            json.dump({"machine": machine(), "repeat": args.repeat, "unit": "ms (median, IQR)",
+                       "rows": rows}, f, indent=1)
+
+
+def machine():
+    """What the numbers were measured on."""
+    import platform
+
+    import numba
+    import torch
+
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": model, "cores": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version(), "numpy": np.__version__,
+            "numba": numba.__version__, "numba_threading_layer": numba.threading_layer(),
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "date": time.strftime("%Y-%m-%d")}
 
 
 def format_row(row):
