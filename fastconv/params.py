@@ -166,7 +166,7 @@ def _ints(op, name, value, n, *, minimum, expected):
             raise ValueError(f"{op}: {name} must be {what}, got {value!r} ({len(value)} values)")
         values = tuple(int(v) for v in value)
     else:
-        what = "an int" if n == 1 else f"an int or a pair of ints"
+        what = "an int" if n == 1 else "an int or a pair of ints"
         raise TypeError(f"{op}: {name} must be {what}, got {value!r} ({type(value).__name__})")
     if any(v < minimum for v in values):
         raise ValueError(f"{op}: {name} must be {expected}, got {value!r}")

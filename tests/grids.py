@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from itertools import product
 
 import numpy as np
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastconv
@@ -291,3 +292,13 @@ GRIDS = {
 CASES = [case for grid in GRIDS.values() for case in grid()]
 DRAWN = [conv2d_cases, conv1d_cases, conv_transpose2d_cases, max_pool2d_cases,
          avg_pool2d_cases, adaptive_avg_pool2d_cases, batch_norm_cases]
+
+
+def run_drawn(strategy, max_examples, check):
+    """``check(case, rng)`` on ``max_examples`` cases drawn from ``strategy``."""
+    @settings(max_examples=max_examples)
+    @given(strategy())
+    def drawn(case):
+        check(case, np.random.default_rng(0))
+
+    drawn()

@@ -3,7 +3,6 @@ import subprocess
 import sys
 import types
 
-import numpy as np
 import pytest
 
 from fastconv import check, dispatch

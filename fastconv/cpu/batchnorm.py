@@ -1,6 +1,7 @@
 """Batch normalization kernels over axis 1 of an (N, C, ...) input, seen as (N, C, L).
 
-Statistics are exact two-pass sums in float64 (mean first, then the squared deviations from it:
+The per-channel rules (running-statistics update, scale and shift) are the reference's own
+functions: they are the definition, and cost O(C). Statistics are exact two-pass sums in float64 (mean first, then the squared deviations from it:
 no cancellation, unlike sum(x^2) - sum(x)^2), one parallel task per channel, so they are
 bitwise repeatable. Everything else is one fused elementwise pass per direction::
 
@@ -21,6 +22,8 @@ from math import prod
 
 import numpy as np
 from numba import njit, prange
+
+from ..reference.batchnorm import scale_and_shift, update_running_stats
 
 
 @njit(parallel=True, cache=True)
@@ -103,14 +106,8 @@ def forward(x, running_mean, running_var, weight, bias, p):
     x3 = _as_ncl(x)
     mean, var = _statistics(x3, running_mean, running_var, p)
     if p.training and p.has_running:
-        m = p.count
-        running_mean[...] = (1 - p.momentum) * running_mean + p.momentum * mean
-        running_var[...] = (1 - p.momentum) * running_var + p.momentum * var * m / (m - 1)
-    scale = 1.0 / np.sqrt(var + p.eps)
-    if weight is not None:
-        scale = scale * weight
-    shift = -mean * scale if bias is None else bias - mean * scale
-    _affine(x3, scale, shift, _as_ncl(y))
+        update_running_stats(running_mean, running_var, mean, var, p)
+    _affine(x3, *scale_and_shift(mean, var, weight, bias, p.eps), _as_ncl(y))
     return y
 
 

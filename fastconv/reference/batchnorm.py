@@ -36,21 +36,32 @@ def _statistics(x, running_mean, running_var, p):
     return running_mean.astype(np.float64), running_var.astype(np.float64)
 
 
+def update_running_stats(running_mean, running_var, mean, var, p):
+    """PyTorch's in-place update from the batch's mean and biased var (m values per channel)."""
+    m = p.count
+    running_mean[...] = (1 - p.momentum) * running_mean + p.momentum * mean
+    running_var[...] = (1 - p.momentum) * running_var + p.momentum * var * m / (m - 1)
+
+
+def scale_and_shift(mean, var, weight, bias, eps):
+    """Per-channel (scale, shift) with y = x * scale + shift: the whole forward in two vectors."""
+    scale = 1.0 / np.sqrt(var + eps)
+    if weight is not None:
+        scale = scale * weight
+    shift = -mean * scale
+    if bias is not None:
+        shift = shift + bias
+    return scale, shift
+
+
 def forward(x, running_mean, running_var, weight, bias, p):
     """y = weight * (x - mean) / sqrt(var + eps) + bias; updates running stats when training."""
     if p.count == 0:  # an empty batch: nothing to normalise, nothing learned (as PyTorch)
         return np.empty(p.x_shape, dtype=x.dtype)
     mean, var = _statistics(x, running_mean, running_var, p)
     if p.training and p.has_running:
-        m = p.count
-        running_mean[...] = (1 - p.momentum) * running_mean + p.momentum * mean
-        running_var[...] = (1 - p.momentum) * running_var + p.momentum * var * m / (m - 1)
-    scale = 1.0 / np.sqrt(var + p.eps)
-    if weight is not None:
-        scale = scale * weight
-    shift = -mean * scale
-    if bias is not None:
-        shift = shift + bias
+        update_running_stats(running_mean, running_var, mean, var, p)
+    scale, shift = scale_and_shift(mean, var, weight, bias, p.eps)
     y = x * _per_channel(scale, x.ndim) + _per_channel(shift, x.ndim)
     return y.astype(x.dtype)
 

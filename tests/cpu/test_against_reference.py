@@ -2,7 +2,7 @@
 float64, over the reference's product grids and hypothesis-drawn cases."""
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import settings
 
 from fastconv import config, dispatch
 from fastconv.testing import assert_matches, fastconv_runner, oracle_outputs, reference_op
@@ -54,26 +54,17 @@ def test_grid_with_tiny_tiles(case, rng, tiny_tiles):
     check_algorithms(case, rng)
 
 
-def check_drawn(strategy, max_examples):
-    @settings(max_examples=max_examples)
-    @given(strategy())
-    def drawn(case):
-        check_algorithms(case, np.random.default_rng(0))
-
-    drawn()
-
-
 @pytest.mark.parametrize("strategy", DRAWN, ids=lambda s: s.__name__)
 def test_drawn(strategy):
-    check_drawn(strategy, settings.default.max_examples)
+    grids.run_drawn(strategy, settings.default.max_examples, check_algorithms)
 
 
 @pytest.mark.parametrize("strategy", DRAWN, ids=lambda s: s.__name__)
 def test_drawn_with_tiny_tiles(strategy, tiny_tiles):
-    check_drawn(strategy, settings.default.max_examples // 2)
+    grids.run_drawn(strategy, settings.default.max_examples // 2, check_algorithms)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", DRAWN, ids=lambda s: s.__name__)
 def test_drawn_sweep(strategy):
-    check_drawn(strategy, 1000)
+    grids.run_drawn(strategy, 1000, check_algorithms)

@@ -2,12 +2,12 @@
 hypothesis-drawn cases, to 1e-10 relative in float64."""
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import settings
 
 from fastconv.testing import assert_matches, reference_op, torch_op
 
 import grids
-from grids import CASES, DRAWN, GRIDS
+from grids import CASES, DRAWN
 
 pytest.importorskip("torch")
 
@@ -51,25 +51,16 @@ def test_grids_cover_what_the_acceptance_asks():
     assert len(affine) == 8  # weight x bias x running stats, all combinations
 
 
-def check_drawn(strategy, max_examples):
-    @settings(max_examples=max_examples)
-    @given(strategy())
-    def drawn(case):
-        check_forward_and_backward(case, np.random.default_rng(0))
-
-    drawn()
-
-
 @pytest.mark.parametrize("strategy", DRAWN, ids=lambda s: s.__name__)
 def test_drawn(strategy):
-    check_drawn(strategy, settings.default.max_examples)
+    grids.run_drawn(strategy, settings.default.max_examples, check_forward_and_backward)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", DRAWN, ids=lambda s: s.__name__)
 def test_drawn_sweep(strategy):
     """The larger sweep: a thousand drawn cases per strategy."""
-    check_drawn(strategy, 1000)
+    grids.run_drawn(strategy, 1000, check_forward_and_backward)
 
 
 @pytest.mark.parametrize("case", [grids.Case("conv2d", ((2, 4, 9, 8), (6, 2, 3, 2), (6,)),

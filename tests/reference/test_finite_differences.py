@@ -1,6 +1,5 @@
 """Every gradient of the reference against central finite differences of its own forward: an
 oracle independent of PyTorch and of the backward code. float64, tiny problems."""
-import numpy as np
 import pytest
 
 from fastconv.testing import error, numerical_gradient, reference_op
