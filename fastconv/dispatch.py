@@ -10,9 +10,9 @@ saying which calls it can serve. Backends register their algorithms when first u
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from math import prod
-from types import ModuleType
 from typing import Callable
 
 from . import costs, params
@@ -65,7 +65,7 @@ class Algorithm:
     name: str
     backend: str
     family: str
-    kernels: ModuleType
+    kernels: object  # a module (or any namespace) holding the family's entry points
     summary: str
     why_not: Callable = _never
     workspace_bytes: Callable = field(default=lambda op, p, itemsize: 0)
@@ -75,6 +75,7 @@ class Algorithm:
 _REGISTRY: dict[tuple[str, str], dict[str, Algorithm]] = {}
 _AUTO_RULES: dict[str, Callable] = {}
 _LOADED: set[str] = set()
+_LOADING = threading.Lock()
 
 
 def register(algorithm: Algorithm) -> None:
@@ -88,7 +89,8 @@ def unregister(family: str, backend: str, name: str) -> None:
 
 def set_auto_rule(backend: str, rule: Callable) -> None:
     """``rule(op, p, candidates) -> (name, reason)`` picks among the algorithms that can serve a
-    call on ``backend``; ``candidates`` are their names in registration order."""
+    call on ``backend``; ``candidates`` are their names in registration order. A rule returns
+    None to leave a call to the default: the first candidate that is not the reference."""
     _AUTO_RULES[backend] = rule
 
 
@@ -120,8 +122,10 @@ def _table(op: str, backend: str) -> dict[str, Algorithm]:
     if backend not in BACKENDS:
         raise ValueError(f"{op}: backend must be one of {BACKENDS}, got {backend!r}")
     if backend not in _LOADED:
-        _LOADED.add(backend)
-        _LOADERS[backend]()
+        with _LOADING:  # two threads' first calls must not see a half-filled registry
+            if backend not in _LOADED:
+                _LOADERS[backend]()
+                _LOADED.add(backend)
     return _REGISTRY.get((family, backend), {})
 
 
@@ -164,7 +168,8 @@ def choose(op: str, backend: str, algo, p):
     if not candidates:
         raise ValueError(f"{op}: no algorithm on the {backend!r} backend can serve this call: "
                          + "; ".join(f"{n}: {why}" for n, why in rejected.items()))
-    name, reason = _AUTO_RULES.get(backend, _default_rule)(op, p, candidates)
+    rule = _AUTO_RULES.get(backend)
+    name, reason = (rule and rule(op, p, candidates)) or _default_rule(op, p, candidates)
     return table[name], reason, candidates, rejected
 
 

@@ -120,6 +120,14 @@ def test_forced_algorithm_that_cannot_serve_names_those_that_can(unit_stride_alg
     np.testing.assert_array_equal(fc.conv2d(x, w, algo="unitstride"), fc.conv2d(x, w))
 
 
+def test_default_index_width_follows_the_sizes(unit_stride_algorithm):
+    small = fc.explain("conv2d", (1, 2, 5, 5), (3, 2, 3, 3), algo="unitstride")
+    assert small["index_bits"] == 32
+    # 2**31 elements only in the padded input: the padded copy counts too
+    huge = fc.explain("conv2d", (1, 2, 32768, 32767), (1, 2, 1, 1), padding=1, algo="unitstride")
+    assert huge["index_bits"] == 64
+
+
 def test_families_have_their_own_algorithms(unit_stride_algorithm):
     assert fc.algorithms("max_pool2d") == ["reference"]
 

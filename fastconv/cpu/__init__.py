@@ -46,15 +46,15 @@ def _padding_bytes(op, p, itemsize):
 
 def choose(op, p, candidates):
     """``auto`` for CPU convolutions: the specialised kernels where they apply, otherwise the
-    measured rule between im2col and direct (docs/algorithms.md)."""
+    measured rule between im2col and direct (docs/algorithms.md). Pooling and batch norm have
+    one Numba algorithm each: None leaves them to the dispatcher's default."""
     if "depthwise" in candidates:
         return "depthwise", "groups == in_channels: a per-channel stencil, no channel reduction"
     if "pointwise" in candidates:
         return "pointwise", "1x1 kernel without padding: a GEMM over channels needs no im2col"
     if "im2col" in candidates and "direct" in candidates:
         return direct_or_im2col(op, p)
-    fast = [name for name in candidates if name != "reference"] or candidates
-    return fast[0], f"{fast[0]!r}: the Numba kernel for this op"
+    return None
 
 
 # Measured on this project's 2-core AVX-512 machine, float32, batch 8, with
