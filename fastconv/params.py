@@ -215,19 +215,15 @@ def _shape(op, name, shape, ndims, legend):
     return shape
 
 
-def _batched(op, name, shape, spatial_dims, *, unbatched_ok=True):
+def _batched(op, name, shape, spatial_dims):
     """Shape of a batched input ``(N, C, *spatial)``; an unbatched ``(C, *spatial)`` gets N = 1.
 
     Returns ``(batched_shape, unbatched)``. Channels and spatial sizes must be at least 1; the
     batch may be empty (N = 0), as in PyTorch.
     """
     dims = {1: "L", 2: "H, W"}[spatial_dims]
-    legend = f"{spatial_dims + 2}-D (N, C, {dims})"
-    ndims = (spatial_dims + 2,)
-    if unbatched_ok:
-        legend = f"{spatial_dims + 1}-D (C, {dims}) or " + legend
-        ndims = (spatial_dims + 1, spatial_dims + 2)
-    shape = _shape(op, name, shape, ndims, legend)
+    legend = f"{spatial_dims + 1}-D (C, {dims}) or {spatial_dims + 2}-D (N, C, {dims})"
+    shape = _shape(op, name, shape, (spatial_dims + 1, spatial_dims + 2), legend)
     unbatched = len(shape) == spatial_dims + 1
     if unbatched:
         shape = (1,) + shape
@@ -247,7 +243,7 @@ def _check_grad(op, grad_shape, user_shape):
 
 
 def _lift(values, fill):
-    """Lift a 1-D spatial tuple to 2-D with a unit (or ``fill``) leading dimension."""
+    """A 1-D spatial tuple lifted to 2-D: ``fill`` describes the new unit height dimension."""
     return (fill,) + tuple(values)
 
 

@@ -1,7 +1,7 @@
 """What fastconv's tests and ``python -m fastconv check`` compare with, in one place.
 
-* :data:`TOLERANCE`: the one per-dtype tolerance table, and :func:`error` / :func:`assert_close`
-  that apply it;
+* :data:`TOLERANCE`: the one per-dtype tolerance table, with :func:`error`, :func:`compare` and
+  :func:`assert_matches` that apply it to one op call against an oracle;
 * :func:`torch_op`: the PyTorch equivalent of any fastconv op (forward ops through
   ``torch.nn.functional``, backward ops through autograd), an oracle independent of ours. Needs
   torch; fastconv itself never imports it;
@@ -43,18 +43,6 @@ def error(actual, expected) -> float:
         return 0.0
     scale = np.abs(e).max()
     return float(np.abs(a - e).max() / (scale if scale > 0 else 1.0))
-
-
-def assert_close(actual, expected, dtype=None, what="result", tol=None):
-    """Assert ``actual`` matches ``expected`` within the tolerance of ``dtype`` (default
-    ``actual``'s dtype); also checks that shapes and (when dtype is given) dtypes agree."""
-    if dtype is not None:
-        assert actual.dtype == np.dtype(dtype), f"{what}: dtype {actual.dtype}, expected {dtype}"
-    tol = tolerance(dtype or actual.dtype) if tol is None else tol
-    assert np.shape(actual) == np.shape(expected), \
-        f"{what}: shape {np.shape(actual)}, expected {np.shape(expected)}"
-    err = error(actual, expected)
-    assert err <= tol, f"{what}: relative error {err:.3g} exceeds {tol:.1g}"
 
 
 # --------------------------------------------------------------------------------------------

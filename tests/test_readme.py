@@ -19,3 +19,14 @@ def test_readme_opens_with_the_main_job_and_the_tests():
 def test_ci_runs_the_readme_test_command_verbatim():
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert readme_commands()[1] in ci
+
+
+def test_readme_usage_example_runs_and_says_what_it_shows():
+    code = re.search(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    fastconv, x, w = namespace["fastconv"], namespace["x"], namespace["w"]
+    assert "fastconv.algorithms(\"conv2d\")  # " + str(fastconv.algorithms("conv2d")) in code
+    info = fastconv.explain("conv2d", x.shape, w.shape, padding=1)
+    for key in ("algo", "flops", "bytes", "workspace_bytes", "index_bits"):
+        assert f"'{key}': {info[key]!r}" in code, key
