@@ -23,7 +23,7 @@ from math import prod
 import numpy as np
 from numba import njit, prange
 
-from ..reference.batchnorm import scale_and_shift, update_running_stats
+from ..reference.batchnorm import empty_batch_gradients, scale_and_shift, update_running_stats
 
 
 @njit(parallel=True, cache=True)
@@ -116,8 +116,7 @@ def backward(gy, x, weight, running_mean, running_var, p):
     want_x, want_w, want_b = p.output_mask
     c, dt = p.channels, x.dtype
     if p.count == 0:
-        return (np.empty(p.x_shape, dt) if want_x else None,
-                np.zeros(c, dt) if want_w else None, np.zeros(c, dt) if want_b else None)
+        return empty_batch_gradients(p, dt)
     x3, gy3 = _as_ncl(x), _as_ncl(gy)
     mean, var = _statistics(x3, running_mean, running_var, p)
     r = 1.0 / np.sqrt(var + p.eps)

@@ -54,6 +54,15 @@ def scale_and_shift(mean, var, weight, bias, eps):
     return scale, shift
 
 
+def empty_batch_gradients(p, dtype):
+    """The gradients of an empty batch, as PyTorch gives them: an empty grad_x, zero grad_weight
+    and grad_bias (each None where p.output_mask says so)."""
+    want_x, want_w, want_b = p.output_mask
+    c = p.channels
+    return (np.empty(p.x_shape, dtype) if want_x else None,
+            np.zeros(c, dtype) if want_w else None, np.zeros(c, dtype) if want_b else None)
+
+
 def forward(x, running_mean, running_var, weight, bias, p):
     """y = weight * (x - mean) / sqrt(var + eps) + bias; updates running stats when training."""
     if p.count == 0:  # an empty batch: nothing to normalise, nothing learned (as PyTorch)
@@ -84,8 +93,7 @@ def backward(gy, x, weight, running_mean, running_var, p):
     want_x, want_w, want_b = p.output_mask
     c, dt = p.channels, x.dtype
     if p.count == 0:
-        return (np.empty(p.x_shape, dt) if want_x else None,
-                np.zeros(c, dt) if want_w else None, np.zeros(c, dt) if want_b else None)
+        return empty_batch_gradients(p, dt)
     axes, nd = _axes(x), x.ndim
     mean, var = _statistics(x, running_mean, running_var, p)
     r = 1.0 / np.sqrt(var + p.eps)
