@@ -12,12 +12,25 @@ gradient the convolution's weight gradient with input and output gradient exchan
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 
 import numpy as np
 
 from . import dispatch, params
 from .params import ALL_OUTPUTS
+
+
+def _quiet(op):
+    """Ops raise no NumPy floating-point warnings, as PyTorch raises none: NaN and Inf simply
+    propagate (inf * 0 is NaN). Without this, the same call warned or not depending on the
+    algorithm (einsum and BLAS set the flags NumPy reports; Numba kernels cannot), and OpenBLAS
+    occasionally reported "invalid value" on finite data with finite results."""
+    @functools.wraps(op)
+    def quiet_op(*args, **kwargs):
+        with np.errstate(all="ignore"):
+            return op(*args, **kwargs)
+    return quiet_op
 
 
 def _array_module(backend):
@@ -62,12 +75,14 @@ _CONV_DOC = """
 """
 
 
+@_quiet
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, algo="auto"):
     backend = params.check_arrays("conv2d", dict(bias=bias), x=x, weight=weight)
     p = params.conv2d(x.shape, weight.shape, _shape(bias), stride, padding, dilation, groups)
     return _conv_forward("conv2d", backend, algo, p, x, weight, bias)
 
 
+@_quiet
 def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, algo="auto"):
     backend = params.check_arrays("conv1d", dict(bias=bias), x=x, weight=weight)
     p = params.conv1d(x.shape, weight.shape, _shape(bias), stride, padding, dilation, groups)
@@ -91,6 +106,7 @@ def _conv_forward(op, backend, algo, p, x, weight, bias):
     return y.reshape(p.user_shape(p.y_shape))
 
 
+@_quiet
 def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
                      dilation=1, *, algo="auto"):
     """2-D transposed convolution, as ``torch.nn.functional.conv_transpose2d``.
@@ -145,6 +161,7 @@ _CONV_BACKWARD_DOC = """Gradients of ``{fwd}``: ``(grad_x, grad_weight, grad_bia
 """
 
 
+@_quiet
 def conv2d_backward(grad_y, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
                     output_mask=ALL_OUTPUTS, algo="auto"):
     op = "conv2d_backward"
@@ -154,6 +171,7 @@ def conv2d_backward(grad_y, x, weight, stride=1, padding=0, dilation=1, groups=1
     return _conv_backward(op, backend, algo, p, grad_y, x, weight)
 
 
+@_quiet
 def conv1d_backward(grad_y, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
                     output_mask=ALL_OUTPUTS, algo="auto"):
     op = "conv1d_backward"
@@ -182,6 +200,7 @@ def _conv_backward(op, backend, algo, p, grad_y, x, weight):
     return gx, gw, gb
 
 
+@_quiet
 def conv_transpose2d_backward(grad_y, x, weight, stride=1, padding=0, output_padding=0,
                               groups=1, dilation=1, *, output_mask=ALL_OUTPUTS, algo="auto"):
     # With conv the convolution p describes, y = conv^T(x, w):
@@ -213,6 +232,7 @@ conv_transpose2d_backward.__doc__ = _CONV_BACKWARD_DOC.format(
 # --------------------------------------------------------------------------------------------
 # Pooling
 # --------------------------------------------------------------------------------------------
+@_quiet
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False, *, algo="auto"):
     """2-D max pooling, as ``torch.nn.functional.max_pool2d``.
@@ -245,6 +265,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     return (y, indices.reshape(y.shape)) if p.return_indices else y
 
 
+@_quiet
 def max_pool2d_backward(grad_y, x, kernel_size, stride=None, padding=0, dilation=1,
                         ceil_mode=False, *, indices=None, algo="auto"):
     """Gradient of ``max_pool2d`` with respect to x.
@@ -270,6 +291,7 @@ def max_pool2d_backward(grad_y, x, kernel_size, stride=None, padding=0, dilation
     return gx.reshape(x.shape)
 
 
+@_quiet
 def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                divisor_override=None, *, algo="auto"):
     """2-D average pooling, as ``torch.nn.functional.avg_pool2d``.
@@ -299,6 +321,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
     return y.reshape(p.user_shape(p.y_shape))
 
 
+@_quiet
 def avg_pool2d_backward(grad_y, x, kernel_size, stride=None, padding=0, ceil_mode=False,
                         count_include_pad=True, divisor_override=None, *, algo="auto"):
     """Gradient of ``avg_pool2d`` with respect to x: each window spreads its output gradient
@@ -312,6 +335,7 @@ def avg_pool2d_backward(grad_y, x, kernel_size, stride=None, padding=0, ceil_mod
     return gx.reshape(x.shape)
 
 
+@_quiet
 def adaptive_avg_pool2d(x, output_size, *, algo="auto"):
     """Adaptive 2-D average pooling, as ``torch.nn.functional.adaptive_avg_pool2d``.
 
@@ -332,6 +356,7 @@ def adaptive_avg_pool2d(x, output_size, *, algo="auto"):
     return y.reshape(p.user_shape(p.y_shape))
 
 
+@_quiet
 def adaptive_avg_pool2d_backward(grad_y, x, *, algo="auto"):
     """Gradient of ``adaptive_avg_pool2d`` with respect to x (the output size is grad_y's)."""
     op = "adaptive_avg_pool2d_backward"
@@ -345,6 +370,7 @@ def adaptive_avg_pool2d_backward(grad_y, x, *, algo="auto"):
 # --------------------------------------------------------------------------------------------
 # Batch normalization
 # --------------------------------------------------------------------------------------------
+@_quiet
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False,
                momentum=0.1, eps=1e-5, *, algo="auto"):
     """Batch normalization over axis 1, as ``torch.nn.functional.batch_norm``.
@@ -377,6 +403,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
                            _prepared(backend, weight), _prepared(backend, bias), p)
 
 
+@_quiet
 def batch_norm_backward(grad_y, x, weight=None, running_mean=None, running_var=None,
                         training=True, eps=1e-5, *, output_mask=ALL_OUTPUTS, algo="auto"):
     """Gradients of ``batch_norm``: ``(grad_x, grad_weight, grad_bias)``.

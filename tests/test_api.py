@@ -322,3 +322,21 @@ def test_reference_runs_through_the_public_api_and_directly_alike():
     p = params.conv2d(x.shape, w.shape, b.shape, **kwargs)
     np.testing.assert_array_equal(reference_conv.forward(x, w, b, p),
                                   reference_op("conv2d", x, w, b, **kwargs))
+
+
+@pytest.mark.parametrize("algo", fc.algorithms("conv2d"))
+def test_inf_times_zero_is_nan_as_in_torch_and_nothing_warns(algo, recwarn):
+    torch = pytest.importorskip("torch")
+    x = np.ones((1, 2, 5, 5))
+    x[0, 0, 2, 2] = np.inf
+    w = np.ones((4, 2, 1, 1)) if algo == "pointwise" else np.ones((4, 2, 3, 3))
+    if algo == "depthwise":
+        w = np.ones((4, 1, 3, 3))
+    w[:, 0, w.shape[2] // 2, w.shape[3] // 2] = 0.0  # the inf meets a zero weight: NaN
+    groups = 2 if algo == "depthwise" else 1
+    y = fc.conv2d(x, w, groups=groups, algo=algo)
+    t = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), groups=groups).numpy()
+    assert np.isnan(y).any()
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(t))
+    np.testing.assert_array_equal(np.isinf(y), np.isinf(t))
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
