@@ -28,8 +28,13 @@ def padded(x, padding):
     return xp
 
 
+def bias_or_zeros(b, p, dtype):
+    """The bias, or zeros when there is none: the kernels start their sums from it."""
+    return np.zeros(p.y_shape[1], dtype) if b is None else b
+
+
 def cropped(xp, padding, size):
-    """The (H, W) interior of a padded array as a new contiguous array."""
+    """The (H, W) interior of a padded array, contiguous (xp itself when there is no padding)."""
     (top, _), (left, _) = padding
     return np.ascontiguousarray(xp[:, :, top:top + size[0], left:left + size[1]])
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange, uint64
 
-from ._loops import FASTMATH, channel_sum, cropped, padded
+from ._loops import FASTMATH, bias_or_zeros, channel_sum, cropped, padded
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
@@ -101,7 +101,7 @@ def _backward_weight(xp, gy, gw, sh, sw, dh, dw):
 def forward(x, w, b, p):
     """y = depthwise_conv(x, w) + b; x (N, C, H, W), w (O, 1, kh, kw) -> (N, O, Ho, Wo)."""
     y = np.empty(p.y_shape, dtype=x.dtype)
-    bias = np.zeros(p.y_shape[1], x.dtype) if b is None else b
+    bias = bias_or_zeros(b, p, x.dtype)
     _forward(padded(x, p.padding), w, bias, y, *p.stride, *p.dilation)
     return y
 
@@ -110,7 +110,7 @@ def backward_data(gy, w, p):
     """dL/dx; gy (N, O, Ho, Wo), w (O, 1, kh, kw) -> (N, C, H, W)."""
     gxp = np.zeros(p.x_shape[:2] + p.padded_size, dtype=gy.dtype)
     _backward_data(gy, w, gxp, *p.stride, *p.dilation)
-    return cropped(gxp, p.padding, p.x_shape[2:]) if gxp.shape != p.x_shape else gxp
+    return cropped(gxp, p.padding, p.x_shape[2:])
 
 
 def backward_weight(x, gy, p):

@@ -24,7 +24,7 @@ import numpy as np
 from numba import njit, uint64
 
 from .. import config
-from ._loops import FASTMATH, channel_sum, cropped, padded
+from ._loops import FASTMATH, bias_or_zeros, channel_sum, cropped, padded
 
 
 @njit(cache=True)
@@ -136,7 +136,7 @@ def forward(x, w, b, p):
     """y = conv(x, w) + b via column tiles and BLAS; -> (N, O, Ho, Wo)."""
     y = np.empty(p.y_shape, dtype=x.dtype)
     xp = padded(x, p.padding)
-    bias = np.zeros(p.y_shape[1], x.dtype) if b is None else b
+    bias = bias_or_zeros(b, p, x.dtype)
     cg, og, k = p.w_shape[1], p.y_shape[1] // p.groups, p.w_shape[1] * p.kernel[0] * p.kernel[1]
     buffers = _Buffers(p, x.dtype, k)
     for g in range(p.groups):
@@ -159,7 +159,7 @@ def backward_data(gy, w, p):
             tile = buffers.get(0, og, rows * p.y_shape[3])
             _nchw_to_tile(gy, tile, g * og, row0)
             _col2im(wgt @ tile, gxp, g * cg, row0, *_geometry(p))
-    return cropped(gxp, p.padding, p.x_shape[2:]) if gxp.shape != p.x_shape else gxp
+    return cropped(gxp, p.padding, p.x_shape[2:])
 
 
 def backward_weight(x, gy, p):
