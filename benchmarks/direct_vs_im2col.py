@@ -9,11 +9,11 @@ ResNet layers.
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 
 import fastconv
+from fastconv.bench.timing import cores, measure, pin_threads
 
 LAYERS = [
     ((8, 256, 28, 28), (256, 2, 3, 3), dict(padding=1, groups=128)),
@@ -34,20 +34,11 @@ LAYERS = [
 ]
 
 
-def median_ms(fn, repeat):
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
+    pin_threads(cores())
     rng = np.random.default_rng(0)
     print(f"{'x':18} {'weight':16} {'params':28} {'auto':7} "
           f"{'fwd direct/im2col':>18} {'bwd-data':>15} {'bwd-weight':>15}")
@@ -65,7 +56,8 @@ def main():
         }
         cells = []
         for fn in calls.values():
-            d, i = (median_ms(lambda: fn(a), args.repeat) for a in ("direct", "im2col"))
+            d, i = (1e3 * measure(lambda: fn(a), min_repeat=args.repeat, min_time=0).median
+                    for a in ("direct", "im2col"))
             cells.append(f"{d:7.2f}/{i:<7.2f}")
         auto = fastconv.explain("conv2d", xs, ws, **kw)["algo"]
         print(f"{str(xs):18} {str(ws):16} {str(kw):28} {auto:7} " + "  ".join(cells), flush=True)

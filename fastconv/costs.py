@@ -5,7 +5,7 @@ a convolution costs ``2 * N * O * Ho * Wo * (C / groups) * kh * kw`` per directi
 backward-data and backward-weight all perform the same multiply-adds). Bias adds are not
 counted in a forward pass; the bias gradient counts one add per element of ``grad_y``.
 Pooling counts one operation (comparison or add) per window element, plus one divide per output
-of an average. Batch norm counts the operations of a fused one-pass implementation per element:
+of an average; max-pool backward given the forward's indices counts one add per output. Batch norm counts the operations of a fused one-pass implementation per element:
 forward training 5 (sum, sum of squares, ``y = a*x + c``), evaluation 2; backward training 7
 (two sums and ``gx = a*gy + b*x + c``), evaluation 4 (sums for the weight and bias gradients
 and ``gx = a*gy``); per-channel work is ignored.
@@ -49,6 +49,8 @@ def flops(op: str, p) -> int:
         outputs = prod(p.y_shape)
         window = p.kernel[0] * p.kernel[1]
         if op.startswith("max"):
+            if backward and p.saved_indices:
+                return outputs  # one add per output gradient, at its saved index
             # backward re-derives the argmax (window comparisons) and adds each gradient once
             return outputs * window + (outputs if backward else 0)
         return outputs * window + outputs  # sums (or scatters) plus one divide per output
@@ -78,9 +80,11 @@ def min_bytes(op: str, p, itemsize: int) -> int:
         return itemsize * (reads + writes)
     if isinstance(p, PoolParams):
         x, y = prod(p.x_shape), prod(p.y_shape)
+        if backward and p.saved_indices:
+            return itemsize * (y + x) + 8 * y  # reads grad_y and the int64 indices, writes grad_x
         if backward:  # reads grad_y (and x, to re-derive the argmax), writes grad_x
             return itemsize * (y + x + op.startswith("max") * x)
-        indices = 8 * y if getattr(p, "return_indices", False) else 0
+        indices = 8 * y if p.return_indices else 0
         return itemsize * (x + y) + indices
     if isinstance(p, AdaptivePoolParams):
         return itemsize * (prod(p.x_shape) + prod(p.y_shape))

@@ -95,6 +95,7 @@ class PoolParams:
     count_include_pad: bool = True
     divisor_override: int | None = None
     return_indices: bool = False
+    saved_indices: bool = False  # max-pool backward given the forward's indices
     unbatched: bool = False
 
     def user_shape(self, shape):
@@ -478,7 +479,7 @@ def max_pool2d_backward(grad_y_shape, x_shape, kernel_size, stride=None, padding
     if indices_shape is not None and tuple(indices_shape) != tuple(p.user_shape(p.y_shape)):
         raise ValueError(f"{op}: indices has shape {tuple(indices_shape)}, expected "
                          f"{p.user_shape(p.y_shape)} (the shape of grad_y)")
-    return p
+    return replace(p, saved_indices=indices_shape is not None)
 
 
 def _avg_options(op, count_include_pad, divisor_override):

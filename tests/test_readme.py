@@ -12,7 +12,7 @@ def readme_commands():
 
 def test_readme_opens_with_the_main_job_and_the_tests():
     main_job, tests = readme_commands()
-    assert main_job.endswith("python -m fastconv check")
+    assert main_job.endswith("python -m fastconv bench --vs torch")
     assert tests.endswith("python -m pytest")
 
 

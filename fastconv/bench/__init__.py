@@ -1,0 +1,74 @@
+"""The benchmark: ``python -m fastconv bench`` times the layer zoo (:mod:`.zoo`) with the
+chosen algorithms, next to PyTorch's kernels with ``--vs torch``.
+
+Modules: :mod:`.zoo` (the layers), :mod:`.timing` (how a call is timed; the machine's
+description, peak and bandwidth), :mod:`.baseline` (PyTorch's equivalent of each call),
+:mod:`.suite` (what runs, and one row per measurement), :mod:`.report` (table, JSON, plot).
+Nothing here is imported by ``import fastconv``.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from .suite import Options
+
+
+def main(o: Options, json_path=None, plot_path=None, argv=None, out=None) -> int:
+    """Run the benchmark described by ``o``; print the table; write the files asked for."""
+    from . import report, suite
+
+    out = out or sys.stdout
+    try:
+        layers = suite.check_options(o)
+        for path, what in ((json_path, "--json"), (plot_path, "--plot")):
+            folder = os.path.dirname(os.path.abspath(path)) if path else None
+            if folder and not os.path.isdir(folder):
+                raise ValueError(f"{what}: folder {folder!r} does not exist")
+        if plot_path:
+            try:
+                import matplotlib  # noqa: F401
+            except ImportError as e:
+                raise ValueError("--plot needs matplotlib: pip install matplotlib") from e
+        device = suite.device_for(o)
+    except (ValueError, RuntimeError) as e:
+        print(f"fastconv bench: error: {e}", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    plans = suite.plan(o, layers)
+    skipped = [f"{pl.layer.name} {suite.DIRECTION_LABELS[pl.direction]}: {algo} cannot serve "
+               f"it ({why})" for pl in plans for algo, why in pl.skipped.items()]
+    if not any(pl.algos for pl in plans):
+        print(f"fastconv bench: error: algorithm {o.algo!r} can serve none of the selected "
+              f"calls", file=sys.stderr)
+        return 2
+    print("measuring the machine's peak and bandwidth...", file=sys.stderr, flush=True)
+    roofs = suite.measure_machine(device, o.dtype)
+    meta = suite.metadata(o, device, roofs, argv)
+    table = report.Table(vs_torch=o.vs_torch, mark_auto=o.algo != "auto")
+    print(report.header(meta), file=out)
+    print(file=out)
+    print(table.head(), file=out)
+    print(table.rule(), file=out, flush=True)
+    progress = report.Progress(sum(len(pl.algos) + (o.vs_torch and bool(pl.algos))
+                                   for pl in plans))
+    rows = []
+    for row in suite.run(o, plans, device, roofs, progress):
+        rows.append(row)
+        progress.clear()
+        print(table.format(row), file=out, flush=True)
+    progress.clear()
+    summary = suite.summarise(rows)
+    print(table.rule(), file=out)
+    print(report.footer(meta, summary, skipped, time.perf_counter() - started), file=out)
+    if json_path:
+        report.write_json(json_path, meta, rows, summary)
+        print(f"wrote {json_path}", file=out)
+    if plot_path:
+        report.plot(plot_path, meta, rows)
+        print(f"wrote {plot_path}", file=out)
+    return 0
+
+
+__all__ = ["Options", "main"]

@@ -1,0 +1,267 @@
+"""What the benchmark shows: the table (printed as it grows), the summary, the JSON file, the
+plot, and a progress bar on the terminal."""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+
+from .suite import DIRECTION_LABELS
+
+
+def _si(value: float, unit: str) -> str:
+    for scale, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.2f} {prefix}{unit}"
+    return f"{value:.0f} {unit}"
+
+
+def header(meta: dict) -> str:
+    lines = [f"fastconv {meta['fastconv']} bench: suite {meta['suite']}, backend "
+             f"{meta['backend']}, {meta['dtype']}, batch {meta['batch']}, algo {meta['algo']}, "
+             f"{meta['threads']} threads",
+             f"machine: {meta['machine_line']}",
+             f"peak {meta['peak_flops'] / 1e9:.1f} GFLOP/s ({meta['peak_how']}); bandwidth "
+             f"{meta['bandwidth'] / 1e9:.1f} GB/s ({meta['bandwidth_how']})"]
+    if "torch" in meta:
+        extra = f", cuDNN {meta['cudnn']}" if "cudnn" in meta else ""
+        lines.append(f"baseline: PyTorch {meta['torch']} ({meta['torch_threads']} threads{extra})")
+    lines.append(f"timing: warm-up call, then at least {meta['min_repeat']} runs and "
+                 f"{meta['min_time_s']:g} s per call; median ms and the interquartile spread")
+    return "\n".join(lines)
+
+
+class Table:
+    """Rows printed one by one; the layer and direction are printed when they change."""
+
+    COLUMNS = (("layer", 29, "<"), ("direction", 10, "<"), ("algo", 11, "<"), ("ms", 9, ">"),
+               ("±", 5, ">"), ("GFLOP/s", 8, ">"), ("%peak", 6, ">"), ("GB/s", 7, ">"),
+               ("%bw", 5, ">"))
+    TORCH = (("torch ms", 9, ">"), ("ratio", 6, ">"))
+
+    def __init__(self, vs_torch: bool, mark_auto: bool, out=sys.stdout):
+        self.columns = self.COLUMNS + (self.TORCH if vs_torch else ())
+        self.mark_auto = mark_auto
+        self.out = out
+        self.last = (None, None)
+
+    def _line(self, cells) -> str:
+        return " ".join(f"{c:{align}{width}}" for c, (_, width, align) in zip(cells, self.columns))
+
+    def head(self) -> str:
+        return self._line([name for name, _, _ in self.columns]).rstrip()
+
+    def rule(self) -> str:
+        return "-" * len(self.head())
+
+    def format(self, row: dict) -> str:
+        layer, direction = row["layer"], DIRECTION_LABELS[row["direction"]]
+        shown_layer = layer if layer != self.last[0] else ""
+        shown_direction = direction if (layer, direction) != self.last else ""
+        self.last = (layer, direction)
+        algo = row["algo"] + ("*" if self.mark_auto and row["auto"] else "")
+        t = row["time"]
+        cells = [shown_layer, shown_direction, algo, f"{t['median_ms']:.3f}",
+                 f"{_spread(t):.0%}", f"{row['gflops']:.1f}", f"{row['pct_peak']:.0f}%",
+                 f"{row['gbytes_per_s']:.1f}", f"{row['pct_bandwidth']:.0f}%"]
+        if len(self.columns) > len(self.COLUMNS):
+            torch = row["torch"]
+            cells += ["", ""] if torch is None else [f"{torch['median_ms']:.3f}",
+                                                     f"{row['ratio']:.2f}"]
+        return self._line(cells).rstrip()
+
+
+def _spread(t: dict) -> float:
+    return (t["q3_ms"] - t["q1_ms"]) / t["median_ms"] if t["median_ms"] else 0.0
+
+
+def footer(meta: dict, summary: dict, skipped: list[str], wall_s: float) -> str:
+    lines = []
+    if "geomean_ratio" in summary:
+        lines.append(f"fastconv/PyTorch median-time ratio over the {summary['compared']} "
+                     f"auto rows (lower is better): geometric mean "
+                     f"{summary['geomean_ratio']:.2f}, worst {summary['worst_ratio']:.2f}; "
+                     f"faster than PyTorch in {summary['faster_than_torch']} of "
+                     f"{summary['compared']}")
+    if meta["algo"] != "auto":
+        lines.append("* marks the algorithm auto picks")
+    warm = f"warm-up calls (not in the table): fastconv {summary['fastconv_warmup_s']:.1f} s"
+    warm += " (JIT compilation, or loading it from Numba's on-disk cache, included)"
+    if "torch" in meta:
+        warm += f", PyTorch {summary['torch_warmup_s']:.1f} s"
+    lines.append(warm)
+    lines.extend(f"skipped {s}" for s in skipped)
+    lines.append(f"{summary['rows']} rows in {wall_s:.0f} s")
+    return "\n".join(lines)
+
+
+def write_json(path: str, meta: dict, rows: list[dict], summary: dict) -> None:
+    with open(path, "w") as f:
+        json.dump({"meta": meta, "summary": summary, "rows": rows}, f, indent=1)
+        f.write("\n")
+
+
+class Progress:
+    """A one-line progress bar on stderr, drawn only when stderr is a terminal."""
+
+    def __init__(self, total: int, stream=sys.stderr):
+        self.total, self.done, self.stream = total, 0, stream
+        self.enabled = total > 0 and hasattr(stream, "isatty") and stream.isatty()
+        self.shown = False
+
+    def __call__(self, label: str) -> None:
+        self.done += 1
+        if not self.enabled:
+            return
+        width = shutil.get_terminal_size((80, 20)).columns
+        bar = int(20 * (self.done - 1) / self.total)
+        text = f"[{'#' * bar}{'.' * (20 - bar)}] {self.done}/{self.total} {label}"
+        self.stream.write("\r" + text[:width - 1].ljust(width - 1))
+        self.stream.flush()
+        self.shown = True
+
+    def clear(self) -> None:
+        if self.enabled and self.shown:
+            width = shutil.get_terminal_size((80, 20)).columns
+            self.stream.write("\r" + " " * (width - 1) + "\r")
+            self.stream.flush()
+            self.shown = False
+
+
+def plot(path: str, meta: dict, rows: list[dict]) -> None:
+    """One figure: per-call bars of GFLOP/s for each algorithm (and PyTorch); with PyTorch, the
+    time ratio fastconv/PyTorch of each call next to them; the roofline of the measured peak and
+    bandwidth with every measured call on it; and what was measured on what."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["layer"], row["direction"]), []).append(row)
+    series = list(dict.fromkeys(r["algo"] for r in rows))
+    has_torch = any(r["torch"] for r in rows)
+    names = series + (["PyTorch"] if has_torch else [])
+    colors = {name: plt.get_cmap("tab10")(i % 10) for i, name in enumerate(series)}
+    colors["PyTorch"] = (0.25, 0.25, 0.25, 1.0)
+    per_group = max(len(g) for g in groups.values()) + has_torch
+
+    height = max(11.0, 0.16 * len(groups) * (per_group + 1))
+    fig = plt.figure(figsize=(20, height))
+    grid = fig.add_gridspec(2, 3, width_ratios=[3, 1.2, 3] if has_torch else [3, 0.01, 3],
+                            hspace=0.25, wspace=0.08 if has_torch else 0.3)
+    bars = fig.add_subplot(grid[:, 0])
+    _throughput_bars(bars, meta, groups, names, colors, per_group)
+    if has_torch:
+        _ratio_bars(fig.add_subplot(grid[:, 1], sharey=bars), groups, colors)
+    roof = fig.add_subplot(grid[0, 2])
+    _roofline(roof, meta, rows, series, colors, has_torch)
+    notes = fig.add_subplot(grid[1, 2])
+    notes.axis("off")
+    notes.text(0, 1, _notes(meta), va="top", ha="left", fontsize=9, wrap=True,
+               family="monospace", transform=notes.transAxes)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _labels(groups):
+    return [f"{layer}  {DIRECTION_LABELS[direction]}" for layer, direction in groups]
+
+
+def _throughput_bars(ax, meta, groups, names, colors, per_group):
+    import matplotlib.pyplot as plt
+
+    slot = 0.8 / per_group
+    for i, group in enumerate(groups.values()):
+        entries = [(r["algo"], r["gflops"]) for r in group]
+        if group[0]["torch"]:
+            entries.append(("PyTorch", group[0]["torch_gflops"]))
+        for j, (name, value) in enumerate(entries):
+            ax.barh(i - 0.4 + slot * (j + 0.5), value, height=slot, color=colors[name])
+    ax.set_yticks(range(len(groups)), _labels(groups), fontsize=8)
+    ax.set_ylim(len(groups) - 0.5, -0.5)
+    ax.set_xscale("log")
+    ax.set_xlabel("GFLOP/s (log scale; higher is better)")
+    ax.set_title(f"Throughput per call ({meta['backend']}, {meta['dtype']}, batch "
+                 f"{meta['batch']})")
+    peak = meta["peak_flops"] / 1e9
+    ax.axvline(peak, color="red", linestyle="--", linewidth=1)
+    ax.grid(axis="x", which="both", alpha=0.3)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colors[n]) for n in names]
+    handles.append(plt.Line2D([], [], color="red", linestyle="--"))
+    ax.legend(handles, names + [f"measured peak {peak:.0f} GFLOP/s"], loc="lower right",
+              fontsize=8, framealpha=0.9)
+
+
+def _ratio_bars(ax, groups, colors):
+    """Bars from 1 on a log axis: to the left where fastconv is faster, to the right where
+    it is slower (the auto row of each call)."""
+    import matplotlib.ticker as ticker
+
+    ratios = []
+    for i, group in enumerate(groups.values()):
+        row = next((r for r in group if r["auto"]), group[0])
+        if row["ratio"] is None:
+            continue
+        ratio = row["ratio"]
+        ratios.append(ratio)
+        ax.barh(i, ratio - 1, left=1, height=0.6, color=colors[row["algo"]])
+        ax.text(ratio, i, f" {ratio:.2f} ", va="center", ha="left" if ratio >= 1 else "right",
+                fontsize=7)
+    reach = max(2.0, *(max(r, 1 / r) for r in ratios)) * 1.6
+    ax.set_xscale("log")
+    ax.set_xlim(1 / reach, reach)
+    ticks = [t for t in (1 / 8, 1 / 4, 1 / 2, 1, 2, 4, 8, 16) if 1 / reach <= t <= reach]
+    ax.xaxis.set_major_locator(ticker.FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(ticker.FixedFormatter(
+        [f"1/{round(1 / t)}" if t < 1 else f"{t:g}" for t in ticks]))
+    ax.xaxis.set_minor_locator(ticker.NullLocator())
+    ax.axvline(1.0, color="black", linewidth=1)
+    ax.tick_params(axis="y", labelleft=False)
+    ax.set_xlabel("time fastconv / PyTorch, auto (< 1: faster)")
+    ax.set_title("Ratio to PyTorch")
+    ax.grid(axis="x", alpha=0.3)
+
+
+def _roofline(ax, meta, rows, series, colors, has_torch):
+    import numpy as np
+
+    peak, bandwidth = meta["peak_flops"] / 1e9, meta["bandwidth"] / 1e9
+    ridge = peak / bandwidth
+    intensities = [r["intensity"] for r in rows] + [ridge]
+    x = np.logspace(np.log10(min(intensities) / 3), np.log10(max(intensities) * 3), 200)
+    ax.plot(x, np.minimum(peak, bandwidth * x), color="red", linewidth=2,
+            label=f"roof: min({peak:.0f} GFLOP/s, {bandwidth:.1f} GB/s x intensity)")
+    for name in series:
+        mine = [r for r in rows if r["algo"] == name]
+        ax.scatter([r["intensity"] for r in mine], [r["gflops"] for r in mine],
+                   color=colors[name], s=28, label=name, zorder=3)
+    if has_torch:
+        auto = [r for r in rows if r["torch"] and r["auto"]]
+        ax.scatter([r["intensity"] for r in auto], [r["torch_gflops"] for r in auto],
+                   color=colors["PyTorch"], marker="x", s=28, label="PyTorch", zorder=3)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("arithmetic intensity (FLOP per byte of minimum traffic)")
+    ax.set_ylabel("GFLOP/s")
+    ax.set_title("Roofline: measured peak and copy bandwidth")
+    ax.grid(which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+
+
+def _notes(meta) -> str:
+    import textwrap
+
+    lines = [f"fastconv {meta['fastconv']} bench, suite {meta['suite']}, {meta['date']}",
+             *textwrap.wrap(f"machine: {meta['machine_line']}", 80),
+             f"peak {meta['peak_flops'] / 1e9:.1f} GFLOP/s ({meta['peak_how']})",
+             f"bandwidth {meta['bandwidth'] / 1e9:.1f} GB/s ({meta['bandwidth_how']})"]
+    if "torch" in meta:
+        lines.append(f"baseline: PyTorch {meta['torch']}, {meta['torch_threads']} threads")
+    lines += [f"{meta['threads']} threads; median of >= {meta['min_repeat']} runs and "
+              f">= {meta['min_time_s']:g} s per call",
+              "GFLOP/s counts a multiply-add as 2; intensity = FLOPs / minimum bytes;",
+              "points above the bandwidth roof ran from cache",
+              *textwrap.wrap(f"command: {meta['command']}", 80)]
+    return "\n".join(lines)
