@@ -85,8 +85,8 @@ def _bench(args, argv) -> int:
 
     options = bench.Options(suite=args.suite, layers=args.layers, ops=args.ops, algo=args.algo,
                             backend=args.backend, dtype=args.dtype, vs_torch=args.vs == "torch",
-                            threads=args.threads or timing.cores(), min_repeat=args.repeat,
-                            min_time=args.min_time)
+                            threads=timing.cores() if args.threads is None else args.threads,
+                            min_repeat=args.repeat, min_time=args.min_time)
     command = ["python", "-m", "fastconv"] + list(sys.argv[1:] if argv is None else argv)
     return bench.main(options, args.json, args.plot, argv=" ".join(command))
 
@@ -122,20 +122,22 @@ def _shape(text: str):
     return shape
 
 
-def _bools(text: str):
-    values = {"1": True, "true": True, "0": False, "false": False}
-    tokens = [t.strip().lower() for t in text.split(",")]
-    if any(t not in values for t in tokens):
-        raise argparse.ArgumentTypeError(f"expected comma-separated true/false (or 1/0), "
-                                         f"got {text!r}")
-    return tuple(values[t] for t in tokens)
+BOOL_WORDS = {"1": True, "true": True, "0": False, "false": False}
 
 
 def _flag(text: str):
-    value = _bools(text)
-    if len(value) != 1:
-        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-    return value[0]
+    word = text.strip().lower()
+    if word not in BOOL_WORDS:
+        raise argparse.ArgumentTypeError(f"expected true or false (or 1/0), got {text!r}")
+    return BOOL_WORDS[word]
+
+
+def _bools(text: str):
+    try:
+        return tuple(_flag(t) for t in text.split(","))
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated true/false (or 1/0), "
+                                         f"got {text!r}") from None
 
 
 def _explain_parser(commands):
