@@ -135,6 +135,16 @@ def test_measure_warms_up_then_times_at_least_min_repeat_runs():
     assert 1 <= len(t.times) <= 50
 
 
+def test_measure_together_interleaves_rotating_rounds():
+    log = []
+    fns = {name: (lambda name=name: log.append(name)) for name in "abc"}
+    timings = timing.measure_together(fns, min_repeat=3, min_time=0, rounds=3)
+    # warm-ups, then per round each contender once untimed and once timed, first one rotating
+    assert "".join(log) == "abc" + "aabbcc" + "bbccaa" + "ccaabb"
+    assert all(len(t.times) == 3 for t in timings.values())
+    assert set(timings) == set("abc")
+
+
 def test_timing_statistics():
     t = timing.Timing([0.004, 0.001, 0.003, 0.002, 0.005], first_s=1.0)
     assert t.median == 0.003 and t.q1 == 0.002 and t.q3 == 0.004

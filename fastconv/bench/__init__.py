@@ -51,8 +51,7 @@ def main(o: Options, json_path=None, plot_path=None, argv=None, out=None) -> int
     print(file=out)
     print(table.head(), file=out)
     print(table.rule(), file=out, flush=True)
-    progress = report.Progress(sum(len(pl.algos) + (o.vs_torch and bool(pl.algos))
-                                   for pl in plans))
+    progress = report.Progress(sum(bool(pl.algos) for pl in plans))
     rows = []
     for row in suite.run(o, plans, device, roofs, progress):
         rows.append(row)

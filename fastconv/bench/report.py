@@ -26,8 +26,13 @@ def header(meta: dict) -> str:
     if "torch" in meta:
         extra = f", cuDNN {meta['cudnn']}" if "cudnn" in meta else ""
         lines.append(f"baseline: PyTorch {meta['torch']} ({meta['torch_threads']} threads{extra})")
-    lines.append(f"timing: warm-up call, then at least {meta['min_repeat']} runs and "
-                 f"{meta['min_time_s']:g} s per call; median ms and the interquartile spread")
+    lines.append(f"timing: a warm-up call each, then {meta['rounds']} interleaved rounds of "
+                 f"fastconv and PyTorch, at least {meta['min_repeat']} runs and "
+                 f"{meta['min_time_s']:g} s per call in all; median ms, interquartile spread"
+                 if "torch" in meta else
+                 f"timing: a warm-up call each, then {meta['rounds']} interleaved rounds, at "
+                 f"least {meta['min_repeat']} runs and {meta['min_time_s']:g} s per call in "
+                 f"all; median ms, interquartile spread")
     return "\n".join(lines)
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from .. import dispatch, params
 from . import timing, zoo
 
+TORCH = "torch"  # PyTorch's kernel, among the contenders of a call
 DIRECTION_LABELS = {"forward": "fwd", "backward": "bwd", "backward_data": "bwd-data",
                     "backward_weight": "bwd-weight"}
 
@@ -120,7 +121,7 @@ def plan(o: Options, layers) -> list[Plan]:
 def run(o: Options, plans: list[Plan], device: timing.Device, roofs: dict, progress=None):
     """Time every plan; yields one row per (layer, direction, algorithm).
 
-    ``progress(label)`` is called before each timing with what is about to run.
+    ``progress(label)`` is called before each call is timed, with the call's name.
     """
     torch_call = None
     if o.vs_torch:
@@ -134,30 +135,28 @@ def run(o: Options, plans: list[Plan], device: timing.Device, roofs: dict, progr
 
 
 def _time_plan(o: Options, pl: Plan, device, roofs, torch_call, progress) -> list[dict]:
-    """The rows of one plan; its arrays live only while it runs."""
+    """The rows of one plan, its contenders timed together; its arrays live only while it
+    runs."""
     import fastconv
 
     min_repeat, min_time = o.repeats()
     call = pl.layer.calls(np.dtype(o.dtype), xp=device.xp)[pl.direction]
     fn = getattr(fastconv, call.op)
-    label = f"{pl.layer.name} {DIRECTION_LABELS[pl.direction]}"
-    torch_timing = None
+    if progress:
+        progress(f"{pl.layer.name} {DIRECTION_LABELS[pl.direction]}")
+    contenders = {algo: (lambda algo=algo: fn(*call.args, **call.kwargs, algo=algo))
+                  for algo in pl.algos}
     if torch_call is not None:
-        if progress:
-            progress(f"{label} torch")
-        torch_timing = timing.measure(torch_call(call), device.sync, min_repeat=min_repeat,
+        contenders[TORCH] = torch_call(call)
+    timings = timing.measure_together(contenders, device.sync, min_repeat=min_repeat,
                                       min_time=min_time)
     rows = []
     for algo in pl.algos:
-        if progress:
-            progress(f"{label} {algo}")
-        t = timing.measure(lambda: fn(*call.args, **call.kwargs, algo=algo), device.sync,
-                           min_repeat=min_repeat, min_time=min_time)
         name = pl.info["algo"] if algo == "auto" else algo
         info = pl.info if name == pl.info["algo"] else dispatch.explain(
             call.op, *call.shapes, backend=o.backend, dtype=o.dtype, algo=name,
             **call.explain_kwargs())
-        rows.append(_row(pl, name, info, t, torch_timing, roofs))
+        rows.append(_row(pl, name, info, timings[algo], timings.get(TORCH), roofs))
     return rows
 
 
@@ -203,7 +202,7 @@ def metadata(o: Options, device: timing.Device, roofs: dict, argv=None) -> dict:
     meta = {"fastconv": fastconv.__version__, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
             "command": argv, "suite": o.suite, "backend": o.backend, "dtype": o.dtype,
             "algo": o.algo, "threads": o.threads, "min_repeat": min_repeat,
-            "min_time_s": min_time, "batch": zoo.BATCH, "machine": device.description,
+            "min_time_s": min_time, "rounds": timing.ROUNDS, "batch": zoo.BATCH, "machine": device.description,
             "machine_line": device.line(), **roofs}
     if o.vs_torch:
         import torch

@@ -7,6 +7,12 @@ seconds are reached (at most ``max_repeat``). Each call is timed on its own with
 the launch and the kernels' completion. The garbage collector is off while timing. Reported:
 the median and the interquartile range (the spread), never the mean or the best.
 
+Contenders for the same call (fastconv's algorithms and PyTorch) are timed by
+:func:`measure_together`: in rounds, each contender in turn, the order rotating from round to
+round, so that a slow spell of the machine (another process, a thread pool still spinning
+from the previous kernel, which on 2 cores costs up to 3x) falls on all of them alike instead of
+on whichever happened to run then.
+
 The machine: its description (CPU or GPU model, cores, library versions and thread counts), its
 measured peak (a large GEMM through NumPy's BLAS, or cuBLAS through CuPy, in the benchmark's
 dtype; the best of a few runs) and its bandwidth (a large array copy, counted as bytes read plus
@@ -24,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 CLOCK = time.perf_counter
+ROUNDS = 3  # interleaved rounds of measure_together
 
 
 @dataclass
@@ -57,27 +64,56 @@ class Timing:
                 "runs": len(self.times), "first_call_ms": 1e3 * self.first_s}
 
 
-def measure(fn, sync=lambda: None, *, min_repeat=5, min_time=0.25, max_repeat=1000) -> Timing:
-    """Warm ``fn`` up once, then time it (see the module's docstring)."""
+def _once(fn, sync) -> float:
     sync()
     start = CLOCK()
     fn()
     sync()
-    first = CLOCK() - start
-    times: list[float] = []
+    return CLOCK() - start
+
+
+def _block(fn, sync, times, min_repeat, min_time, max_repeat) -> None:
+    """Append timed calls of ``fn`` to ``times`` until ``min_repeat`` calls and ``min_time``
+    seconds (at most ``max_repeat`` calls), with the garbage collector off."""
     collecting = gc.isenabled()
     gc.disable()
     try:
-        while len(times) < min_repeat or (sum(times) < min_time and len(times) < max_repeat):
-            sync()
-            start = CLOCK()
-            fn()
-            sync()
-            times.append(CLOCK() - start)
+        spent, count = 0.0, 0
+        while count < min_repeat or (spent < min_time and count < max_repeat):
+            t = _once(fn, sync)
+            times.append(t)
+            spent, count = spent + t, count + 1
     finally:
         if collecting:
             gc.enable()
+
+
+def measure(fn, sync=lambda: None, *, min_repeat=5, min_time=0.25, max_repeat=1000) -> Timing:
+    """Warm ``fn`` up once, then time it (see the module's docstring)."""
+    first = _once(fn, sync)
+    times: list[float] = []
+    _block(fn, sync, times, min_repeat, min_time, max_repeat)
     return Timing(times, first)
+
+
+def measure_together(fns: dict, sync=lambda: None, *, min_repeat=5, min_time=0.25,
+                     rounds=ROUNDS, max_repeat=1000) -> dict[str, Timing]:
+    """Time every function of ``{name: fn}`` in ``rounds`` interleaved rounds.
+
+    Each is warmed up once; then in each round each function in turn (the first one rotating)
+    makes one untimed call, to start from its own state rather than the previous contender's,
+    and timed calls until its share of ``min_repeat`` calls and ``min_time`` seconds. Returns
+    ``{name: Timing}`` over all its timed calls.
+    """
+    names = list(fns)
+    first = {name: _once(fns[name], sync) for name in names}
+    times: dict[str, list[float]] = {name: [] for name in names}
+    share = (-(-min_repeat // rounds), min_time / rounds, max(1, max_repeat // rounds))
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            _once(fns[name], sync)
+            _block(fns[name], sync, times[name], *share)
+    return {name: Timing(times[name], first[name]) for name in names}
 
 
 @dataclass
