@@ -361,3 +361,24 @@ def test_explain_command_reports_bad_calls(capsys):
     with pytest.raises(SystemExit):
         cli.main(["explain", "max_pool2d", "--ceil-mode", "maybe"])
     assert "expected true or false" in capsys.readouterr().err
+
+
+def test_docs_zoo_table_matches_the_zoo():
+    """docs/algorithms.md lists every zoo layer with its forward GFLOP, intensity and auto's
+    choice; keep it in step with the zoo and the dispatcher."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "algorithms.md").read_text()
+    rows = {}
+    for line in text.splitlines():
+        if line.startswith("| `"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            rows[cells[0].strip("`")] = cells
+    assert set(rows) == {layer.name for layer in zoo.ZOO}
+    for layer in zoo.ZOO:
+        infos = [fastconv.explain(c.op, *c.shapes, **c.explain_kwargs())
+                 for c in layer.signatures().values()]
+        _, _, gflop, intensity, auto = rows[layer.name]
+        assert float(gflop.split("/")[0]) == pytest.approx(infos[0]["flops"] / 1e9, rel=0.01)
+        assert float(intensity.split("/")[0]) == pytest.approx(infos[0]["intensity"], rel=0.02)
+        assert auto == " / ".join(dict.fromkeys(i["algo"] for i in infos))

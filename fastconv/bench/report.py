@@ -265,7 +265,7 @@ def _notes(meta) -> str:
     if "torch" in meta:
         lines.append(f"baseline: PyTorch {meta['torch']}, {meta['torch_threads']} threads")
     lines += [f"{meta['threads']} threads; median of >= {meta['min_repeat']} runs and "
-              f">= {meta['min_time_s']:g} s per call",
+              f">= {meta['min_time_s']:g} s per call, in {meta['rounds']} interleaved rounds",
               "GFLOP/s counts a multiply-add as 2; intensity = FLOPs / minimum bytes;",
               "points above the bandwidth roof ran from cache",
               *textwrap.wrap(f"command: {meta['command']}", 80)]
