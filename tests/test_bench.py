@@ -276,7 +276,9 @@ def test_bench_cuda_without_a_device_is_a_clear_error(capsys):
     except Exception:
         pass
     code, _, err = run_bench(capsys, "--backend", "cuda")
-    assert code == 2 and "cuda backend needs" in err
+    # no CUDA algorithms are registered yet, and no device here: either is said plainly
+    assert code == 2 and ("the cuda backend has no algorithm for" in err
+                          or "cuda backend needs" in err)
 
 
 def test_bench_main_job_runs_as_a_command():

@@ -55,6 +55,10 @@ def check_options(o: Options) -> list:
     if n < 1 or t < 0:
         raise ValueError(f"repeat must be >= 1 and min-time >= 0, got {n} and {t}")
     layers = zoo.select(o.suite, o.layers, o.ops)
+    missing = sorted({layer.op for layer in layers if not dispatch.algorithms(layer.op, o.backend)})
+    if missing:
+        raise ValueError(f"the {o.backend} backend has no algorithm for {missing} in this "
+                         f"version of fastconv")
     if o.algo not in ("auto", "all"):
         known = sorted({name for layer in layers
                         for name in dispatch.algorithms(layer.op, o.backend)})
@@ -202,8 +206,8 @@ def metadata(o: Options, device: timing.Device, roofs: dict, argv=None) -> dict:
     meta = {"fastconv": fastconv.__version__, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
             "command": argv, "suite": o.suite, "backend": o.backend, "dtype": o.dtype,
             "algo": o.algo, "threads": o.threads, "min_repeat": min_repeat,
-            "min_time_s": min_time, "rounds": timing.ROUNDS, "batch": zoo.BATCH, "machine": device.description,
-            "machine_line": device.line(), **roofs}
+            "min_time_s": min_time, "rounds": timing.ROUNDS, "batch": zoo.BATCH,
+            "machine": device.description, "machine_line": device.line(), **roofs}
     if o.vs_torch:
         import torch
 
