@@ -292,6 +292,21 @@ def test_bench_main_job_runs_as_a_command():
     assert "2 rows in" in done.stdout
 
 
+def test_summary_takes_one_row_per_call():
+    def row(layer, algo, auto, ratio):
+        return {"layer": layer, "direction": "forward", "algo": algo, "auto": auto,
+                "ratio": ratio, "time": {"first_call_ms": 1000.0},
+                "torch": {"first_call_ms": 500.0}}
+
+    rows = [row("a", "direct", False, 4.0), row("a", "im2col", True, 2.0),
+            row("b", "direct", False, 0.5)]  # b: a forced algorithm that auto would not pick
+    s = suite.summarise(rows)
+    assert (s["rows"], s["calls"], s["compared"]) == (3, 2, 2)
+    assert s["geomean_ratio"] == pytest.approx(1.0) and s["worst_ratio"] == 2.0
+    assert s["faster_than_torch"] == 1
+    assert s["fastconv_warmup_s"] == 3.0 and s["torch_warmup_s"] == 1.0
+
+
 def test_suite_options_defaults():
     assert Options().repeats() == (5, 0.2) and Options(suite="full").repeats() == (10, 1.0)
     assert Options(min_repeat=3, min_time=0).repeats() == (3, 0)

@@ -6,7 +6,7 @@ import json
 import shutil
 import sys
 
-from .suite import DIRECTION_LABELS
+from .suite import DIRECTION_LABELS, per_call
 
 
 def _si(value: float, unit: str) -> str:
@@ -83,8 +83,9 @@ def _spread(t: dict) -> float:
 def footer(meta: dict, summary: dict, skipped: list[str], wall_s: float) -> str:
     lines = []
     if "geomean_ratio" in summary:
-        lines.append(f"fastconv/PyTorch median-time ratio over the {summary['compared']} "
-                     f"auto rows (lower is better): geometric mean "
+        which = "auto's choice" if meta["algo"] in ("auto", "all") else meta["algo"]
+        lines.append(f"fastconv/PyTorch median-time ratio over {summary['compared']} calls "
+                     f"({which}; lower is better): geometric mean "
                      f"{summary['geomean_ratio']:.2f}, worst {summary['worst_ratio']:.2f}; "
                      f"faster than PyTorch in {summary['faster_than_torch']} of "
                      f"{summary['compared']}")
@@ -206,7 +207,7 @@ def _ratio_bars(ax, groups, colors):
 
     ratios = []
     for i, group in enumerate(groups.values()):
-        row = next((r for r in group if r["auto"]), group[0])
+        row = per_call(group)[0]
         if row["ratio"] is None:
             continue
         ratio = row["ratio"]
@@ -224,7 +225,7 @@ def _ratio_bars(ax, groups, colors):
     ax.xaxis.set_minor_locator(ticker.NullLocator())
     ax.axvline(1.0, color="black", linewidth=1)
     ax.tick_params(axis="y", labelleft=False)
-    ax.set_xlabel("time fastconv / PyTorch, auto (< 1: faster)")
+    ax.set_xlabel("time fastconv / PyTorch (< 1: faster)")
     ax.set_title("Ratio to PyTorch")
     ax.grid(axis="x", alpha=0.3)
 
@@ -243,7 +244,7 @@ def _roofline(ax, meta, rows, series, colors, has_torch):
         ax.scatter([r["intensity"] for r in mine], [r["gflops"] for r in mine],
                    color=colors[name], s=28, label=name, zorder=3)
     if has_torch:
-        auto = [r for r in rows if r["torch"] and r["auto"]]
+        auto = [r for r in per_call(rows) if r["torch"]]
         ax.scatter([r["intensity"] for r in auto], [r["torch_gflops"] for r in auto],
                    color=colors["PyTorch"], marker="x", s=28, label="PyTorch", zorder=3)
     ax.set_xscale("log")

@@ -81,11 +81,12 @@ def device_for(o: Options) -> timing.Device:
 def measure_machine(device: timing.Device, dtype: str) -> dict:
     peak = timing.measure_peak(device, np.dtype(dtype))
     bandwidth = timing.measure_bandwidth(device)
+    n = timing.PEAK_GEMM_ORDER
+    blas = "cuBLAS (cupy.matmul)" if device.backend == "cuda" else "NumPy's BLAS"
     return {"peak_flops": peak, "bandwidth": bandwidth,
-            "peak_how": f"{dtype} GEMM 2048x2048x2048 through "
-                        + ("cuBLAS (cupy.matmul)" if device.backend == "cuda"
-                           else "NumPy's BLAS"),
-            "bandwidth_how": "copy of a 256 MiB array, read + write bytes"}
+            "peak_how": f"{dtype} GEMM {n}x{n}x{n} through {blas}",
+            "bandwidth_how": f"copy of a {timing.COPY_BYTES // 2**20} MiB array, read + write "
+                             f"bytes"}
 
 
 @dataclass
@@ -185,17 +186,28 @@ def _row(pl: Plan, algo: str, info: dict, t: timing.Timing, torch_timing, roofs)
     return row
 
 
+def per_call(rows: list[dict]) -> list[dict]:
+    """One row per (layer, direction): auto's choice, or the one algorithm that was forced."""
+    chosen: dict[tuple, dict] = {}
+    for row in rows:
+        key = (row["layer"], row["direction"])
+        if key not in chosen or row["auto"]:
+            chosen[key] = row
+    return list(chosen.values())
+
+
 def summarise(rows: list[dict]) -> dict:
-    """Counts and the geometric mean of the fastconv/PyTorch time ratios of the auto rows."""
-    ratios = [r["ratio"] for r in rows if r["auto"] and r["ratio"] is not None]
-    out = {"rows": len(rows), "compared": len(ratios)}
+    """Counts, warm-up times, and the geometric mean of the fastconv/PyTorch time ratios over
+    the calls (see :func:`per_call`)."""
+    calls = per_call(rows)
+    ratios = [r["ratio"] for r in calls if r["ratio"] is not None]
+    out = {"rows": len(rows), "calls": len(calls), "compared": len(ratios)}
     if ratios:
         out["geomean_ratio"] = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
         out["faster_than_torch"] = sum(r < 1 for r in ratios)
         out["worst_ratio"] = max(ratios)
     out["fastconv_warmup_s"] = sum(r["time"]["first_call_ms"] for r in rows) / 1e3
-    out["torch_warmup_s"] = sum(r["torch"]["first_call_ms"] for r in rows
-                                if r["torch"] and r["auto"]) / 1e3
+    out["torch_warmup_s"] = sum(r["torch"]["first_call_ms"] for r in calls if r["torch"]) / 1e3
     return out
 
 

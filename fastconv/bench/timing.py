@@ -25,12 +25,14 @@ import gc
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
 CLOCK = time.perf_counter
 ROUNDS = 3  # interleaved rounds of measure_together
+PEAK_GEMM_ORDER = 2048  # the square GEMM that measures the peak
+COPY_BYTES = 256 * 2**20  # the array copy that measures the bandwidth
 
 
 @dataclass
@@ -198,7 +200,7 @@ def cuda_device() -> Device:
     return Device("cuda", cupy, cupy.cuda.Device().synchronize, info)
 
 
-def measure_peak(device: Device, dtype, size=2048, runs=5) -> float:
+def measure_peak(device: Device, dtype, size=PEAK_GEMM_ORDER, runs=5) -> float:
     """FLOP/s of the best of ``runs`` square GEMMs of order ``size`` (one untimed first)."""
     xp = device.xp
     rng = np.random.default_rng(0)
@@ -208,7 +210,7 @@ def measure_peak(device: Device, dtype, size=2048, runs=5) -> float:
     return 2 * size**3 / min(timing.times)
 
 
-def measure_bandwidth(device: Device, nbytes=256 * 2**20, runs=5) -> float:
+def measure_bandwidth(device: Device, nbytes=COPY_BYTES, runs=5) -> float:
     """Bytes/s of the best of ``runs`` copies of an ``nbytes`` array (read + write)."""
     xp = device.xp
     src = xp.ones(nbytes // 4, dtype=np.float32)
@@ -265,6 +267,3 @@ def _threading_layer() -> str:
         _loops.channel_sum(np.zeros((1, 1, 1), dtype=np.float32))
         return numba.threading_layer()
 
-
-def as_dict(device: Device) -> dict:
-    return asdict(device)["description"]
