@@ -9,3 +9,7 @@ IM2COL_WORKSPACE_BYTES = 16 * 2**20
 
 # direct: output channels that one parallel task computes together, reusing each input row.
 DIRECT_OUT_CHANNELS_PER_TASK = 8
+
+# CUDA im2col: the columns of as many whole images as fit in this many bytes (at least one
+# image) are built at once and multiplied by one batched cuBLAS GEMM, see fastconv.cuda.im2col.
+CUDA_IM2COL_WORKSPACE_BYTES = 256 * 2**20

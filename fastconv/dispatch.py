@@ -94,21 +94,40 @@ def set_auto_rule(backend: str, rule: Callable) -> None:
     _AUTO_RULES[backend] = rule
 
 
+REFERENCE_SUMMARY = "the NumPy reference (float64, strided windows + einsum): the oracle, not fast"
+
+
+def _register_reference(backend, kernels_of):
+    from . import reference
+
+    summary = REFERENCE_SUMMARY + (", on host copies" if backend != "cpu" else "")
+    for family in ("conv", "pool", "batch_norm"):
+        register(Algorithm("reference", backend, family, kernels_of(family), summary,
+                           workspace_bytes=reference.workspace_bytes,
+                           index_bits=lambda op, p: 64))  # NumPy indexes with intp
+
+
 def _load_cpu():
     from . import cpu, reference
 
     for algorithm in cpu.algorithms():
         register(algorithm)
     set_auto_rule("cpu", cpu.choose)
-    summary = "the NumPy reference (float64, strided windows + einsum): the oracle, not fast"
-    for family, module in (("conv", reference.conv), ("pool", reference.pool),
-                           ("batch_norm", reference.batchnorm)):
-        register(Algorithm("reference", "cpu", family, module, summary,
-                           workspace_bytes=reference.workspace_bytes,
-                           index_bits=lambda op, p: 64))  # NumPy indexes with intp
+    modules = {"conv": reference.conv, "pool": reference.pool, "batch_norm": reference.batchnorm}
+    _register_reference("cpu", modules.get)
 
 
-_LOADERS = {"cpu": _load_cpu, "cuda": lambda: None}
+def _load_cuda():
+    from . import cuda
+    from .cuda import reference as host_reference
+
+    for algorithm in cuda.algorithms():
+        register(algorithm)
+    set_auto_rule("cuda", cuda.choose)
+    _register_reference("cuda", host_reference.kernels)
+
+
+_LOADERS = {"cpu": _load_cpu, "cuda": _load_cuda}
 
 
 def _family(op: str) -> str:

@@ -82,6 +82,8 @@ def fastconv_runner(algo="auto", backend="cpu"):
             import cupy
 
             args = [None if a is None else cupy.asarray(a) for a in args]
+            kwargs = {k: cupy.asarray(v) if isinstance(v, np.ndarray) else v
+                      for k, v in kwargs.items()}  # max-pool indices
             out = getattr(fastconv, op)(*args, algo=algo, **kwargs)
             return tuple(None if o is None else cupy.asnumpy(o) for o in out) \
                 if isinstance(out, tuple) else cupy.asnumpy(out)
@@ -90,6 +92,16 @@ def fastconv_runner(algo="auto", backend="cpu"):
 
 
 reference_op = fastconv_runner("reference")
+
+
+def gpu_available() -> bool:
+    """Whether CuPy imports and sees a CUDA device (the CUDA tests skip without one)."""
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # no CuPy, no driver, no device: all mean no GPU here
+        return False
 
 
 def typed_args(args, dtype):

@@ -302,3 +302,24 @@ def run_drawn(strategy, max_examples, check):
         check(case, np.random.default_rng(0))
 
     drawn()
+
+
+def check_algorithms(case, rng, backend="cpu"):
+    """Each algorithm of ``backend`` (the reference aside) that serves the case, forward and
+    backward, both dtypes, against one reference run per (direction, dtype)."""
+    from fastconv.testing import assert_matches, fastconv_runner, oracle_outputs, reference_op
+
+    args = forward_args(case, rng)
+    bargs, bkwargs = backward_args(case, args, rng)
+    checked = 0
+    for op, a, kw in ((case.op, args, case.kwargs), (case.op + "_backward", bargs, bkwargs)):
+        shapes = [None if x is None else x.shape for x in a]
+        info = fastconv.explain(op, *shapes, backend=backend, **kw)
+        algos = [name for name in info["candidates"] if name != "reference"]
+        for dtype in (np.float32, np.float64):
+            expected = oracle_outputs(op, a, kw, reference_op, dtype)
+            for algo in algos:
+                assert_matches(op, a, kw, fastconv_runner(algo, backend), reference_op, dtype,
+                               expected=expected)
+                checked += 1
+    assert checked > 0

@@ -254,6 +254,7 @@ def test_cupy_arrays_on_two_devices_are_rejected(fake_cupy):
         fc.conv2d(_FakeCupyArray(X.shape, 0), _FakeCupyArray(W.shape, 1))
 
 
-def test_cuda_without_algorithms_says_so(fake_cupy):
-    with pytest.raises(ValueError, match=r"no algorithm is available on the 'cuda' backend"):
-        fc.conv2d(_FakeCupyArray(X.shape), _FakeCupyArray(W.shape))
+def test_cuda_forced_algorithm_that_cannot_serve_says_why(fake_cupy):
+    with pytest.raises(ValueError, match=r"algorithm 'depthwise' cannot serve this call: "
+                                         r"depthwise needs one input channel per group"):
+        fc.conv2d(_FakeCupyArray(X.shape), _FakeCupyArray(W.shape), algo="depthwise")

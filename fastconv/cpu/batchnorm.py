@@ -23,7 +23,12 @@ from math import prod
 import numpy as np
 from numba import njit, prange
 
-from ..reference.batchnorm import empty_batch_gradients, scale_and_shift, update_running_stats
+from ..reference.batchnorm import (
+    empty_batch_gradients,
+    input_gradient_coefficients,
+    scale_and_shift,
+    update_running_stats,
+)
 
 
 @njit(parallel=True, cache=True)
@@ -119,18 +124,11 @@ def backward(gy, x, weight, running_mean, running_var, p):
         return empty_batch_gradients(p, dt)
     x3, gy3 = _as_ncl(x), _as_ncl(gy)
     mean, var = _statistics(x3, running_mean, running_var, p)
-    r = 1.0 / np.sqrt(var + p.eps)
-    gamma = np.ones(c) if weight is None else weight.astype(np.float64)
     s1, s2 = np.empty(c), np.empty(c)
     _gradient_sums(gy3, x3, mean, s1, s2)
+    r, k1, k2, k3 = input_gradient_coefficients(var, weight, s1, s2, p)
     gx = None
     if want_x:
-        m = p.count
-        k1 = r * gamma
-        if p.training:
-            k2, k3 = -r ** 3 * gamma * s2 / m, -r * gamma * s1 / m
-        else:
-            k2, k3 = np.zeros(c), np.zeros(c)
         gx = np.empty(p.x_shape, dtype=dt)
         _input_gradient(gy3, x3, mean, k1, k2, k3, _as_ncl(gx))
     return (gx, (r * s2).astype(dt) if want_w else None, s1.astype(dt) if want_b else None)

@@ -7,14 +7,25 @@ strided subsample xs = x[:, :, ::sh, ::sw]::
     gxs[n, g] (Cg, P) = w_g^T (Cg, Og) @ gy[n, g] (Og, P)          backward-data, scattered to ::sh, ::sw
     gw_g      (Og, Cg) = sum_n gy[n, g] (Og, P) @ xs[n, g]^T        backward-weight
 
-The products run in NumPy's BLAS; x is used in place when the stride is 1. The batch sum of
-the weight gradient runs in a fixed order, so results are bitwise repeatable.
+The products run in NumPy's BLAS, or in cuBLAS for CuPy arrays: the code is written once for
+both array modules, and fastconv.cuda.pointwise serves it on the GPU. x is used in place when
+the stride is 1. The batch sum of the weight gradient runs in a fixed order, so results are
+bitwise repeatable.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ._loops import channel_sum
+
+
+def _xp(a):
+    """The array module of ``a``: numpy, or cupy for a CuPy array."""
+    if isinstance(a, np.ndarray):
+        return np
+    import cupy
+
+    return cupy
 
 
 def _pixels(p):
@@ -27,7 +38,7 @@ def _pixels(p):
 def _subsampled(x, p):
     """xs (N, G, Cg, P): the pixels the kernel reads (x itself when that is all of it)."""
     n, c, ho, wo = p.x_shape[:2] + p.y_shape[2:]
-    xs = x if x.shape[2:] == (ho, wo) else np.ascontiguousarray(x[_pixels(p)])
+    xs = x if x.shape[2:] == (ho, wo) else _xp(x).ascontiguousarray(x[_pixels(p)])
     return xs.reshape(n, p.groups, c // p.groups, ho * wo)
 
 
@@ -45,7 +56,7 @@ def _weights(w, p):
 
 def forward(x, w, b, p):
     """y = w @ x per pixel, plus b; x (N, C, H, W), w (O, C/G, 1, 1) -> (N, O, Ho, Wo)."""
-    y = np.matmul(_weights(w, p), _subsampled(x, p)).reshape(p.y_shape)
+    y = _xp(x).matmul(_weights(w, p), _subsampled(x, p)).reshape(p.y_shape)
     if b is not None:
         y += b.reshape(-1, 1, 1)
     return y
@@ -55,18 +66,20 @@ def backward_data(gy, w, p):
     """dL/dx; gy (N, O, Ho, Wo), w (O, C/G, 1, 1) -> (N, C, H, W)."""
     n, c, h, wd = p.x_shape
     ho, wo = p.y_shape[2:]
-    gxs = np.matmul(_weights(w, p).transpose(0, 2, 1), _grouped(gy, p)).reshape(n, c, ho, wo)
+    xp = _xp(gy)
+    gxs = xp.matmul(_weights(w, p).transpose(0, 2, 1), _grouped(gy, p)).reshape(n, c, ho, wo)
     if p.x_shape[2:] == (ho, wo):
         return gxs
-    gx = np.zeros(p.x_shape, dtype=gy.dtype)
+    gx = xp.zeros(p.x_shape, dtype=gy.dtype)
     gx[_pixels(p)] = gxs  # pixels the kernel skipped get no gradient
     return gx
 
 
 def backward_weight(x, gy, p):
     """dL/dw; x (N, C, H, W), gy (N, O, Ho, Wo) -> (O, C/G, 1, 1)."""
-    per_image = np.matmul(_grouped(gy, p), _subsampled(x, p).transpose(0, 1, 3, 2))
-    gw = np.zeros(per_image.shape[1:], dtype=x.dtype)
+    xp = _xp(x)
+    per_image = xp.matmul(_grouped(gy, p), _subsampled(x, p).transpose(0, 1, 3, 2))
+    gw = xp.zeros(per_image.shape[1:], dtype=x.dtype)
     for n in range(per_image.shape[0]):  # a fixed-order sum over the batch
         gw += per_image[n]
     return gw.reshape(p.w_shape)

@@ -54,13 +54,26 @@ def scale_and_shift(mean, var, weight, bias, eps):
     return scale, shift
 
 
-def empty_batch_gradients(p, dtype):
+def input_gradient_coefficients(var, weight, s1, s2, p):
+    """Per-channel ``(r, k1, k2, k3)`` of ``gx = k1*gy + k2*(x - mean) + k3``, with
+    ``r = 1/sqrt(var + eps)``, from the sums ``s1 = sum(gy)`` and ``s2 = sum(gy*(x - mean))``
+    (float64 vectors of any array module). Training: the full gradient through the batch
+    statistics (derived in :func:`backward`); evaluation: ``gx = r*weight*gy``."""
+    r = 1.0 / np.sqrt(var + p.eps)
+    gamma = np.ones_like(var) if weight is None else weight.astype(np.float64)
+    k1 = r * gamma
+    if p.training:
+        return r, k1, -r ** 3 * gamma * s2 / p.count, -r * gamma * s1 / p.count
+    return r, k1, np.zeros_like(var), np.zeros_like(var)
+
+
+def empty_batch_gradients(p, dtype, xp=np):
     """The gradients of an empty batch, as PyTorch gives them: an empty grad_x, zero grad_weight
-    and grad_bias (each None where p.output_mask says so)."""
+    and grad_bias (each None where p.output_mask says so), as ``xp`` (numpy or cupy) arrays."""
     want_x, want_w, want_b = p.output_mask
     c = p.channels
-    return (np.empty(p.x_shape, dtype) if want_x else None,
-            np.zeros(c, dtype) if want_w else None, np.zeros(c, dtype) if want_b else None)
+    return (xp.empty(p.x_shape, dtype) if want_x else None,
+            xp.zeros(c, dtype) if want_w else None, xp.zeros(c, dtype) if want_b else None)
 
 
 def forward(x, running_mean, running_var, weight, bias, p):

@@ -1,39 +1,15 @@
 """Every CPU algorithm against the NumPy reference: forward and every gradient, float32 and
 float64, over the reference's product grids and hypothesis-drawn cases."""
-import numpy as np
+import grids
 import pytest
+from grids import CASES, DRAWN
 from hypothesis import settings
 
-from fastconv import config, dispatch
-from fastconv.testing import assert_matches, fastconv_runner, oracle_outputs, reference_op
-
-import grids
-from grids import CASES, DRAWN
-
-DTYPES = (np.float32, np.float64)
-
-
-def serving(op, case_shapes, kwargs):
-    """The CPU algorithms (reference aside) that can serve this call."""
-    info = dispatch.explain(op, *case_shapes, **kwargs)
-    return [name for name in info["candidates"] if name != "reference"]
+from fastconv import config
 
 
 def check_algorithms(case, rng):
-    """Each algorithm that serves the case, forward and backward, both dtypes, against one
-    reference run per (direction, dtype)."""
-    args = grids.forward_args(case, rng)
-    bargs, bkwargs = grids.backward_args(case, args, rng)
-    checked = 0
-    for op, a, kw in ((case.op, args, case.kwargs), (case.op + "_backward", bargs, bkwargs)):
-        algos = serving(op, [None if x is None else x.shape for x in a], kw)
-        for dtype in DTYPES:
-            expected = oracle_outputs(op, a, kw, reference_op, dtype)
-            for algo in algos:
-                assert_matches(op, a, kw, fastconv_runner(algo), reference_op, dtype,
-                               expected=expected)
-                checked += 1
-    assert checked > 0
+    grids.check_algorithms(case, rng, "cpu")
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.op}[{c}]")

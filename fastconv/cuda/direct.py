@@ -1,0 +1,46 @@
+"""Direct convolution on the GPU (kernels/conv.cu): one thread per output element runs every
+tap of its window; backward-data gathers, one thread per input element, from the outputs that
+read it; backward-weight gives each weight element one block that sums over N*Ho*Wo in a fixed
+order. Dilation, stride, padding and groups are plain loop bounds; no workspace."""
+from __future__ import annotations
+
+import numpy as np
+
+from ._loops import channel_sum, conv_geometry, conv_index_bits
+from ._module import launch
+
+
+def forward(x, w, b, p):
+    """y = conv(x, w) + b; x (N, C, H, W), w (O, C/G, kh, kw) -> (N, O, Ho, Wo)."""
+    import cupy
+
+    y = cupy.empty(p.y_shape, dtype=x.dtype)
+    launch("direct_forward", x.dtype, conv_index_bits(p), y.size,
+           (x, w, w if b is None else b, np.int32(b is not None), y, *conv_geometry(p),
+            np.int32(p.groups)))
+    return y
+
+
+def backward_data(gy, w, p):
+    """dL/dx; gy (N, O, Ho, Wo), w (O, C/G, kh, kw) -> (N, C, H, W)."""
+    import cupy
+
+    gx = cupy.empty(p.x_shape, dtype=gy.dtype)
+    launch("direct_backward_data", gy.dtype, conv_index_bits(p), gx.size,
+           (gy, w, gx, *conv_geometry(p), np.int32(p.groups)))
+    return gx
+
+
+def backward_weight(x, gy, p):
+    """dL/dw; x (N, C, H, W), gy (N, O, Ho, Wo) -> (O, C/G, kh, kw)."""
+    import cupy
+
+    gw = cupy.empty(p.w_shape, dtype=x.dtype)
+    launch("direct_backward_weight", x.dtype, conv_index_bits(p), gw.size,
+           (x, gy, gw, *conv_geometry(p), np.int32(p.groups)), blocks=gw.size)
+    return gw
+
+
+def backward_bias(gy, p):
+    """dL/db = sum of gy over batch and space; gy (N, K, ...) -> (K,)."""
+    return channel_sum(gy)

@@ -1,0 +1,33 @@
+// Shared by every fastconv CUDA kernel; the loader puts it in front of each source file.
+//
+// Every kernel is a template over T (float or double: the array dtype) and I (int or long long:
+// the index type, 64-bit only when some array of the call has 2**31 elements or more, chosen
+// per call by the Python side). Kernels walk their outputs with grid-stride loops, one thread
+// per output element, and each thread computes its element alone in a fixed order: no atomics,
+// so every result is bitwise repeatable. Reductions over many elements (weight, bias and
+// batch-norm sums) use one block per result and a fixed-shape tree in shared memory.
+
+#ifndef FC_THREADS
+#define FC_THREADS 256  // threads per block of every launch (the Python side uses the same)
+#endif
+
+// Floor and ceiling of a / b for b > 0, also for negative a (C++ '/' truncates toward zero).
+__device__ __forceinline__ long long fc_floordiv(long long a, long long b) {
+    return a >= 0 ? a / b : -((-a + b - 1) / b);
+}
+__device__ __forceinline__ long long fc_ceildiv(long long a, long long b) {
+    return fc_floordiv(a + b - 1, b);
+}
+
+// Tree sum of one double per thread of the block, in a fixed order; thread 0 gets the total.
+__device__ __forceinline__ double fc_block_sum(double v, double* shared) {
+    shared[threadIdx.x] = v;
+    __syncthreads();
+    for (int half = FC_THREADS / 2; half > 0; half /= 2) {
+        if (threadIdx.x < half) shared[threadIdx.x] += shared[threadIdx.x + half];
+        __syncthreads();
+    }
+    double total = shared[0];
+    __syncthreads();  // the buffer may be reused right after
+    return total;
+}

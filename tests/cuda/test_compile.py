@@ -1,0 +1,66 @@
+"""Every CUDA source compiles, for every specialisation the loader asks for, for sm_80 (A100)
+and sm_90 (H100/H200), through NVRTC as at run time. Needs no GPU: it runs in CI, and fails on
+any compile error or warning."""
+import pytest
+from cupy.cuda import nvrtc
+
+from fastconv.cuda import _module
+
+ARCHS = ("sm_80", "sm_90")
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("filename", sorted(_module.KERNELS))
+def test_source_compiles(filename, arch):
+    program = nvrtc.createProgram(_module.source(filename), filename, [], [])
+    expressions = _module.expressions(filename)
+    for expression in expressions:
+        nvrtc.addNameExpression(program, expression)
+    try:
+        nvrtc.compileProgram(program, [f"--gpu-architecture={arch}", *_module.OPTIONS])
+    except nvrtc.NVRTCError:
+        pytest.fail(f"{filename} ({arch}) does not compile:\n{nvrtc.getProgramLog(program)}")
+    log = nvrtc.getProgramLog(program).strip("\x00").strip()
+    assert log == "", f"{filename} ({arch}) compiles with warnings:\n{log}"
+    mangled = {e: nvrtc.getLoweredName(program, e) for e in expressions}
+    assert len(set(mangled.values())) == len(expressions)  # each specialisation its own kernel
+    assert nvrtc.getCUBIN(program)
+
+
+def test_every_kernel_is_compiled_for_both_dtypes_and_index_widths():
+    for filename, names in _module.KERNELS.items():
+        assert "__global__ void" in _module.source(filename)
+        for name in names:
+            for dtype in ("float32", "float64"):
+                for bits in (32, 64):
+                    assert _module.expression(name, dtype, bits) in _module.expressions(filename)
+        # every kernel in the file is listed, and nothing listed is missing from the file
+        defined = {line.split("(")[0].split()[-1] for line in _module.source(filename)
+                   .splitlines() if line.startswith("__global__ void")}
+        assert defined == set(names), filename
+
+
+def test_kernel_names_encode_dtype_and_index_width():
+    assert _module.expression("im2col", "float32", 32) == "im2col<float, int>"
+    assert _module.expression("im2col", "float64", 64) == "im2col<double, long long>"
+    assert _module.index_bits(2**31 - 1) == 32 and _module.index_bits(2**31) == 64
+
+
+def test_cuda_algorithms_are_listed_and_explained_without_a_gpu():
+    import fastconv
+
+    assert fastconv.algorithms("conv2d", "cuda") == ["depthwise", "pointwise", "im2col", "direct",
+                                                     "reference"]
+    assert fastconv.algorithms("max_pool2d", "cuda") == ["direct", "reference"]
+    assert fastconv.algorithms("batch_norm_backward", "cuda") == ["direct", "reference"]
+    picks = {
+        "depthwise": ((8, 32, 28, 28), (32, 1, 3, 3), dict(padding=1, groups=32)),
+        "pointwise": ((8, 64, 28, 28), (128, 64, 1, 1), {}),
+        "im2col": ((8, 64, 28, 28), (64, 64, 3, 3), dict(padding=1)),
+    }
+    for algo, (x, w, kw) in picks.items():
+        info = fastconv.explain("conv2d", x, w, backend="cuda", **kw)
+        assert info["algo"] == algo and info["index_bits"] == 32
+    huge = fastconv.explain("conv2d", (2**16, 64, 32, 32), (64, 64, 3, 3), padding=1,
+                            backend="cuda", algo="direct")
+    assert huge["index_bits"] == 64  # x has 2**32 elements

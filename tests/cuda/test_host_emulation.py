@@ -1,0 +1,131 @@
+"""The CUDA backend run on the host: every kernel compiled as plain C++ (one block of one
+thread, see host_emulation.h) and the CUDA modules' Python side run with NumPy standing in for
+CuPy, through the public ops, against the NumPy reference over the product grids and drawn
+cases.
+
+This checks, on machines without a GPU, everything but what needs a GPU: the kernels' index
+arithmetic (strides, padding, dilation, groups, gathers, chunking, both index widths), the
+launch arguments, and the Python glue (transposed convolution, batch-norm statistics). It
+cannot check concurrency (the shared-memory trees with 256 threads), the GPU's numerics, or
+CuPy itself: tests/cuda/test_against_reference.py does that where a GPU is visible.
+"""
+import ctypes
+import shutil
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import settings
+
+import fastconv.cuda
+from fastconv import config, params
+from fastconv.cuda import _loops, _module, batchnorm, im2col, pool
+
+import grids
+from grids import CASES, DRAWN
+
+GXX = shutil.which("g++")
+pytestmark = pytest.mark.skipif(GXX is None, reason="the host emulation needs g++")
+KERNELS = Path(fastconv.cuda.__file__).parent / "kernels"
+
+
+@pytest.fixture(scope="module")
+def kernels(tmp_path_factory):
+    """{name expression: address} of every kernel specialisation, compiled for the host."""
+    folder = tmp_path_factory.mktemp("host_emulation")
+    names = [e for filename in _module.KERNELS for e in _module.expressions(filename)]
+    text = ['#include "host_emulation.h"', (KERNELS / "common.cuh").read_text()]
+    text += [(KERNELS / filename).read_text() for filename in _module.KERNELS]
+    text.append('extern "C" void* fc_kernels[] = {'
+                + ", ".join(f"(void*)&{name}" for name in names) + "};")
+    source, library = folder / "kernels.cpp", folder / "kernels.so"
+    source.write_text("\n".join(text))
+    done = subprocess.run([GXX, "-O1", "-std=c++17", "-shared", "-fPIC", "-w",
+                           f"-I{Path(__file__).parent}", "-o", str(library), str(source)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    table = (ctypes.c_void_p * len(names)).in_dll(ctypes.CDLL(str(library)), "fc_kernels")
+    return dict(zip(names, table))
+
+
+def _host_kernel(address):
+    """A stand-in for a CuPy RawKernel: called with (grid, block, args), runs on the host."""
+    def launch(grid, block, args):
+        types_, values = [], []
+        for a in args:
+            if isinstance(a, np.ndarray):
+                assert a.flags.c_contiguous
+                types_.append(ctypes.c_void_p)
+                values.append(a.ctypes.data)
+            elif isinstance(a, np.int32):
+                types_.append(ctypes.c_int)
+                values.append(int(a))
+            elif isinstance(a, np.int64):
+                types_.append(ctypes.c_longlong)
+                values.append(int(a))
+            else:
+                raise TypeError(f"kernel argument of type {type(a).__name__}")
+        ctypes.CFUNCTYPE(None, *types_)(address)(*values)
+    return launch
+
+
+@pytest.fixture
+def on_host(monkeypatch, kernels):
+    """The CUDA backend with NumPy arrays: CuPy's functions are NumPy's, kernels run on the
+    host, and NumPy arrays count as the cuda backend's."""
+    cupy = types.ModuleType("cupy")
+    for name in ("empty", "zeros", "matmul", "ascontiguousarray", "asarray", "int64",
+                 "float64", "ndarray"):
+        setattr(cupy, name, getattr(np, name))
+    cupy.asnumpy = np.asarray
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    monkeypatch.setattr(_module, "kernel", lambda name, dtype, bits: _host_kernel(
+        kernels[_module.expression(name, dtype, bits)]))
+    check_arrays, check_indices = params.check_arrays, params.check_indices
+
+    def arrays_on_cuda(op, optional=None, **required):
+        check_arrays(op, optional, **required)
+        return "cuda"
+
+    monkeypatch.setattr(params, "check_arrays", arrays_on_cuda)
+    monkeypatch.setattr(params, "check_indices",
+                        lambda op, indices, backend: check_indices(op, indices, "cpu"))
+
+
+def check(case, rng):
+    grids.check_algorithms(case, rng, "cuda")
+
+
+@pytest.mark.parametrize("case", CASES[::6], ids=lambda c: f"{c.op}[{c}]")
+def test_grid(case, rng, on_host):
+    check(case, rng)
+
+
+@pytest.mark.parametrize("case", CASES[3::40], ids=lambda c: f"{c.op}[{c}]")
+def test_grid_one_image_per_im2col_chunk(case, rng, on_host, monkeypatch):
+    monkeypatch.setattr(config, "CUDA_IM2COL_WORKSPACE_BYTES", 1)
+    check(case, rng)
+
+
+@pytest.mark.parametrize("case", CASES[5::60], ids=lambda c: f"{c.op}[{c}]")
+def test_grid_with_64_bit_indices(case, rng, on_host, monkeypatch):
+    used = set()
+    launch_kernel = _module.kernel
+
+    def kernel(name, dtype, bits):
+        used.add(bits)
+        return launch_kernel(name, dtype, bits)
+
+    monkeypatch.setattr(_module, "kernel", kernel)
+    for module in (_loops, batchnorm, im2col, pool):  # every module that picks the width
+        monkeypatch.setattr(module, "index_bits", lambda *sizes: 64)
+    check(case, rng)
+    assert used <= {64}
+
+
+@pytest.mark.parametrize("strategy", DRAWN, ids=lambda s: s.__name__)
+def test_drawn(strategy, on_host):
+    grids.run_drawn(strategy, settings.default.max_examples // 4, check)
