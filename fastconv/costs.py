@@ -5,10 +5,11 @@ a convolution costs ``2 * N * O * Ho * Wo * (C / groups) * kh * kw`` per directi
 backward-data and backward-weight all perform the same multiply-adds). Bias adds are not
 counted in a forward pass; the bias gradient counts one add per element of ``grad_y``.
 Pooling counts one operation (comparison or add) per window element, plus one divide per output
-of an average; max-pool backward given the forward's indices counts one add per output. Batch norm counts the operations of a fused one-pass implementation per element:
-forward training 5 (sum, sum of squares, ``y = a*x + c``), evaluation 2; backward training 7
-(two sums and ``gx = a*gy + b*x + c``), evaluation 4 (sums for the weight and bias gradients
-and ``gx = a*gy``); per-channel work is ignored.
+of an average; max-pool backward given the forward's indices counts one add per output. Batch
+norm counts the operations of a fused one-pass implementation per element: forward training 5
+(sum, sum of squares, ``y = a*x + c``), evaluation 2; backward training 7 (two sums and
+``gx = a*gy + b*x + c``), evaluation 4 (sums for the weight and bias gradients and
+``gx = a*gy``); per-channel work is ignored.
 
 ``min_bytes`` is the traffic of an ideal kernel that reads each input and writes each output
 exactly once: the denominator of arithmetic intensity, and of the bandwidth a memory-bound

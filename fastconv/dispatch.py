@@ -46,7 +46,8 @@ def _never(op, p):
 
 def _index_bits_by_size(op, p) -> int:
     """32-bit indices while every array (padded input included) stays below 2**31 elements."""
-    sizes = [prod(getattr(p, name)) for name in ("x_shape", "w_shape", "y_shape") if hasattr(p, name)]
+    sizes = [prod(getattr(p, name)) for name in ("x_shape", "w_shape", "y_shape")
+             if hasattr(p, name)]
     if hasattr(p, "padded_size"):
         sizes.append(prod(p.x_shape[:2]) * prod(p.padded_size))
     return 64 if max(sizes) > INDEX_LIMIT else 32
@@ -101,7 +102,7 @@ def _register_reference(backend, kernels_of):
     from . import reference
 
     summary = REFERENCE_SUMMARY + (", on host copies" if backend != "cpu" else "")
-    for family in ("conv", "pool", "batch_norm"):
+    for family in reference.FAMILIES:
         register(Algorithm("reference", backend, family, kernels_of(family), summary,
                            workspace_bytes=reference.workspace_bytes,
                            index_bits=lambda op, p: 64))  # NumPy indexes with intp
@@ -113,8 +114,7 @@ def _load_cpu():
     for algorithm in cpu.algorithms():
         register(algorithm)
     set_auto_rule("cpu", cpu.choose)
-    modules = {"conv": reference.conv, "pool": reference.pool, "batch_norm": reference.batchnorm}
-    _register_reference("cpu", modules.get)
+    _register_reference("cpu", reference.FAMILIES.get)
 
 
 def _load_cuda():

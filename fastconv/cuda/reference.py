@@ -7,18 +7,11 @@ import types
 
 from .. import reference
 
-ENTRY_POINTS = {
-    "conv": ("forward", "backward_data", "backward_weight", "backward_bias"),
-    "pool": ("max_pool_forward", "max_pool_backward", "avg_pool_forward", "avg_pool_backward",
-             "adaptive_avg_pool_forward", "adaptive_avg_pool_backward"),
-    "batch_norm": ("forward", "backward"),
-}
-MODULES = {"conv": reference.conv, "pool": reference.pool, "batch_norm": reference.batchnorm}
 UPDATED_IN_PLACE = {("batch_norm", "forward"): (1, 2)}  # running_mean, running_var
 
 
 def _on_host(family, name):
-    fn = getattr(MODULES[family], name)
+    fn = getattr(reference.FAMILIES[family], name)
 
     def run(*args):
         import cupy
@@ -40,4 +33,4 @@ def _on_host(family, name):
 def kernels(family: str):
     """The family's entry points, each a host round trip through the reference."""
     return types.SimpleNamespace(**{name: _on_host(family, name)
-                                    for name in ENTRY_POINTS[family]})
+                                    for name in reference.ENTRY_POINTS[family]})

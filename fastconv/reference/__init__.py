@@ -19,7 +19,16 @@ from math import prod
 from ..params import AdaptivePoolParams, BatchNormParams, ConvParams
 from . import batchnorm, conv, pool
 
-__all__ = ["batchnorm", "conv", "pool", "workspace_bytes"]
+__all__ = ["FAMILIES", "ENTRY_POINTS", "batchnorm", "conv", "pool", "workspace_bytes"]
+
+# each family's module, and the entry points every algorithm of the family provides
+FAMILIES = {"conv": conv, "pool": pool, "batch_norm": batchnorm}
+ENTRY_POINTS = {
+    "conv": ("forward", "backward_data", "backward_weight", "backward_bias"),
+    "pool": ("max_pool_forward", "max_pool_backward", "avg_pool_forward", "avg_pool_backward",
+             "adaptive_avg_pool_forward", "adaptive_avg_pool_backward"),
+    "batch_norm": ("forward", "backward"),
+}
 
 
 def _conv_directions(op, p):
