@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import dispatch
+from . import cuda, dispatch
 from .testing import compare, fastconv_runner, reference_op, tolerance, torch_available, torch_op
 
 DTYPES = (np.float32, np.float64)
@@ -120,18 +120,9 @@ def check_one(backend, op, algo, calls, have_torch):
     return Row(backend, op, algo, oracle_name, errors, status, f"{len(served)} of {len(calls)} cases")
 
 
-def cuda_available() -> bool:
-    try:
-        import cupy
-
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:  # not installed, no driver, no device: all mean "no CUDA here"
-        return False
-
-
 def run(backends=None, ops=None, seed=0):
     """Check every (backend, op, algorithm); returns the list of :class:`Row`."""
-    backends = backends or (["cpu", "cuda"] if cuda_available() else ["cpu"])
+    backends = backends or (["cpu", "cuda"] if cuda.available() else ["cpu"])
     have_torch = torch_available()
     rows = []
     for op, calls in cases(seed).items():

@@ -17,6 +17,16 @@ from . import batchnorm, depthwise, direct, im2col, pointwise, pool
 from ._loops import conv_index_bits
 
 
+def available() -> bool:
+    """Whether CuPy imports and sees a CUDA device."""
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # not installed, no driver, no device: all mean "no CUDA here"
+        return False
+
+
 def _conv_bits(op, p):
     return conv_index_bits(p)
 
