@@ -11,7 +11,7 @@ import pytest
 
 import fastconv
 from fastconv import cli, dispatch
-from fastconv.bench import Options, main, report, suite, timing, zoo
+from fastconv.bench import Options, report, suite, timing, zoo
 from fastconv.testing import TOLERANCE, error
 
 B = zoo.BATCH
@@ -312,7 +312,6 @@ def test_suite_options_defaults():
     assert Options(min_repeat=3, min_time=0).repeats() == (3, 0)
     plans = suite.plan(Options(algo="all"), zoo.select())
     assert sum(len(p.algos) for p in plans) > len(plans)
-    assert main is not None
 
 
 # ---- python -m fastconv explain -------------------------------------------------------------

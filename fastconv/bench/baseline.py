@@ -40,8 +40,9 @@ def _tensor(torch, a):
     return torch.from_dlpack(a)  # a CuPy array: same device memory
 
 
-def _pair(v):
-    return list(v) if isinstance(v, (tuple, list)) else [v, v]
+def _per_dim(v, n=2):
+    """An int-or-sequence argument as a list of n values, as ATen takes them."""
+    return list(v) if isinstance(v, (tuple, list)) else [v] * n
 
 
 def torch_call(call):
@@ -63,9 +64,8 @@ def torch_call(call):
         transposed = op.startswith("conv_transpose")
         nd = x.dim() - 2
         stride, padding, dilation, out_pad = (
-            list(v) if isinstance(v, (tuple, list)) else [v] * nd
-            for v in (kw.get("stride", 1), kw.get("padding", 0), kw.get("dilation", 1),
-                      kw.get("output_padding", 0)))
+            _per_dim(v, nd) for v in (kw.get("stride", 1), kw.get("padding", 0),
+                                      kw.get("dilation", 1), kw.get("output_padding", 0)))
         groups = kw.get("groups", 1)
         bias_sizes = [w.shape[1] * groups] if transposed else [w.shape[0]]
         mask = list(kw.get("output_mask", (True, True, True)))
@@ -73,9 +73,9 @@ def torch_call(call):
                                                  transposed, out_pad, groups, mask)
     if op == "max_pool2d_backward":
         gy, x = t
-        k = _pair(kw["kernel_size"])
-        s = _pair(kw.get("stride") or k)
-        p, d = _pair(kw.get("padding", 0)), _pair(kw.get("dilation", 1))
+        k = _per_dim(kw["kernel_size"])
+        s = _per_dim(kw.get("stride") or k)
+        p, d = _per_dim(kw.get("padding", 0)), _per_dim(kw.get("dilation", 1))
         ceil = kw.get("ceil_mode", False)
         indices = kw.get("indices")
         if indices is None:
@@ -83,9 +83,9 @@ def torch_call(call):
         return lambda: aten.max_pool2d_with_indices_backward(gy, x, k, s, p, d, ceil, indices)
     if op == "avg_pool2d_backward":
         gy, x = t
-        k = _pair(kw["kernel_size"])
+        k = _per_dim(kw["kernel_size"])
         return lambda: aten.avg_pool2d_backward(
-            gy, x, k, _pair(kw.get("stride") or k), _pair(kw.get("padding", 0)),
+            gy, x, k, _per_dim(kw.get("stride") or k), _per_dim(kw.get("padding", 0)),
             kw.get("ceil_mode", False), kw.get("count_include_pad", True),
             kw.get("divisor_override"))
     if op == "adaptive_avg_pool2d_backward":

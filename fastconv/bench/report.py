@@ -9,13 +9,6 @@ import sys
 from .suite import DIRECTION_LABELS, per_call
 
 
-def _si(value: float, unit: str) -> str:
-    for scale, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= scale:
-            return f"{value / scale:.2f} {prefix}{unit}"
-    return f"{value:.0f} {unit}"
-
-
 def header(meta: dict) -> str:
     lines = [f"fastconv {meta['fastconv']} bench: suite {meta['suite']}, backend "
              f"{meta['backend']}, {meta['dtype']}, batch {meta['batch']}, algo {meta['algo']}, "
@@ -67,17 +60,13 @@ class Table:
         algo = row["algo"] + ("*" if self.mark_auto and row["auto"] else "")
         t = row["time"]
         cells = [shown_layer, shown_direction, algo, f"{t['median_ms']:.3f}",
-                 f"{_spread(t):.0%}", f"{row['gflops']:.1f}", f"{row['pct_peak']:.0f}%",
+                 f"{t['spread']:.0%}", f"{row['gflops']:.1f}", f"{row['pct_peak']:.0f}%",
                  f"{row['gbytes_per_s']:.1f}", f"{row['pct_bandwidth']:.0f}%"]
         if len(self.columns) > len(self.COLUMNS):
             torch = row["torch"]
             cells += ["", ""] if torch is None else [f"{torch['median_ms']:.3f}",
                                                      f"{row['ratio']:.2f}"]
         return self._line(cells).rstrip()
-
-
-def _spread(t: dict) -> float:
-    return (t["q3_ms"] - t["q1_ms"]) / t["median_ms"] if t["median_ms"] else 0.0
 
 
 def footer(meta: dict, summary: dict, skipped: list[str], wall_s: float) -> str:

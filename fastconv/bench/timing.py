@@ -62,6 +62,7 @@ class Timing:
     def summary(self) -> dict:
         """Milliseconds, for the JSON file."""
         return {"median_ms": 1e3 * self.median, "q1_ms": 1e3 * self.q1, "q3_ms": 1e3 * self.q3,
+                "spread": self.spread,
                 "min_ms": 1e3 * min(self.times), "max_ms": 1e3 * max(self.times),
                 "runs": len(self.times), "first_call_ms": 1e3 * self.first_s}
 
