@@ -1,13 +1,13 @@
-"""The CUDA backend run on the host: every kernel compiled as plain C++ (one block of one
-thread, see host_emulation.h) and the CUDA modules' Python side run with NumPy standing in for
+"""The CUDA backend run on the host: every kernel compiled as plain C++ (every block of the
+grid, its threads as fibers that meet at each barrier, see host_emulation.h) and the CUDA modules' Python side run with NumPy standing in for
 CuPy, through the public ops, against the NumPy reference over the product grids and drawn
 cases.
 
 This checks, on machines without a GPU, everything but what needs a GPU: the kernels' index
 arithmetic (strides, padding, dilation, groups, gathers, chunking, both index widths), the
-launch arguments, and the Python glue (transposed convolution, batch-norm statistics). It
-cannot check concurrency (the shared-memory trees with 256 threads), the GPU's numerics, or
-CuPy itself: tests/cuda/test_against_reference.py does that where a GPU is visible.
+launch geometry, the shared-memory tiles and trees with the real block size, and the Python glue
+(transposed convolution, batch-norm statistics). It cannot check warp-level behaviour, the
+GPU's numerics, or CuPy itself: tests/cuda/test_against_reference.py does that where a GPU is visible.
 """
 import ctypes
 import shutil
@@ -34,41 +34,52 @@ KERNELS = Path(fastconv.cuda.__file__).parent / "kernels"
 
 @pytest.fixture(scope="module")
 def kernels(tmp_path_factory):
-    """{name expression: address} of every kernel specialisation, compiled for the host."""
+    """(library, {name expression: address of its host launcher}) for every kernel
+    specialisation, compiled for the host."""
     folder = tmp_path_factory.mktemp("host_emulation")
     names = [e for filename in _module.KERNELS for e in _module.expressions(filename)]
     text = ['#include "host_emulation.h"', (KERNELS / "common.cuh").read_text()]
     text += [(KERNELS / filename).read_text() for filename in _module.KERNELS]
-    text.append('extern "C" void* fc_kernels[] = {'
-                + ", ".join(f"(void*)&{name}" for name in names) + "};")
+    text.append('extern "C" void* fc_launchers[] = {'
+                + ", ".join(f"(void*)&fc_host::launch<&{name}>" for name in names) + "};")
     source, library = folder / "kernels.cpp", folder / "kernels.so"
     source.write_text("\n".join(text))
     done = subprocess.run([GXX, "-O1", "-std=c++17", "-shared", "-fPIC", "-w",
                            f"-I{Path(__file__).parent}", "-o", str(library), str(source)],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    table = (ctypes.c_void_p * len(names)).in_dll(ctypes.CDLL(str(library)), "fc_kernels")
-    return dict(zip(names, table))
+    loaded = ctypes.CDLL(str(library))
+    table = (ctypes.c_void_p * len(names)).in_dll(loaded, "fc_launchers")
+    return loaded, dict(zip(names, table))
 
 
-def _host_kernel(address):
-    """A stand-in for a CuPy RawKernel: called with (grid, block, args), runs on the host."""
+LAUNCHER = ctypes.CFUNCTYPE(None, ctypes.POINTER(ctypes.c_uint), ctypes.POINTER(ctypes.c_void_p))
+
+
+def _dims(sizes):
+    return tuple(sizes) + (1,) * (3 - len(sizes))
+
+
+def _host_kernel(library, address):
+    """A stand-in for a CuPy RawKernel: called with (grid, block, args), runs the whole grid on
+    the host and fails on a barrier in divergent code."""
     def launch(grid, block, args):
-        types_, values = [], []
+        values = []
         for a in args:
             if isinstance(a, np.ndarray):
                 assert a.flags.c_contiguous
-                types_.append(ctypes.c_void_p)
-                values.append(a.ctypes.data)
+                values.append(ctypes.c_void_p(a.ctypes.data))
             elif isinstance(a, np.int32):
-                types_.append(ctypes.c_int)
-                values.append(int(a))
+                values.append(ctypes.c_int(int(a)))
             elif isinstance(a, np.int64):
-                types_.append(ctypes.c_longlong)
-                values.append(int(a))
+                values.append(ctypes.c_longlong(int(a)))
             else:
                 raise TypeError(f"kernel argument of type {type(a).__name__}")
-        ctypes.CFUNCTYPE(None, *types_)(address)(*values)
+        pointers = (ctypes.c_void_p * len(values))(
+            *(ctypes.cast(ctypes.pointer(v), ctypes.c_void_p) for v in values))
+        dims = (ctypes.c_uint * 6)(*_dims(grid), *_dims(block))
+        LAUNCHER(address)(dims, pointers)
+        assert library.fc_host_error() == 0, "__syncthreads() in divergent code"
     return launch
 
 
@@ -82,8 +93,9 @@ def on_host(monkeypatch, kernels):
         setattr(cupy, name, getattr(np, name))
     cupy.asnumpy = np.asarray
     monkeypatch.setitem(sys.modules, "cupy", cupy)
+    library, launchers = kernels
     monkeypatch.setattr(_module, "kernel", lambda name, dtype, bits: _host_kernel(
-        kernels[_module.expression(name, dtype, bits)]))
+        library, launchers[_module.expression(name, dtype, bits)]))
     check_arrays, check_indices = params.check_arrays, params.check_indices
 
     def arrays_on_cuda(op, optional=None, **required):
