@@ -2,9 +2,9 @@
 cuBLAS through ``cupy.matmul`` for the matrix products, one module per algorithm family with
 the same entry points as ``fastconv.cpu``.
 
-Convolution: ``depthwise``, ``pointwise``, ``im2col``, ``direct``. Pooling and batch norm:
-``direct``. Every kernel computes each output element in one thread (or one block, for sums)
-in a fixed order: no floating-point atomics, so results are bitwise repeatable. Indices are
+Convolution: ``depthwise``, ``pointwise``, ``im2col``, ``implicit_gemm``, ``direct``. Pooling
+and batch norm: ``direct``. Every output element is computed by one thread (or one block, for
+long sums) in a fixed order: no floating-point atomics, so results are bitwise repeatable. Indices are
 32-bit unless an array of the call has 2**31 elements or more.
 
 Importing this package does not import CuPy: the dispatcher lists and explains these
@@ -13,7 +13,7 @@ algorithms on any machine; CuPy and a GPU are needed only to run them.
 from __future__ import annotations
 
 from ..dispatch import Algorithm
-from . import batchnorm, depthwise, direct, im2col, pointwise, pool
+from . import batchnorm, depthwise, direct, im2col, implicit_gemm, pointwise, pool
 from ._loops import conv_index_bits
 
 
@@ -43,6 +43,9 @@ def algorithms():
         Algorithm("im2col", kernels=im2col,
                   summary="columns of a chunk of images, then one batched cuBLAS GEMM",
                   workspace_bytes=im2col.workspace_bytes, **conv),
+        Algorithm("implicit_gemm", kernels=implicit_gemm, why_not=implicit_gemm.why_not,
+                  summary="im2col on the fly into shared-memory tiles, register-blocked GEMM",
+                  workspace_bytes=implicit_gemm.workspace_bytes, **conv),
         Algorithm("direct", kernels=direct,
                   summary="one thread per output over its whole window; gathers backward",
                   **conv),

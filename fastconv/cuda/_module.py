@@ -2,9 +2,10 @@
 (by NVRTC, through CuPy, which also keeps the binary in its on-disk cache) with every
 specialisation of every kernel in the file, and the launch arithmetic shared by all kernels.
 
-A kernel is a template over the dtype and the index type; its name expression spells both, e.g.
-``max_pool_forward<float, int>`` (32-bit indices) or ``direct_forward<double, long long>``
-(64-bit), and the compiled (mangled) name encodes them. The sources live in ``kernels/``; each
+A kernel is a template over the dtype and the index type (and, for the tiled kernels, the tile
+sizes); its name expression spells them, e.g. ``max_pool_forward<float, int>`` (32-bit
+indices) or ``direct_forward<double, long long>`` (64-bit), and the compiled (mangled) name
+encodes them. The sources live in ``kernels/``; each
 is compiled with ``kernels/common.cuh`` in front of it.
 
 CuPy is imported only when a kernel is first wanted, so that the dispatcher can list and
@@ -31,7 +32,14 @@ KERNELS = {
                      "channel_sum"),
     "conv.cu": ("direct_forward", "direct_backward_data", "direct_backward_weight",
                 "depthwise_forward", "depthwise_backward_data", "im2col", "col2im"),
+    "implicit_gemm.cu": ("implicit_gemm_forward", "implicit_gemm_backward_data",
+                         "implicit_gemm_backward_weight", "implicit_gemm_slice_sum"),
 }
+# The implicit GEMM tile: BM x BN outputs per block, K in steps of BK, TM x TN outputs per
+# thread, so (BM/TM) * (BN/TN) = 256 threads per block. Template arguments after T and I.
+GEMM_TILE = (64, 64, 16, 4, 4)
+TILES = {name: GEMM_TILE for name in ("implicit_gemm_forward", "implicit_gemm_backward_data",
+                                      "implicit_gemm_backward_weight")}
 C_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 INDEX_TYPES = {32: "int", 64: "long long"}
 
@@ -46,8 +54,16 @@ def source(filename: str) -> str:
 
 
 def expression(name: str, dtype, index_bits: int) -> str:
-    """The name expression of one specialisation, e.g. ``im2col<float, int>``."""
-    return f"{name}<{C_TYPES[np.dtype(dtype)]}, {INDEX_TYPES[index_bits]}>"
+    """The name expression of one specialisation, e.g. ``im2col<float, int>``, or with the tile
+    sizes, ``implicit_gemm_forward<double, long long, 64, 64, 16, 4, 4>``."""
+    args = [C_TYPES[np.dtype(dtype)], INDEX_TYPES[index_bits], *map(str, TILES.get(name, ()))]
+    return f"{name}<{', '.join(args)}>"
+
+
+def tile_threads(name: str) -> int:
+    """Threads per block of the tiled kernel ``name``: (BM/TM) * (BN/TN)."""
+    bm, bn, _, tm, tn = TILES[name]
+    return (bm // tm) * (bn // tn)
 
 
 def expressions(filename: str) -> list[str]:
@@ -85,6 +101,13 @@ def index_bits(*sizes) -> int:
 def index(bits: int, value: int):
     """``value`` as the kernel's index type I."""
     return np.int32(value) if bits == 32 else np.int64(value)
+
+
+def launch_grid(name: str, dtype, bits: int, grid: tuple, args) -> None:
+    """Launch the tiled kernel ``name`` on CuPy's current stream over a 3-D ``grid`` of tiles."""
+    if 0 in grid:
+        return
+    kernel(name, dtype, bits)(grid, (tile_threads(name),), args)
 
 
 def launch(name: str, dtype, bits: int, work: int, args, blocks: int | None = None) -> None:

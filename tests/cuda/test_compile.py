@@ -46,11 +46,17 @@ def test_kernel_names_encode_dtype_and_index_width():
     assert _module.index_bits(2**31 - 1) == 32 and _module.index_bits(2**31) == 64
 
 
+def test_tiled_kernel_names_encode_their_tile():
+    assert (_module.expression("implicit_gemm_forward", "float32", 32)
+            == "implicit_gemm_forward<float, int, 64, 64, 16, 4, 4>")
+    assert _module.tile_threads("implicit_gemm_backward_weight") == 256
+
+
 def test_cuda_algorithms_are_listed_and_explained_without_a_gpu():
     import fastconv
 
-    assert fastconv.algorithms("conv2d", "cuda") == ["depthwise", "pointwise", "im2col", "direct",
-                                                     "reference"]
+    assert fastconv.algorithms("conv2d", "cuda") == ["depthwise", "pointwise", "im2col",
+                                                     "implicit_gemm", "direct", "reference"]
     assert fastconv.algorithms("max_pool2d", "cuda") == ["direct", "reference"]
     assert fastconv.algorithms("batch_norm_backward", "cuda") == ["direct", "reference"]
     picks = {

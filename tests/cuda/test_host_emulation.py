@@ -20,9 +20,10 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
+import fastconv
 import fastconv.cuda
 from fastconv import config, params
-from fastconv.cuda import _loops, _module, batchnorm, im2col, pool
+from fastconv.cuda import _loops, _module, batchnorm, im2col, implicit_gemm, pool
 
 import grids
 from grids import CASES, DRAWN
@@ -107,6 +108,10 @@ def on_host(monkeypatch, kernels):
                         lambda op, indices, backend: check_indices(op, indices, "cpu"))
 
 
+def params_of(case):
+    return fastconv.explain(case.op, *case.shapes, **case.kwargs)["params"]
+
+
 def check(case, rng):
     grids.check_algorithms(case, rng, "cuda")
 
@@ -122,6 +127,22 @@ def test_grid_one_image_per_im2col_chunk(case, rng, on_host, monkeypatch):
     check(case, rng)
 
 
+def _long_weight_gradient(case):  # N*Ho*Wo over two K steps: splits into slices when forced
+    if not case.op.startswith("conv"):
+        return False
+    y = params_of(case).y_shape
+    return y[0] * np.prod(y[2:]) > 2 * implicit_gemm.BK
+
+
+@pytest.mark.parametrize("case", [c for c in CASES[1::20] if _long_weight_gradient(c)],
+                         ids=lambda c: f"{c.op}[{c}]")
+def test_grid_implicit_gemm_weight_gradient_in_slices(case, rng, on_host, monkeypatch):
+    monkeypatch.setattr(implicit_gemm, "MIN_SLICE", implicit_gemm.BK)
+    monkeypatch.setattr(implicit_gemm, "TARGET_BLOCKS", 10**6)  # as many slices as K allows
+    assert implicit_gemm.slicing(params_of(case))[0] > 1
+    check(case, rng)
+
+
 @pytest.mark.parametrize("case", CASES[5::60], ids=lambda c: f"{c.op}[{c}]")
 def test_grid_with_64_bit_indices(case, rng, on_host, monkeypatch):
     used = set()
@@ -132,7 +153,7 @@ def test_grid_with_64_bit_indices(case, rng, on_host, monkeypatch):
         return launch_kernel(name, dtype, bits)
 
     monkeypatch.setattr(_module, "kernel", kernel)
-    for module in (_loops, batchnorm, im2col, pool):  # every module that picks the width
+    for module in (_loops, batchnorm, im2col, implicit_gemm, pool):  # each that picks a width
         monkeypatch.setattr(module, "index_bits", lambda *sizes: 64)
     check(case, rng)
     assert used <= {64}
