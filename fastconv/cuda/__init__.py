@@ -4,8 +4,8 @@ the same entry points as ``fastconv.cpu``.
 
 Convolution: ``depthwise``, ``pointwise``, ``im2col``, ``implicit_gemm``, ``direct``. Pooling
 and batch norm: ``direct``. Every output element is computed by one thread (or one block, for
-long sums) in a fixed order: no floating-point atomics, so results are bitwise repeatable. Indices are
-32-bit unless an array of the call has 2**31 elements or more.
+long sums) in a fixed order: no floating-point atomics, so results are bitwise repeatable.
+Indices are 32-bit unless an array of the call has 2**31 elements or more.
 
 Importing this package does not import CuPy: the dispatcher lists and explains these
 algorithms on any machine; CuPy and a GPU are needed only to run them.

@@ -35,11 +35,16 @@ KERNELS = {
     "implicit_gemm.cu": ("implicit_gemm_forward", "implicit_gemm_backward_data",
                          "implicit_gemm_backward_weight", "implicit_gemm_slice_sum"),
 }
-# The implicit GEMM tile: BM x BN outputs per block, K in steps of BK, TM x TN outputs per
-# thread, so (BM/TM) * (BN/TN) = 256 threads per block. Template arguments after T and I.
+# Tile sizes of the tiled kernels, their template arguments after T and I.
+# implicit GEMM: BM x BN outputs per block, K in steps of BK, TM x TN outputs per thread;
+# direct: TH x TW pixels per block, CB channels per thread. Both 256 threads per block.
 GEMM_TILE = (64, 64, 16, 4, 4)
-TILES = {name: GEMM_TILE for name in ("implicit_gemm_forward", "implicit_gemm_backward_data",
-                                      "implicit_gemm_backward_weight")}
+DIRECT_TILE = (8, 32, 4)
+TILES = {
+    **dict.fromkeys(("implicit_gemm_forward", "implicit_gemm_backward_data",
+                     "implicit_gemm_backward_weight"), GEMM_TILE),
+    **dict.fromkeys(("direct_forward", "direct_backward_data"), DIRECT_TILE),
+}
 C_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 INDEX_TYPES = {32: "int", 64: "long long"}
 
@@ -61,9 +66,13 @@ def expression(name: str, dtype, index_bits: int) -> str:
 
 
 def tile_threads(name: str) -> int:
-    """Threads per block of the tiled kernel ``name``: (BM/TM) * (BN/TN)."""
-    bm, bn, _, tm, tn = TILES[name]
-    return (bm // tm) * (bn // tn)
+    """Threads per block of the tiled kernel ``name``: (BM/TM) * (BN/TN) or TH * TW."""
+    tile = TILES[name]
+    if tile == GEMM_TILE:
+        bm, bn, _, tm, tn = tile
+        return (bm // tm) * (bn // tn)
+    th, tw, _ = tile
+    return th * tw
 
 
 def expressions(filename: str) -> list[str]:
@@ -112,9 +121,10 @@ def launch_grid(name: str, dtype, bits: int, grid: tuple, args) -> None:
 
 def launch(name: str, dtype, bits: int, work: int, args, blocks: int | None = None) -> None:
     """Launch ``name`` on CuPy's current stream over ``work`` items with grid-stride loops, or
-    with exactly ``blocks`` blocks (the one-block-per-result reductions)."""
+    with ``blocks`` blocks (one per result or per tile; grid-stride past MAX_BLOCKS)."""
     if blocks is None:
         blocks = min(max(1, -(-work // THREADS)), MAX_BLOCKS)
     if work == 0 or blocks == 0:
         return
-    kernel(name, dtype, bits)((min(blocks, MAX_BLOCKS),), (THREADS,), args)
+    threads = tile_threads(name) if name in TILES else THREADS
+    kernel(name, dtype, bits)((min(blocks, MAX_BLOCKS),), (threads,), args)

@@ -1,13 +1,22 @@
-"""Direct convolution on the GPU (kernels/conv.cu): one thread per output element runs every
-tap of its window; backward-data gathers, one thread per input element, from the outputs that
-read it; backward-weight gives each weight element one block that sums over N*Ho*Wo in a fixed
+"""Direct convolution on the GPU (kernels/conv.cu), shared-memory tiled: a block of 256
+threads owns an 8 x 32 tile of output pixels for 4 output channels, and per input channel
+copies the input patch under the tile into shared memory once, then runs every tap from there.
+Backward-data is the same gather over a tile of input pixels and the gy patch they read, so no
+atomics. Backward-weight gives each weight element one block that sums over N*Ho*Wo in a fixed
 order. Dilation, stride, padding and groups are plain loop bounds; no workspace."""
 from __future__ import annotations
 
 import numpy as np
 
 from ._loops import channel_sum, conv_geometry, conv_index_bits
-from ._module import launch
+from ._module import DIRECT_TILE, launch
+
+TH, TW, CB = DIRECT_TILE
+
+
+def tiles(n, groups, channels_per_group, rows, cols) -> int:
+    """Blocks of work: one per image, group, block of CB channels and TH x TW pixel tile."""
+    return (n * groups * -(-channels_per_group // CB) * -(-rows // TH) * -(-cols // TW))
 
 
 def forward(x, w, b, p):
@@ -15,9 +24,10 @@ def forward(x, w, b, p):
     import cupy
 
     y = cupy.empty(p.y_shape, dtype=x.dtype)
+    work = tiles(p.x_shape[0], p.groups, p.w_shape[0] // p.groups, *p.y_shape[2:])
     launch("direct_forward", x.dtype, conv_index_bits(p), y.size,
            (x, w, w if b is None else b, np.int32(b is not None), y, *conv_geometry(p),
-            np.int32(p.groups)))
+            np.int32(p.groups)), blocks=work)
     return y
 
 
@@ -26,8 +36,9 @@ def backward_data(gy, w, p):
     import cupy
 
     gx = cupy.empty(p.x_shape, dtype=gy.dtype)
+    work = tiles(p.x_shape[0], p.groups, p.w_shape[1], *p.x_shape[2:])
     launch("direct_backward_data", gy.dtype, conv_index_bits(p), gx.size,
-           (gy, w, gx, *conv_geometry(p), np.int32(p.groups)))
+           (gy, w, gx, *conv_geometry(p), np.int32(p.groups)), blocks=work)
     return gx
 
 

@@ -49,6 +49,8 @@ def test_kernel_names_encode_dtype_and_index_width():
 def test_tiled_kernel_names_encode_their_tile():
     assert (_module.expression("implicit_gemm_forward", "float32", 32)
             == "implicit_gemm_forward<float, int, 64, 64, 16, 4, 4>")
+    assert (_module.expression("direct_forward", "float64", 64)
+            == "direct_forward<double, long long, 8, 32, 4>")
     assert _module.tile_threads("implicit_gemm_backward_weight") == 256
 
 

@@ -1,13 +1,14 @@
 """The CUDA backend run on the host: every kernel compiled as plain C++ (every block of the
-grid, its threads as fibers that meet at each barrier, see host_emulation.h) and the CUDA modules' Python side run with NumPy standing in for
-CuPy, through the public ops, against the NumPy reference over the product grids and drawn
-cases.
+grid, its threads as fibers that meet at each barrier, see host_emulation.h) and the CUDA
+modules' Python side run with NumPy standing in for CuPy, through the public ops, against the
+NumPy reference over the product grids and drawn cases.
 
 This checks, on machines without a GPU, everything but what needs a GPU: the kernels' index
 arithmetic (strides, padding, dilation, groups, gathers, chunking, both index widths), the
-launch geometry, the shared-memory tiles and trees with the real block size, and the Python glue
-(transposed convolution, batch-norm statistics). It cannot check warp-level behaviour, the
-GPU's numerics, or CuPy itself: tests/cuda/test_against_reference.py does that where a GPU is visible.
+launch geometry, the shared-memory tiles and trees with the real block size (a missing barrier
+changes the result), and the Python glue (transposed convolution, batch-norm statistics). It
+cannot check warp-level behaviour, the GPU's numerics, or CuPy itself:
+tests/cuda/test_against_reference.py does that where a GPU is visible.
 """
 import ctypes
 import shutil
@@ -33,11 +34,9 @@ pytestmark = pytest.mark.skipif(GXX is None, reason="the host emulation needs g+
 KERNELS = Path(fastconv.cuda.__file__).parent / "kernels"
 
 
-@pytest.fixture(scope="module")
-def kernels(tmp_path_factory):
+def _compile(folder, *defines):
     """(library, {name expression: address of its host launcher}) for every kernel
     specialisation, compiled for the host."""
-    folder = tmp_path_factory.mktemp("host_emulation")
     names = [e for filename in _module.KERNELS for e in _module.expressions(filename)]
     text = ['#include "host_emulation.h"', (KERNELS / "common.cuh").read_text()]
     text += [(KERNELS / filename).read_text() for filename in _module.KERNELS]
@@ -45,13 +44,24 @@ def kernels(tmp_path_factory):
                 + ", ".join(f"(void*)&fc_host::launch<&{name}>" for name in names) + "};")
     source, library = folder / "kernels.cpp", folder / "kernels.so"
     source.write_text("\n".join(text))
-    done = subprocess.run([GXX, "-O1", "-std=c++17", "-shared", "-fPIC", "-w",
+    done = subprocess.run([GXX, "-O1", "-std=c++17", "-shared", "-fPIC", "-w", *defines,
                            f"-I{Path(__file__).parent}", "-o", str(library), str(source)],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     loaded = ctypes.CDLL(str(library))
     table = (ctypes.c_void_p * len(names)).in_dll(loaded, "fc_launchers")
     return loaded, dict(zip(names, table))
+
+
+@pytest.fixture(scope="module")
+def kernels(tmp_path_factory):
+    return _compile(tmp_path_factory.mktemp("host_emulation"))
+
+
+@pytest.fixture(scope="module")
+def kernels_without_patch(tmp_path_factory):
+    """Every patch too large for shared memory: direct reads global memory."""
+    return _compile(tmp_path_factory.mktemp("host_emulation_no_patch"), "-DFC_PATCH=1")
 
 
 LAUNCHER = ctypes.CFUNCTYPE(None, ctypes.POINTER(ctypes.c_uint), ctypes.POINTER(ctypes.c_void_p))
@@ -84,6 +94,12 @@ def _host_kernel(library, address):
     return launch
 
 
+def use_kernels(monkeypatch, compiled):
+    library, launchers = compiled
+    monkeypatch.setattr(_module, "kernel", lambda name, dtype, bits: _host_kernel(
+        library, launchers[_module.expression(name, dtype, bits)]))
+
+
 @pytest.fixture
 def on_host(monkeypatch, kernels):
     """The CUDA backend with NumPy arrays: CuPy's functions are NumPy's, kernels run on the
@@ -94,9 +110,7 @@ def on_host(monkeypatch, kernels):
         setattr(cupy, name, getattr(np, name))
     cupy.asnumpy = np.asarray
     monkeypatch.setitem(sys.modules, "cupy", cupy)
-    library, launchers = kernels
-    monkeypatch.setattr(_module, "kernel", lambda name, dtype, bits: _host_kernel(
-        library, launchers[_module.expression(name, dtype, bits)]))
+    use_kernels(monkeypatch, kernels)
     check_arrays, check_indices = params.check_arrays, params.check_indices
 
     def arrays_on_cuda(op, optional=None, **required):
@@ -124,6 +138,13 @@ def test_grid(case, rng, on_host):
 @pytest.mark.parametrize("case", CASES[3::40], ids=lambda c: f"{c.op}[{c}]")
 def test_grid_one_image_per_im2col_chunk(case, rng, on_host, monkeypatch):
     monkeypatch.setattr(config, "CUDA_IM2COL_WORKSPACE_BYTES", 1)
+    check(case, rng)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES[2::45] if c.op.startswith("conv")],
+                         ids=lambda c: f"{c.op}[{c}]")
+def test_grid_direct_from_global_memory(case, rng, on_host, monkeypatch, kernels_without_patch):
+    use_kernels(monkeypatch, kernels_without_patch)
     check(case, rng)
 
 

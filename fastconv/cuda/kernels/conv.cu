@@ -47,50 +47,150 @@ __device__ __forceinline__ T fc_window_gather(const T* grad, const T* taps, I ta
     return acc;
 }
 
-// ---- direct: one thread per output element, every tap of its window ----------------------
+// ---- direct: shared-memory tiles of the input (forward) or of gy (backward-data) ----------
+//
+// A block of TH*TW threads owns a TH x TW tile of output pixels (forward; of input pixels for
+// backward-data) of one image, for CB channels of one group; each thread computes CB channels
+// of one pixel. For each channel it reduces over, the block first copies the patch of the
+// source plane the tile reads into shared memory (each source element once, coalesced along
+// rows), waits, and then every thread runs its taps out of shared memory, with the filter taps
+// read by all threads at once (one broadcast load). A patch larger than FC_PATCH elements
+// (huge kernels or dilations) is read from global memory instead, by the same loops. Blocks
+// walk the tiles with a grid-stride loop. Each output sums its channels, then taps, in order.
 
-// x (N, C, H, W), w (O, Cg, kh, kw), b (O) if has_bias -> y (N, O, Ho, Wo)
+#ifndef FC_PATCH
+#define FC_PATCH 4096  // shared-memory patch: 16 KiB of float, 32 KiB of double
+#endif
+
+// The tile a block works on: image, group, first channel of its block of CB, first row and
+// column of its TH x TW pixel tile.
+struct FcTile {
+    long long img;
+    int grp, ch0, row0, col0;
+};
+template <typename I>
+__device__ __forceinline__ FcTile fc_tile(I tile, int rows, int cols, int th, int tw,
+                                          int channel_blocks, int cb, int groups) {
+    const int tiles_w = (cols + tw - 1) / tw, tiles_h = (rows + th - 1) / th;
+    FcTile t;
+    t.col0 = (int)(tile % tiles_w) * tw;
+    t.row0 = (int)(tile / tiles_w % tiles_h) * th;
+    t.ch0 = (int)(tile / ((I)tiles_w * tiles_h) % channel_blocks) * cb;
+    t.grp = (int)(tile / ((I)tiles_w * tiles_h * channel_blocks) % groups);
+    t.img = tile / ((I)tiles_w * tiles_h * channel_blocks * groups);
+    return t;
+}
+
+// Copies rows [r0, r0 + ph) and columns [q0, q0 + pw) of plane (h x wd) into patch, zero
+// outside the plane; then a barrier.
 template <typename T, typename I>
+__device__ __forceinline__ void fc_load_patch(T* patch, const T* plane, int r0, int q0, int ph,
+                                              int pw, int h, int wd) {
+    for (int e = threadIdx.x; e < ph * pw; e += blockDim.x) {
+        const int r = r0 + e / pw, q = q0 + e % pw;
+        patch[e] = (r >= 0 && r < h && q >= 0 && q < wd) ? plane[(I)r * wd + q] : (T)0;
+    }
+    __syncthreads();
+}
+
+// x (N, C, H, W), w (O, Cg, kh, kw), b (O) if has_bias -> y (N, O, Ho, Wo).
+// Tiles: N * G * ceil(Og/CB) * ceil(Ho/TH) * ceil(Wo/TW).
+template <typename T, typename I, int TH, int TW, int CB>
 __global__ void direct_forward(const T* x, const T* w, const T* b, int has_bias, T* y, int n,
-                               int c, int h,
-                               int wd, int o, int ho, int wo, int kh, int kw, int sh, int sw,
-                               int pt, int pl, int dh, int dw, int groups) {
-    const int cg = c / groups, og = o / groups;
-    const I total = (I)n * o * ho * wo;
-    for (I idx = blockIdx.x * (I)blockDim.x + threadIdx.x; idx < total;
-         idx += (I)blockDim.x * gridDim.x) {
-        const int j = (int)(idx % wo), i = (int)((idx / wo) % ho);
-        const int oc = (int)((idx / ((I)ho * wo)) % o);
-        const I nn = idx / ((I)o * ho * wo);
-        const int g = oc / og;
-        T acc = has_bias ? b[oc] : (T)0;
-        for (int ci = 0; ci < cg; ++ci)
-            acc += fc_window_dot<T, I>(x + (nn * c + (I)g * cg + ci) * ((I)h * wd),
-                                       w + ((I)oc * cg + ci) * kh * kw, i, j, h, wd, kh, kw, sh,
-                                       sw, pt, pl, dh, dw);
-        y[idx] = acc;
+                               int c, int h, int wd, int o, int ho, int wo, int kh, int kw,
+                               int sh, int sw, int pt, int pl, int dh, int dw, int groups) {
+    __shared__ T patch[FC_PATCH];
+    const int cg = c / groups, og = o / groups, taps = kh * kw;
+    const int ty = threadIdx.x / TW, tx = threadIdx.x % TW;
+    // the input patch under a tile: rows from row0*sh - pt, (TH-1)*sh + (kh-1)*dh + 1 of them
+    const int ph = (TH - 1) * sh + (kh - 1) * dh + 1, pw = (TW - 1) * sw + (kw - 1) * dw + 1;
+    const bool shared = ph * pw <= FC_PATCH;
+    const int channel_blocks = (og + CB - 1) / CB;
+    const I tiles = (I)n * groups * channel_blocks * ((ho + TH - 1) / TH) * ((wo + TW - 1) / TW);
+    for (I tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+        const FcTile t = fc_tile<I>(tile, ho, wo, TH, TW, channel_blocks, CB, groups);
+        const int i = t.row0 + ty, j = t.col0 + tx, oc0 = t.grp * og + t.ch0;
+        const int r0 = t.row0 * sh - pt, q0 = t.col0 * sw - pl;  // the patch's corner in x
+        const int channels = og - t.ch0 < CB ? og - t.ch0 : CB;
+        T acc[CB];
+        for (int k = 0; k < CB; ++k) acc[k] = (has_bias && k < channels) ? b[oc0 + k] : (T)0;
+        for (int ci = 0; ci < cg; ++ci) {
+            const T* plane = x + ((I)t.img * c + t.grp * cg + ci) * ((I)h * wd);
+            if (shared) fc_load_patch<T, I>(patch, plane, r0, q0, ph, pw, h, wd);
+            const T* taps_of = w + ((I)oc0 * cg + ci) * taps;  // + k*cg*taps for channel k
+            for (int a = 0; a < kh; ++a) {
+                for (int e = 0; e < kw; ++e) {
+                    const int pr = ty * sh + a * dh, pc = tx * sw + e * dw;  // in the patch
+                    T v;
+                    if (shared) {
+                        v = patch[pr * pw + pc];
+                    } else {
+                        const int r = r0 + pr, q = q0 + pc;
+                        v = (r >= 0 && r < h && q >= 0 && q < wd) ? plane[(I)r * wd + q] : (T)0;
+                    }
+                    for (int k = 0; k < CB; ++k)
+                        if (k < channels) acc[k] += v * taps_of[(I)k * cg * taps + a * kw + e];
+                }
+            }
+            if (shared) __syncthreads();  // the patch is overwritten next channel
+        }
+        if (i < ho && j < wo)
+            for (int k = 0; k < channels; ++k)
+                y[(((I)t.img * o + oc0 + k) * ho + i) * (I)wo + j] = acc[k];
     }
 }
 
-// gy (N, O, Ho, Wo), w (O, Cg, kh, kw) -> gx (N, C, H, W)
-template <typename T, typename I>
+// gy (N, O, Ho, Wo), w (O, Cg, kh, kw) -> gx (N, C, H, W): input pixel (r, q) gathers
+// w[oc, ci, a, e] * gy[oc, i, j] over the outputs with i*sh = r + pt - a*dh, j*sw = q + pl - e*dw.
+// Tiles: N * G * ceil(Cg/CB) * ceil(H/TH) * ceil(W/TW).
+template <typename T, typename I, int TH, int TW, int CB>
 __global__ void direct_backward_data(const T* gy, const T* w, T* gx, int n, int c, int h,
                                      int wd, int o, int ho, int wo, int kh, int kw, int sh,
                                      int sw, int pt, int pl, int dh, int dw, int groups) {
-    const int cg = c / groups, og = o / groups;
-    const I total = (I)n * c * h * wd;
-    for (I idx = blockIdx.x * (I)blockDim.x + threadIdx.x; idx < total;
-         idx += (I)blockDim.x * gridDim.x) {
-        const int q = (int)(idx % wd), r = (int)((idx / wd) % h);
-        const int cc = (int)((idx / ((I)h * wd)) % c);
-        const I nn = idx / ((I)c * h * wd);
-        const int g = cc / cg, ci = cc % cg;
-        T acc = 0;
-        for (int oc = g * og; oc < (g + 1) * og; ++oc)
-            acc += fc_window_gather<T, I>(gy + (nn * o + oc) * ((I)ho * wo),
-                                          w + ((I)oc * cg + ci) * kh * kw, 0, r, q, ho, wo, kh,
-                                          kw, sh, sw, pt, pl, dh, dw);
-        gx[idx] = acc;
+    __shared__ T patch[FC_PATCH];
+    const int cg = c / groups, og = o / groups, taps = kh * kw;
+    const int ty = threadIdx.x / TW, tx = threadIdx.x % TW;
+    const int channel_blocks = (cg + CB - 1) / CB;
+    const I tiles = (I)n * groups * channel_blocks * ((h + TH - 1) / TH) * ((wd + TW - 1) / TW);
+    for (I tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+        const FcTile t = fc_tile<I>(tile, h, wd, TH, TW, channel_blocks, CB, groups);
+        const int r = t.row0 + ty, q = t.col0 + tx, ci0 = t.ch0;
+        // the gy patch the tile reads: output rows i0 .. i1 (ceil/floor of the extreme taps)
+        const int i0 = (int)fc_ceildiv(t.row0 + pt - (kh - 1) * dh, sh);
+        const int i1 = (int)fc_floordiv(t.row0 + TH - 1 + pt, sh);
+        const int j0 = (int)fc_ceildiv(t.col0 + pl - (kw - 1) * dw, sw);
+        const int j1 = (int)fc_floordiv(t.col0 + TW - 1 + pl, sw);
+        const int ph = i1 - i0 + 1, pw = j1 - j0 + 1;
+        const bool shared = ph > 0 && pw > 0 && ph * pw <= FC_PATCH;
+        const int channels = cg - ci0 < CB ? cg - ci0 : CB;
+        T acc[CB];
+        for (int k = 0; k < CB; ++k) acc[k] = 0;
+        for (int oc = t.grp * og; oc < (t.grp + 1) * og; ++oc) {
+            const T* plane = gy + ((I)t.img * o + oc) * ((I)ho * wo);
+            if (shared) fc_load_patch<T, I>(patch, plane, i0, j0, ph, pw, ho, wo);
+            const T* taps_of = w + ((I)oc * cg + ci0) * taps;  // + k*taps for channel k
+            for (int a = 0; a < kh; ++a) {
+                const int u = r + pt - a * dh;  // = i*sh for the output row i that reads r
+                if (u % sh != 0) continue;
+                const int i = u / sh;
+                for (int e = 0; e < kw; ++e) {
+                    const int v = q + pl - e * dw;
+                    if (v % sw != 0) continue;
+                    const int j = v / sw;
+                    T g;
+                    if (shared)
+                        g = patch[(i - i0) * pw + (j - j0)];  // zero outside gy
+                    else
+                        g = (i >= 0 && i < ho && j >= 0 && j < wo) ? plane[(I)i * wo + j] : (T)0;
+                    for (int k = 0; k < CB; ++k)
+                        if (k < channels) acc[k] += g * taps_of[(I)k * taps + a * kw + e];
+                }
+            }
+            if (shared) __syncthreads();  // the patch is overwritten next output channel
+        }
+        if (r < h && q < wd)
+            for (int k = 0; k < channels; ++k)
+                gx[(((I)t.img * c + t.grp * cg + ci0 + k) * h + r) * (I)wd + q] = acc[k];
     }
 }
 
