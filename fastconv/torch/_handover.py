@@ -1,0 +1,61 @@
+"""Zero-copy hand-over between torch tensors and the arrays fastconv computes on.
+
+CPU tensors become NumPy views of the same memory (``Tensor.numpy()``); CUDA tensors become
+CuPy arrays over the same memory through DLPack, and fastconv's kernels are launched on
+PyTorch's current stream of that device, so the work is ordered with the surrounding PyTorch
+work without synchronising. Results come back the same way: ``torch.from_numpy`` and
+``torch.from_dlpack`` wrap fastconv's output buffers without copying.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+
+
+def device_of(*tensors) -> torch.device:
+    """The device of the first tensor given; fastconv checks that the rest agree."""
+    for t in tensors:
+        if t is not None:
+            if t.device.type not in ("cpu", "cuda"):
+                raise TypeError(f"fastconv.torch: tensors on {t.device} are not supported; "
+                                f"expected cpu or cuda tensors")
+            return t.device
+    raise ValueError("fastconv.torch: no tensor given")
+
+
+def to_array(t):
+    """A NumPy (CPU) or CuPy (CUDA) array over ``t``'s memory, or None."""
+    if t is None:
+        return None
+    t = t.detach()
+    if t.device.type == "cpu":
+        return t.numpy()
+    if t.device.type == "cuda":
+        import cupy
+
+        return cupy.from_dlpack(t)
+    raise TypeError(f"fastconv.torch: tensors on {t.device} are not supported; expected cpu or "
+                    f"cuda tensors")
+
+
+def to_tensor(a) -> torch.Tensor:
+    """A tensor over fastconv's result ``a`` (NumPy or CuPy), without copying."""
+    if isinstance(a, np.ndarray):
+        return torch.from_numpy(a)
+    return torch.from_dlpack(a)
+
+
+@contextlib.contextmanager
+def on_stream(device: torch.device):
+    """Run CuPy (fastconv's CUDA kernels) on ``device`` and PyTorch's current stream there."""
+    if device.type != "cuda":
+        yield
+        return
+    import cupy
+
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    stream = torch.cuda.current_stream(index)
+    with cupy.cuda.Device(index), cupy.cuda.ExternalStream(stream.cuda_stream, index):
+        yield

@@ -1,0 +1,450 @@
+"""fastconv's ops as PyTorch operators: ``torch.library.custom_op`` registrations under the
+``fastconv::`` namespace, each with a fake (meta) implementation for tracing and
+``torch.compile``, and an autograd formula that calls the matching ``*_backward`` operator.
+The functions at the bottom mirror ``torch.nn.functional``'s signatures and defaults and take
+``algo=`` on top, passed through to fastconv's dispatcher.
+
+Every operator hands its tensors to fastconv without copying (see ``_handover``): CPU tensors
+as NumPy views, CUDA tensors as CuPy arrays through DLPack, on PyTorch's current stream.
+fastconv validates every argument and raises ``ValueError``/``TypeError`` naming it.
+
+Backward operators return an empty tensor in place of a gradient ``output_mask`` leaves out
+(custom operators cannot return None); the autograd formulas turn those into None. Double
+backward is not supported: the backward operators have no autograd formula of their own.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor
+
+import fastconv
+
+from ._handover import device_of, on_stream, to_array, to_tensor
+
+__all__ = ["conv2d", "conv1d", "conv_transpose2d", "max_pool2d", "avg_pool2d",
+           "adaptive_avg_pool2d", "batch_norm"]
+
+
+def _call(fn, tensors, *args, **kwargs):
+    """fn(*arrays of tensors, *args, **kwargs) on the tensors' device; tensor results."""
+    with on_stream(device_of(*tensors)):
+        out = fn(*(to_array(t) for t in tensors), *args, **kwargs)
+    if isinstance(out, tuple):
+        return tuple(None if a is None else to_tensor(a) for a in out)
+    return to_tensor(out)
+
+
+def _or_empty(gradients, like):
+    """Backward results with each None (not asked for) as an empty tensor of like's kind."""
+    return tuple(like.new_empty(0) if g is None else g for g in gradients)
+
+
+def _masked(gradients, mask):
+    return tuple(g if wanted else None for g, wanted in zip(gradients, mask))
+
+
+# --------------------------------------------------------------------------------------------
+# Output shapes for the fake implementations (plain arithmetic, so symbolic sizes work)
+# --------------------------------------------------------------------------------------------
+def _conv_sizes(x, weight, stride, padding, padding_rule, dilation):
+    spatial = len(stride)
+    sizes = []
+    for n, k, s, p, d in zip(x.shape[-spatial:], weight.shape[2:], stride, padding, dilation):
+        total = d * (k - 1) if padding_rule == "same" else 0 if padding_rule == "valid" else 2 * p
+        sizes.append((n + total - d * (k - 1) - 1) // s + 1)
+    return tuple(x.shape[:-spatial - 1]) + (weight.shape[0],) + tuple(sizes)
+
+
+def _transposed_sizes(x, weight, stride, padding, output_padding, groups, dilation):
+    sizes = [(n - 1) * s - 2 * p + d * (k - 1) + op + 1 for n, k, s, p, op, d in
+             zip(x.shape[-2:], weight.shape[2:], stride, padding, output_padding, dilation)]
+    return tuple(x.shape[:-3]) + (weight.shape[1] * groups,) + tuple(sizes)
+
+
+def _pool_sizes(x, kernel_size, stride, padding, dilation, ceil_mode):
+    sizes = []
+    for n, k, s, p, d in zip(x.shape[-2:], kernel_size, stride, padding, dilation):
+        span = n + 2 * p - d * (k - 1) - 1
+        out = (-(-span // s) if ceil_mode else span // s) + 1
+        if ceil_mode and (out - 1) * s >= n + p:  # the last window must start inside
+            out -= 1
+        sizes.append(out)
+    return tuple(x.shape[:-2]) + tuple(sizes)
+
+
+# --------------------------------------------------------------------------------------------
+# Convolutions
+# --------------------------------------------------------------------------------------------
+def _padding_of(padding, padding_rule):
+    return padding_rule or list(padding)
+
+
+def _define_conv(name):
+    """fastconv::{name} and fastconv::{name}_backward for conv2d and conv1d (same signature)."""
+    forward_fn = getattr(fastconv, name)
+    backward_fn = getattr(fastconv, name + "_backward")
+
+    @torch.library.custom_op(f"fastconv::{name}", mutates_args=())
+    def forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: Sequence[int],
+                padding: Sequence[int], padding_rule: str, dilation: Sequence[int], groups: int,
+                algo: str) -> Tensor:
+        return _call(forward_fn, (x, weight, bias), list(stride),
+                     _padding_of(padding, padding_rule), list(dilation), groups, algo=algo)
+
+    @forward.register_fake
+    def _(x, weight, bias, stride, padding, padding_rule, dilation, groups, algo):
+        return x.new_empty(_conv_sizes(x, weight, stride, padding, padding_rule, dilation))
+
+    @torch.library.custom_op(f"fastconv::{name}_backward", mutates_args=())
+    def backward(grad_y: Tensor, x: Tensor, weight: Tensor, stride: Sequence[int],
+                 padding: Sequence[int], padding_rule: str, dilation: Sequence[int],
+                 groups: int, output_mask: Sequence[bool],
+                 algo: str) -> tuple[Tensor, Tensor, Tensor]:
+        out = _call(backward_fn, (grad_y, x, weight), list(stride),
+                    _padding_of(padding, padding_rule), list(dilation), groups,
+                    output_mask=tuple(output_mask), algo=algo)
+        return _or_empty(out, x)
+
+    @backward.register_fake
+    def _(grad_y, x, weight, stride, padding, padding_rule, dilation, groups, output_mask,
+          algo):
+        shapes = (x.shape, weight.shape, (weight.shape[0],))
+        return tuple(x.new_empty(s if wanted else (0,)) for s, wanted in zip(shapes, output_mask))
+
+    def setup_context(ctx, inputs, output):
+        x, weight, bias, *settings = inputs
+        ctx.save_for_backward(x, weight)
+        ctx.settings, ctx.has_bias = settings, bias is not None
+
+    def differentiate(ctx, grad_y):
+        x, weight = ctx.saved_tensors
+        wanted = ctx.needs_input_grad
+        mask = [wanted[0], wanted[1], ctx.has_bias and wanted[2]]
+        gradients = (None, None, None)
+        if any(mask):
+            *settings, algo = ctx.settings
+            gradients = _masked(backward(grad_y, x, weight, *settings, mask, algo), mask)
+        return gradients + (None,) * len(ctx.settings)
+
+    forward.register_autograd(differentiate, setup_context=setup_context)
+    return forward, backward
+
+
+_conv2d, _conv2d_backward = _define_conv("conv2d")
+_conv1d, _conv1d_backward = _define_conv("conv1d")
+
+
+@torch.library.custom_op("fastconv::conv_transpose2d", mutates_args=())
+def _conv_transpose2d(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: Sequence[int],
+                      padding: Sequence[int], output_padding: Sequence[int], groups: int,
+                      dilation: Sequence[int], algo: str) -> Tensor:
+    return _call(fastconv.conv_transpose2d, (x, weight, bias), list(stride), list(padding),
+                 list(output_padding), groups, list(dilation), algo=algo)
+
+
+@_conv_transpose2d.register_fake
+def _(x, weight, bias, stride, padding, output_padding, groups, dilation, algo):
+    return x.new_empty(_transposed_sizes(x, weight, stride, padding, output_padding, groups,
+                                         dilation))
+
+
+@torch.library.custom_op("fastconv::conv_transpose2d_backward", mutates_args=())
+def _conv_transpose2d_backward(grad_y: Tensor, x: Tensor, weight: Tensor, stride: Sequence[int],
+                               padding: Sequence[int], output_padding: Sequence[int],
+                               groups: int, dilation: Sequence[int], output_mask: Sequence[bool],
+                               algo: str) -> tuple[Tensor, Tensor, Tensor]:
+    out = _call(fastconv.conv_transpose2d_backward, (grad_y, x, weight), list(stride),
+                list(padding), list(output_padding), groups, list(dilation),
+                output_mask=tuple(output_mask), algo=algo)
+    return _or_empty(out, x)
+
+
+@_conv_transpose2d_backward.register_fake
+def _(grad_y, x, weight, stride, padding, output_padding, groups, dilation, output_mask, algo):
+    shapes = (x.shape, weight.shape, (weight.shape[1] * groups,))
+    return tuple(x.new_empty(s if wanted else (0,)) for s, wanted in zip(shapes, output_mask))
+
+
+def _transposed_setup(ctx, inputs, output):
+    x, weight, bias, *settings = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.settings, ctx.has_bias = settings, bias is not None
+
+
+def _transposed_differentiate(ctx, grad_y):
+    x, weight = ctx.saved_tensors
+    wanted = ctx.needs_input_grad
+    mask = [wanted[0], wanted[1], ctx.has_bias and wanted[2]]
+    gradients = (None, None, None)
+    if any(mask):
+        *settings, algo = ctx.settings
+        gradients = _masked(_conv_transpose2d_backward(grad_y, x, weight, *settings, mask, algo),
+                            mask)
+    return gradients + (None,) * len(ctx.settings)
+
+
+_conv_transpose2d.register_autograd(_transposed_differentiate, setup_context=_transposed_setup)
+
+
+# --------------------------------------------------------------------------------------------
+# Pooling
+# --------------------------------------------------------------------------------------------
+@torch.library.custom_op("fastconv::max_pool2d", mutates_args=())
+def _max_pool2d(x: Tensor, kernel_size: Sequence[int], stride: Sequence[int],
+                padding: Sequence[int], dilation: Sequence[int], ceil_mode: bool,
+                algo: str) -> tuple[Tensor, Tensor]:
+    return _call(fastconv.max_pool2d, (x,), list(kernel_size), list(stride), list(padding),
+                 list(dilation), ceil_mode, True, algo=algo)
+
+
+@_max_pool2d.register_fake
+def _(x, kernel_size, stride, padding, dilation, ceil_mode, algo):
+    shape = _pool_sizes(x, kernel_size, stride, padding, dilation, ceil_mode)
+    return x.new_empty(shape), x.new_empty(shape, dtype=torch.int64)
+
+
+@torch.library.custom_op("fastconv::max_pool2d_backward", mutates_args=())
+def _max_pool2d_backward(grad_y: Tensor, x: Tensor, indices: Tensor, kernel_size: Sequence[int],
+                         stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
+                         ceil_mode: bool, algo: str) -> Tensor:
+    with on_stream(device_of(x)):
+        gx = fastconv.max_pool2d_backward(
+            to_array(grad_y), to_array(x), list(kernel_size), list(stride), list(padding),
+            list(dilation), ceil_mode, indices=to_array(indices), algo=algo)
+    return to_tensor(gx)
+
+
+@_max_pool2d_backward.register_fake
+def _(grad_y, x, indices, kernel_size, stride, padding, dilation, ceil_mode, algo):
+    return x.new_empty(x.shape)
+
+
+def _max_pool_setup(ctx, inputs, output):
+    x, *settings = inputs
+    ctx.save_for_backward(x, output[1])
+    ctx.mark_non_differentiable(output[1])
+    ctx.settings = settings
+
+
+def _max_pool_differentiate(ctx, grad_y, _grad_indices):
+    x, indices = ctx.saved_tensors
+    gx = _max_pool2d_backward(grad_y, x, indices, *ctx.settings) if ctx.needs_input_grad[0] \
+        else None
+    return (gx,) + (None,) * len(ctx.settings)
+
+
+_max_pool2d.register_autograd(_max_pool_differentiate, setup_context=_max_pool_setup)
+
+
+@torch.library.custom_op("fastconv::avg_pool2d", mutates_args=())
+def _avg_pool2d(x: Tensor, kernel_size: Sequence[int], stride: Sequence[int],
+                padding: Sequence[int], ceil_mode: bool, count_include_pad: bool,
+                divisor_override: Optional[int], algo: str) -> Tensor:
+    return _call(fastconv.avg_pool2d, (x,), list(kernel_size), list(stride), list(padding),
+                 ceil_mode, count_include_pad, divisor_override, algo=algo)
+
+
+@_avg_pool2d.register_fake
+def _(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, algo):
+    return x.new_empty(_pool_sizes(x, kernel_size, stride, padding, (1, 1), ceil_mode))
+
+
+@torch.library.custom_op("fastconv::avg_pool2d_backward", mutates_args=())
+def _avg_pool2d_backward(grad_y: Tensor, x: Tensor, kernel_size: Sequence[int],
+                         stride: Sequence[int], padding: Sequence[int], ceil_mode: bool,
+                         count_include_pad: bool, divisor_override: Optional[int],
+                         algo: str) -> Tensor:
+    return _call(fastconv.avg_pool2d_backward, (grad_y, x), list(kernel_size), list(stride),
+                 list(padding), ceil_mode, count_include_pad, divisor_override, algo=algo)
+
+
+@_avg_pool2d_backward.register_fake
+def _(grad_y, x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override,
+      algo):
+    return x.new_empty(x.shape)
+
+
+def _save_input(ctx, inputs, output):
+    x, *settings = inputs
+    ctx.save_for_backward(x)
+    ctx.settings = settings
+
+
+def _avg_pool_differentiate(ctx, grad_y):
+    (x,) = ctx.saved_tensors
+    gx = _avg_pool2d_backward(grad_y, x, *ctx.settings) if ctx.needs_input_grad[0] else None
+    return (gx,) + (None,) * len(ctx.settings)
+
+
+_avg_pool2d.register_autograd(_avg_pool_differentiate, setup_context=_save_input)
+
+
+@torch.library.custom_op("fastconv::adaptive_avg_pool2d", mutates_args=())
+def _adaptive_avg_pool2d(x: Tensor, output_size: Sequence[int], algo: str) -> Tensor:
+    return _call(fastconv.adaptive_avg_pool2d, (x,), list(output_size), algo=algo)
+
+
+@_adaptive_avg_pool2d.register_fake
+def _(x, output_size, algo):
+    return x.new_empty(tuple(x.shape[:-2]) + tuple(output_size))
+
+
+@torch.library.custom_op("fastconv::adaptive_avg_pool2d_backward", mutates_args=())
+def _adaptive_avg_pool2d_backward(grad_y: Tensor, x: Tensor, algo: str) -> Tensor:
+    return _call(fastconv.adaptive_avg_pool2d_backward, (grad_y, x), algo=algo)
+
+
+@_adaptive_avg_pool2d_backward.register_fake
+def _(grad_y, x, algo):
+    return x.new_empty(x.shape)
+
+
+def _adaptive_differentiate(ctx, grad_y):
+    (x,) = ctx.saved_tensors
+    (algo,) = ctx.settings[1:]
+    gx = _adaptive_avg_pool2d_backward(grad_y, x, algo) if ctx.needs_input_grad[0] else None
+    return gx, None, None
+
+
+_adaptive_avg_pool2d.register_autograd(_adaptive_differentiate, setup_context=_save_input)
+
+
+# --------------------------------------------------------------------------------------------
+# Batch normalization
+# --------------------------------------------------------------------------------------------
+@torch.library.custom_op("fastconv::batch_norm", mutates_args=())
+def _batch_norm(x: Tensor, running_mean: Optional[Tensor], running_var: Optional[Tensor],
+                weight: Optional[Tensor], bias: Optional[Tensor], training: bool,
+                momentum: float, eps: float, algo: str) -> tuple[Tensor, Tensor, Tensor]:
+    """Functional: returns (y, updated running_mean, updated running_var), the statistics
+    empty when not updated; :func:`batch_norm` writes them back. (An operator that mutates its
+    inputs cannot have an autograd formula.)"""
+    updating = training and running_mean is not None
+    mean = running_mean.clone() if updating else running_mean
+    var = running_var.clone() if updating else running_var
+    y = _call(fastconv.batch_norm, (x, mean, var, weight, bias), training, momentum, eps,
+              algo=algo)  # fastconv updates the clones in place
+    return (y, mean, var) if updating else (y, x.new_empty(0), x.new_empty(0))
+
+
+@_batch_norm.register_fake
+def _(x, running_mean, running_var, weight, bias, training, momentum, eps, algo):
+    updating = training and running_mean is not None
+    stats = running_mean.shape if updating else (0,)
+    return x.new_empty(x.shape), x.new_empty(stats), x.new_empty(stats)
+
+
+@torch.library.custom_op("fastconv::batch_norm_backward", mutates_args=())
+def _batch_norm_backward(grad_y: Tensor, x: Tensor, weight: Optional[Tensor],
+                         running_mean: Optional[Tensor], running_var: Optional[Tensor],
+                         training: bool, eps: float, output_mask: Sequence[bool],
+                         algo: str) -> tuple[Tensor, Tensor, Tensor]:
+    out = _call(fastconv.batch_norm_backward, (grad_y, x, weight, running_mean, running_var),
+                training, eps, output_mask=tuple(output_mask), algo=algo)
+    return _or_empty(out, x)
+
+
+@_batch_norm_backward.register_fake
+def _(grad_y, x, weight, running_mean, running_var, training, eps, output_mask, algo):
+    shapes = (x.shape, (x.shape[1],), (x.shape[1],))
+    return tuple(x.new_empty(s if wanted else (0,)) for s, wanted in zip(shapes, output_mask))
+
+
+def _batch_norm_setup(ctx, inputs, output):
+    x, running_mean, running_var, weight, bias, training, _, eps, algo = inputs
+    ctx.mark_non_differentiable(output[1], output[2])
+    # evaluation treats the running statistics as constants of the gradient; training
+    # recomputes the batch statistics from x
+    stats = (None, None) if training else (running_mean, running_var)
+    ctx.save_for_backward(x, weight, *stats)
+    ctx.has_weight, ctx.has_bias = weight is not None, bias is not None
+    ctx.training, ctx.eps, ctx.algo = training, eps, algo
+
+
+def _batch_norm_differentiate(ctx, grad_y, _grad_mean, _grad_var):
+    x, weight, running_mean, running_var = ctx.saved_tensors
+    wanted = ctx.needs_input_grad
+    mask = [wanted[0], ctx.has_weight and wanted[3], ctx.has_bias and wanted[4]]
+    gx = gw = gb = None
+    if any(mask):
+        gx, gw, gb = _masked(_batch_norm_backward(grad_y, x, weight, running_mean, running_var,
+                                                  ctx.training, ctx.eps, mask, ctx.algo), mask)
+    return gx, None, None, gw, gb, None, None, None, None
+
+
+_batch_norm.register_autograd(_batch_norm_differentiate, setup_context=_batch_norm_setup)
+
+
+# --------------------------------------------------------------------------------------------
+# The functional interface, as torch.nn.functional
+# --------------------------------------------------------------------------------------------
+def _ints(value, n):
+    """An int or a sequence as a list of n ints (a wrong length is left for fastconv to name)."""
+    if isinstance(value, int):
+        return [value] * n
+    return list(value)
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
+           algo="auto"):
+    """As ``torch.nn.functional.conv2d``, computed by fastconv (``algo`` as fastconv.conv2d)."""
+    rule, pads = (padding, [0, 0]) if isinstance(padding, str) else ("", _ints(padding, 2))
+    return _conv2d(input, weight, bias, _ints(stride, 2), pads, rule, _ints(dilation, 2), groups,
+                   algo)
+
+
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
+           algo="auto"):
+    """As ``torch.nn.functional.conv1d``, computed by fastconv."""
+    rule, pads = (padding, [0]) if isinstance(padding, str) else ("", _ints(padding, 1))
+    return _conv1d(input, weight, bias, _ints(stride, 1), pads, rule, _ints(dilation, 1), groups,
+                   algo)
+
+
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1, *, algo="auto"):
+    """As ``torch.nn.functional.conv_transpose2d``, computed by fastconv."""
+    return _conv_transpose2d(input, weight, bias, _ints(stride, 2), _ints(padding, 2),
+                             _ints(output_padding, 2), groups, _ints(dilation, 2), algo)
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False, *, algo="auto"):
+    """As ``torch.nn.functional.max_pool2d``, computed by fastconv."""
+    kernel = _ints(kernel_size, 2)
+    strides = kernel if stride is None or stride == [] else _ints(stride, 2)
+    y, indices = _max_pool2d(input, kernel, strides, _ints(padding, 2), _ints(dilation, 2),
+                             ceil_mode, algo)
+    return (y, indices) if return_indices else y
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True, divisor_override=None, *, algo="auto"):
+    """As ``torch.nn.functional.avg_pool2d``, computed by fastconv."""
+    kernel = _ints(kernel_size, 2)
+    strides = kernel if stride is None or stride == [] else _ints(stride, 2)
+    return _avg_pool2d(input, kernel, strides, _ints(padding, 2), ceil_mode, count_include_pad,
+                       divisor_override, algo)
+
+
+def adaptive_avg_pool2d(input, output_size, *, algo="auto"):
+    """As ``torch.nn.functional.adaptive_avg_pool2d`` (None in output_size keeps that input
+    size), computed by fastconv."""
+    sizes = _ints(output_size, 2)
+    sizes = [n if s is None else s for s, n in zip(sizes, input.shape[-2:])]
+    return _adaptive_avg_pool2d(input, sizes, algo)
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
+               momentum=0.1, eps=1e-5, *, algo="auto"):
+    """As ``torch.nn.functional.batch_norm`` (running statistics updated in place when
+    training), computed by fastconv."""
+    y, mean, var = _batch_norm(input, running_mean, running_var, weight, bias, training,
+                               momentum, eps, algo)
+    if training and running_mean is not None:
+        with torch.no_grad():
+            running_mean.copy_(mean)
+            running_var.copy_(var)
+    return y

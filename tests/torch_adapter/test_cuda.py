@@ -1,0 +1,71 @@
+"""fastconv.torch with CUDA tensors: the same checks as on the CPU (forward values and gradients
+against torch.nn.functional, gradcheck, the ResNet-18-style model before and after convert),
+with the tensors handed to fastconv's CUDA kernels through DLPack on PyTorch's current stream.
+Skips as a module where PyTorch or CuPy sees no GPU."""
+import copy
+
+import numpy as np
+import pytest
+
+from fastconv.testing import error, gpu_available, tolerance
+
+torch = pytest.importorskip("torch")
+if not (torch.cuda.is_available() and gpu_available()):
+    pytest.skip("no CUDA device visible to PyTorch and CuPy", allow_module_level=True)
+
+import torch_adapter.test_modules as modules  # noqa: E402
+import torch_adapter.test_ops as ops  # noqa: E402
+
+import fastconv.torch as ft  # noqa: E402
+
+F = torch.nn.functional
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("op, shapes, kwargs", ops.CASES, ids=ops.IDS)
+def test_forward_and_gradients_match_torch_on_cuda(op, shapes, kwargs, dtype):
+    ours = [None if a is None else a.detach().cuda().requires_grad_(a.requires_grad)
+            for a in ops.make_args(op, shapes, dtype, requires_grad=True)]
+    theirs = [None if a is None else a.detach().clone().requires_grad_(a.requires_grad)
+              for a in ours]
+    with torch.backends.cudnn.flags(allow_tf32=False):
+        y, y_torch = ops.call(ft, op, ours, kwargs), ops.call(F, op, theirs, kwargs)
+        assert y.device == ours[0].device
+        tol = tolerance(np.dtype(str(dtype).split(".")[1]))
+        assert error(y.detach().cpu().numpy(), y_torch.detach().cpu().numpy()) <= tol
+        gy = torch.randn_like(y)
+        y.backward(gy)
+        y_torch.backward(gy)
+    for a, b in zip(ours, theirs):
+        if a is not None and a.requires_grad:
+            assert error(a.grad.cpu().numpy(), b.grad.cpu().numpy()) <= tol
+
+
+@pytest.mark.parametrize("op, shapes, kwargs", ops.CASES[::4], ids=ops.IDS[::4])
+def test_gradcheck_on_cuda(op, shapes, kwargs):
+    if op == "batch_norm":
+        pytest.skip("batch_norm's gradcheck (fresh statistics per evaluation) runs on the CPU")
+    args = tuple(None if a is None else a.detach().cuda().requires_grad_(a.requires_grad)
+                 for a in ops.make_args(op, shapes, torch.float64, requires_grad=True))
+    assert torch.autograd.gradcheck(lambda *a: ops.call(ft, op, a, kwargs), args,
+                                    fast_mode=True)
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_resnet18_on_cuda_same_before_and_after_convert(training):
+    torch.manual_seed(0)
+    model = modules.ResNet18().cuda()
+    reference = copy.deepcopy(model)
+    ft.convert(model)
+    model.train(training)
+    reference.train(training)
+    x = torch.randn(8, 3, 64, 64, device="cuda")
+    target = torch.randint(0, 10, (8,), device="cuda")
+    with torch.backends.cudnn.flags(allow_tf32=False):
+        torch.backends.cuda.matmul.allow_tf32 = False
+        out, grads = modules._step(model, x, target)
+        out_ref, grads_ref = modules._step(reference, x, target)
+    tol = tolerance(np.float32)
+    assert error(out.cpu().numpy(), out_ref.cpu().numpy()) <= tol
+    for name, g in grads.items():
+        assert error(g.cpu().numpy(), grads_ref[name].cpu().numpy()) <= tol, name
