@@ -4,9 +4,9 @@ specialisation of every kernel in the file, and the launch arithmetic shared by 
 
 A kernel is a template over the dtype and the index type (and, for the tiled kernels, the tile
 sizes); its name expression spells them, e.g. ``max_pool_forward<float, int>`` (32-bit
-indices) or ``direct_forward<double, long long>`` (64-bit), and the compiled (mangled) name
-encodes them. The sources live in ``kernels/``; each
-is compiled with ``kernels/common.cuh`` in front of it.
+indices) or ``direct_forward<double, long long, 8, 32, 4>`` (64-bit, an 8x32 tile), and the
+compiled (mangled) name encodes them. The sources live in ``kernels/``; each is compiled with
+``kernels/common.cuh`` in front of it.
 
 CuPy is imported only when a kernel is first wanted, so that the dispatcher can list and
 explain the CUDA algorithms on a machine without CuPy or a GPU.
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 from importlib import resources
+from typing import NamedTuple
 
 import numpy as np
 
@@ -35,11 +36,35 @@ KERNELS = {
     "implicit_gemm.cu": ("implicit_gemm_forward", "implicit_gemm_backward_data",
                          "implicit_gemm_backward_weight", "implicit_gemm_slice_sum"),
 }
-# Tile sizes of the tiled kernels, their template arguments after T and I.
-# implicit GEMM: BM x BN outputs per block, K in steps of BK, TM x TN outputs per thread;
-# direct: TH x TW pixels per block, CB channels per thread. Both 256 threads per block.
-GEMM_TILE = (64, 64, 16, 4, 4)
-DIRECT_TILE = (8, 32, 4)
+
+
+class GemmTile(NamedTuple):
+    """implicit GEMM: bm x bn outputs per block, K in steps of bk, tm x tn outputs per thread."""
+    bm: int
+    bn: int
+    bk: int
+    tm: int
+    tn: int
+
+    @property
+    def threads(self) -> int:
+        return (self.bm // self.tm) * (self.bn // self.tn)
+
+
+class DirectTile(NamedTuple):
+    """direct: th x tw pixels per block, cb channels per thread (one pixel each)."""
+    th: int
+    tw: int
+    cb: int
+
+    @property
+    def threads(self) -> int:
+        return self.th * self.tw
+
+
+# The tiled kernels' tiles, their template arguments after T and I; 256 threads per block.
+GEMM_TILE = GemmTile(64, 64, 16, 4, 4)
+DIRECT_TILE = DirectTile(8, 32, 4)
 TILES = {
     **dict.fromkeys(("implicit_gemm_forward", "implicit_gemm_backward_data",
                      "implicit_gemm_backward_weight"), GEMM_TILE),
@@ -66,13 +91,8 @@ def expression(name: str, dtype, index_bits: int) -> str:
 
 
 def tile_threads(name: str) -> int:
-    """Threads per block of the tiled kernel ``name``: (BM/TM) * (BN/TN) or TH * TW."""
-    tile = TILES[name]
-    if tile == GEMM_TILE:
-        bm, bn, _, tm, tn = tile
-        return (bm // tm) * (bn // tn)
-    th, tw, _ = tile
-    return th * tw
+    """Threads per block of the tiled kernel ``name``."""
+    return TILES[name].threads
 
 
 def expressions(filename: str) -> list[str]:
