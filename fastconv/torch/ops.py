@@ -45,6 +45,11 @@ def _masked(gradients, mask):
     return tuple(g if wanted else None for g, wanted in zip(gradients, mask))
 
 
+def _fake_gradients(like, shapes, mask):
+    """The fake of a backward operator: empty tensors of ``shapes``, (0,) where not asked for."""
+    return tuple(like.new_empty(s if wanted else (0,)) for s, wanted in zip(shapes, mask))
+
+
 # --------------------------------------------------------------------------------------------
 # Output shapes for the fake implementations (plain arithmetic, so symbolic sizes work)
 # --------------------------------------------------------------------------------------------
@@ -110,14 +115,22 @@ def _define_conv(name):
     @backward.register_fake
     def _(grad_y, x, weight, stride, padding, padding_rule, dilation, groups, output_mask,
           algo):
-        shapes = (x.shape, weight.shape, (weight.shape[0],))
-        return tuple(x.new_empty(s if wanted else (0,)) for s, wanted in zip(shapes, output_mask))
+        return _fake_gradients(x, (x.shape, weight.shape, (weight.shape[0],)), output_mask)
 
-    def setup_context(ctx, inputs, output):
-        x, weight, bias, *settings = inputs
-        ctx.save_for_backward(x, weight)
-        ctx.settings, ctx.has_bias = settings, bias is not None
+    forward.register_autograd(_conv_autograd(backward), setup_context=_conv_setup)
+    return forward, backward
 
+
+# Every convolution operator takes (x, weight, bias, *settings, algo) and its backward operator
+# (grad_y, x, weight, *settings, output_mask, algo).
+def _conv_setup(ctx, inputs, output):
+    x, weight, bias, *settings = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.settings, ctx.has_bias = settings, bias is not None
+
+
+def _conv_autograd(backward):
+    """The autograd formula of a convolution operator whose gradients ``backward`` computes."""
     def differentiate(ctx, grad_y):
         x, weight = ctx.saved_tensors
         wanted = ctx.needs_input_grad
@@ -127,9 +140,7 @@ def _define_conv(name):
             *settings, algo = ctx.settings
             gradients = _masked(backward(grad_y, x, weight, *settings, mask, algo), mask)
         return gradients + (None,) * len(ctx.settings)
-
-    forward.register_autograd(differentiate, setup_context=setup_context)
-    return forward, backward
+    return differentiate
 
 
 _conv2d, _conv2d_backward = _define_conv("conv2d")
@@ -163,29 +174,11 @@ def _conv_transpose2d_backward(grad_y: Tensor, x: Tensor, weight: Tensor, stride
 
 @_conv_transpose2d_backward.register_fake
 def _(grad_y, x, weight, stride, padding, output_padding, groups, dilation, output_mask, algo):
-    shapes = (x.shape, weight.shape, (weight.shape[1] * groups,))
-    return tuple(x.new_empty(s if wanted else (0,)) for s, wanted in zip(shapes, output_mask))
+    return _fake_gradients(x, (x.shape, weight.shape, (weight.shape[1] * groups,)), output_mask)
 
 
-def _transposed_setup(ctx, inputs, output):
-    x, weight, bias, *settings = inputs
-    ctx.save_for_backward(x, weight)
-    ctx.settings, ctx.has_bias = settings, bias is not None
-
-
-def _transposed_differentiate(ctx, grad_y):
-    x, weight = ctx.saved_tensors
-    wanted = ctx.needs_input_grad
-    mask = [wanted[0], wanted[1], ctx.has_bias and wanted[2]]
-    gradients = (None, None, None)
-    if any(mask):
-        *settings, algo = ctx.settings
-        gradients = _masked(_conv_transpose2d_backward(grad_y, x, weight, *settings, mask, algo),
-                            mask)
-    return gradients + (None,) * len(ctx.settings)
-
-
-_conv_transpose2d.register_autograd(_transposed_differentiate, setup_context=_transposed_setup)
+_conv_transpose2d.register_autograd(_conv_autograd(_conv_transpose2d_backward),
+                                   setup_context=_conv_setup)
 
 
 # --------------------------------------------------------------------------------------------
@@ -348,8 +341,7 @@ def _batch_norm_backward(grad_y: Tensor, x: Tensor, weight: Optional[Tensor],
 
 @_batch_norm_backward.register_fake
 def _(grad_y, x, weight, running_mean, running_var, training, eps, output_mask, algo):
-    shapes = (x.shape, (x.shape[1],), (x.shape[1],))
-    return tuple(x.new_empty(s if wanted else (0,)) for s, wanted in zip(shapes, output_mask))
+    return _fake_gradients(x, (x.shape, (x.shape[1],), (x.shape[1],)), output_mask)
 
 
 def _batch_norm_setup(ctx, inputs, output):
