@@ -9,7 +9,9 @@ result is computed by one thread in a fixed order and is bitwise repeatable.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, uint64
+
+from ._loops import FASTMATH_SUM
 
 
 @njit(inline="always")
@@ -21,49 +23,122 @@ def _taps(start, step, size, count):
     return lo, max(lo, hi)
 
 
+@njit(inline="always")
+def _inside(start, step, span, size, count):
+    """Outputs j in [lo, hi) whose whole window, positions start + j*step .. + span - 1, lies
+    inside [0, size): the interior, where no tap needs a bounds check."""
+    last = size - span - start  # the largest j*step that still fits
+    if last < 0:
+        return 0, 0
+    lo = 0 if start >= 0 else min(count, (step - 1 - start) // step)
+    return lo, max(lo, min(count, last // step + 1))
+
+
+@njit(inline="always")
+def _border(k, lo, hi):
+    """The k-th column outside the interior [lo, hi): 0 .. lo-1, then hi, hi+1, ..."""
+    return k if k < lo else k + hi - lo
+
+
+# Every kernel below works one output row at a time and splits it in three: the border columns
+# on the left and right, whose windows hang over the edge, take the general per-window path
+# (only the taps inside the input); the interior columns, usually nearly all of them, are done
+# tap by tap for the whole row at once: for a fixed tap (a, e) the inputs x[r, j*sw + e*dw]
+# of neighbouring windows are evenly spaced, so LLVM runs the windows side by side in vector
+# lanes. Each window still meets its taps in the same order (a, then e) on both paths.
+
+
+@njit(inline="always")
+def _max_window(x, n, c, r0, a_lo, a_hi, q0, e_lo, e_hi, dh, dw):
+    """(max, flat index) of one window, scanned as PyTorch does: from -inf at the first tap
+    inside the input, a later element is taken if it is larger or NaN (ties stay with the
+    first; the last NaN wins)."""
+    w_ = x.shape[3]
+    best = -np.inf
+    where = (r0 + a_lo * dh) * w_ + q0 + e_lo * dw
+    for a in range(a_lo, a_hi):
+        r = r0 + a * dh
+        for e in range(e_lo, e_hi):
+            v = x[n, c, r, q0 + e * dw]
+            if v > best or np.isnan(v):
+                best = v
+                where = r * w_ + q0 + e * dw
+    return best, where
+
+
+@njit(inline="always")
+def _max_tap(xr, col, step, yr, ir, flat, want_indices):
+    """One tap of a row of interior windows: window jj reads xr[col + jj*step] and keeps it
+    if it is larger than its maximum so far, or NaN (PyTorch's rule, as in _max_window)."""
+    for jj in range(uint64(yr.size)):
+        v = xr[col + jj * step]
+        if v > yr[jj] or np.isnan(v):
+            yr[jj] = v
+            if want_indices:
+                ir[jj] = flat + jj * step
+
+
 @njit(parallel=True, cache=True)
 def _max_forward(x, y, indices, want_indices, kh, kw, sh, sw, ph, pw, dh, dw):
     # x (N, C, H, W) -> y (N, C, Ho, Wo), indices (same, int64; written if want_indices)
     n_, c_, h_, w_ = x.shape
     ho_, wo_ = y.shape[2], y.shape[3]
+    j_lo, j_hi = _inside(-pw, sw, (kw - 1) * dw + 1, w_, wo_)
+    swu = uint64(sw)
     for plane in prange(n_ * c_):
         n, c = plane // c_, plane % c_
         for i in range(ho_):
             r0 = i * sh - ph
             a_lo, a_hi = _taps(r0, dh, h_, kh)
-            for j in range(wo_):
+            for k in range(wo_ - (j_hi - j_lo)):
+                j = _border(k, j_lo, j_hi)
                 q0 = j * sw - pw
                 e_lo, e_hi = _taps(q0, dw, w_, kw)
-                # PyTorch's scan: start from -inf at the first element inside the input, take
-                # a later element if it is larger or NaN (ties stay with the first; the last
-                # NaN wins).
-                best = -np.inf
-                where = (r0 + a_lo * dh) * w_ + q0 + e_lo * dw
-                for a in range(a_lo, a_hi):
-                    r = r0 + a * dh
-                    for e in range(e_lo, e_hi):
-                        v = x[n, c, r, q0 + e * dw]
-                        if v > best or np.isnan(v):
-                            best = v
-                            where = r * w_ + q0 + e * dw
+                best, where = _max_window(x, n, c, r0, a_lo, a_hi, q0, e_lo, e_hi, dh, dw)
                 y[n, c, i, j] = best
                 if want_indices:
                     indices[n, c, i, j] = where
+            # Interior: y's row holds the running maxima, indices' row their positions
+            # (row views and unsigned offsets keep the inner loops free of index arithmetic
+            # that would stop LLVM vectorising them, see fastconv.cpu._loops).
+            m = uint64(j_hi - j_lo)
+            yr = y[n, c, i, j_lo:j_hi]
+            ir = indices[n, c, i, j_lo:j_hi] if want_indices else indices[0, 0, 0, :0]
+            first = uint64((r0 + a_lo * dh) * w_ + j_lo * sw - pw)
+            for jj in range(m):
+                yr[jj] = -np.inf
+            if want_indices:
+                for jj in range(m):
+                    ir[jj] = first + jj * swu
+            for a in range(a_lo, a_hi):
+                r = r0 + a * dh
+                xr = x[n, c, r]
+                for e in range(kw):
+                    col = uint64(j_lo * sw - pw + e * dw)  # >= 0 in the interior
+                    flat = uint64(r * w_) + col
+                    # the common strides as constants: LLVM then loads the taps of neighbouring
+                    # windows with shuffles rather than gathers (3x faster for stride 2)
+                    if sw == 1:
+                        _max_tap(xr, col, uint64(1), yr, ir, flat, want_indices)
+                    elif sw == 2:
+                        _max_tap(xr, col, uint64(2), yr, ir, flat, want_indices)
+                    else:
+                        _max_tap(xr, col, swu, yr, ir, flat, want_indices)
 
 
 # Max-pool gradient: each output selected one input (its index), so the output gradient goes
-# there, and inputs selected by several overlapping windows sum their shares.
+# there, and inputs selected by several overlapping windows sum their shares. Each task clears
+# its own plane first (cheaper than a zeroed allocation: the plane is then in cache).
 @njit(parallel=True, cache=True)
 def _max_backward(gy, indices, gx):
-    # gy, indices (N, C, Ho, Wo) -> gx (N, C, H, W), zero on entry
+    # gy, indices (N, C, Ho, Wo) -> gx (N, C, H*W), uninitialised on entry
     n_, c_, ho_, wo_ = gy.shape
-    w_ = gx.shape[3]
     for plane in prange(n_ * c_):
         n, c = plane // c_, plane % c_
+        gx[n, c, :] = 0
         for i in range(ho_):
             for j in range(wo_):
-                q = indices[n, c, i, j]
-                gx[n, c, q // w_, q % w_] += gy[n, c, i, j]
+                gx[n, c, indices[n, c, i, j]] += gy[n, c, i, j]
 
 
 @njit(inline="always")
@@ -78,85 +153,121 @@ def _divisor(r0, q0, h_, w_, kh, kw, ph, pw, count_include_pad, divisor_override
     return (min(r1, h_) - max(r0, 0)) * (min(q1, w_) - max(q0, 0))
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, fastmath=FASTMATH_SUM, cache=True)
 def _avg_forward(x, y, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_override):
     n_, c_, h_, w_ = x.shape
     ho_, wo_ = y.shape[2], y.shape[3]
+    j_lo, j_hi = _inside(-pw, sw, kw, w_, wo_)
+    swu = uint64(sw)
     for plane in prange(n_ * c_):
         n, c = plane // c_, plane % c_
+        total = np.empty(max(j_hi - j_lo, 0))  # the interior windows' float64 sums
         for i in range(ho_):
             r0 = i * sh - ph
             a_lo, a_hi = _taps(r0, 1, h_, kh)
-            for j in range(wo_):
+            for k in range(wo_ - (j_hi - j_lo)):
+                j = _border(k, j_lo, j_hi)
                 q0 = j * sw - pw
                 e_lo, e_hi = _taps(q0, 1, w_, kw)
-                total = 0.0
+                acc = 0.0
                 for r in range(r0 + a_lo, r0 + a_hi):
                     for q in range(q0 + e_lo, q0 + e_hi):
-                        total += x[n, c, r, q]
-                y[n, c, i, j] = total / _divisor(r0, q0, h_, w_, kh, kw, ph, pw,
-                                                 count_include_pad, divisor_override)
+                        acc += x[n, c, r, q]
+                y[n, c, i, j] = acc / _divisor(r0, q0, h_, w_, kh, kw, ph, pw,
+                                               count_include_pad, divisor_override)
+            total[:] = 0.0
+            for r in range(r0 + a_lo, r0 + a_hi):
+                for e in range(kw):
+                    col = uint64(j_lo * sw - pw + e)
+                    for jj in range(total.size):
+                        total[jj] += x[n, c, r, col + uint64(jj) * swu]
+            # interior windows differ only in their column, which clips nothing: one divisor
+            d = _divisor(r0, j_lo * sw - pw, h_, w_, kh, kw, ph, pw, count_include_pad,
+                         divisor_override)
+            for jj in range(total.size):
+                y[n, c, i, uint64(j_lo) + uint64(jj)] = total[jj] / d
 
 
 # Average-pool gradient: y[i, j] = (sum of its window) / divisor, so every input element of the
 # window receives gy[i, j] / divisor.
 @njit(parallel=True, cache=True)
 def _avg_backward(gy, gx, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_override):
+    # gy (N, C, Ho, Wo) -> gx (N, C, H, W), uninitialised on entry
     n_, c_, h_, w_ = gx.shape
     ho_, wo_ = gy.shape[2], gy.shape[3]
+    j_lo, j_hi = _inside(-pw, sw, kw, w_, wo_)
+    swu = uint64(sw)
     for plane in prange(n_ * c_):
         n, c = plane // c_, plane % c_
+        gx[n, c] = 0
+        share = np.empty(max(j_hi - j_lo, 0))
         for i in range(ho_):
             r0 = i * sh - ph
             a_lo, a_hi = _taps(r0, 1, h_, kh)
-            for j in range(wo_):
+            for k in range(wo_ - (j_hi - j_lo)):
+                j = _border(k, j_lo, j_hi)
                 q0 = j * sw - pw
                 e_lo, e_hi = _taps(q0, 1, w_, kw)
-                share = gy[n, c, i, j] / _divisor(r0, q0, h_, w_, kh, kw, ph, pw,
-                                                  count_include_pad, divisor_override)
+                s = gy[n, c, i, j] / _divisor(r0, q0, h_, w_, kh, kw, ph, pw,
+                                              count_include_pad, divisor_override)
                 for r in range(r0 + a_lo, r0 + a_hi):
                     for q in range(q0 + e_lo, q0 + e_hi):
-                        gx[n, c, r, q] += share
+                        gx[n, c, r, q] += s
+            d = _divisor(r0, j_lo * sw - pw, h_, w_, kh, kw, ph, pw, count_include_pad,
+                         divisor_override)
+            for jj in range(share.size):
+                share[jj] = gy[n, c, i, uint64(j_lo) + uint64(jj)] / d
+            for r in range(r0 + a_lo, r0 + a_hi):
+                for e in range(kw):
+                    col = uint64(j_lo * sw - pw + e)
+                    for jj in range(share.size):
+                        gx[n, c, r, col + uint64(jj) * swu] += share[jj]
 
 
-@njit(inline="always")
-def _adaptive_window(i, size, out):
-    """Rows floor(i*size/out) .. ceil((i+1)*size/out) - 1 of adaptive window i."""
-    return i * size // out, -(-(i + 1) * size // out)
+def _adaptive_windows(size, out):
+    """(out, 2) int64: the bounds [start, stop) of each adaptive window along one dimension,
+    floor(i*size/out) .. ceil((i+1)*size/out). Computed once per call, so the kernels do no
+    integer division per plane (which cost more than the sums on ResNet's 7x7 global pool)."""
+    i = np.arange(out)
+    return np.stack([i * size // out, -(-(i + 1) * size // out)], axis=1)
 
 
-@njit(parallel=True, cache=True)
-def _adaptive_forward(x, y):
-    n_, c_, h_, w_ = x.shape
-    ho_, wo_ = y.shape[2], y.shape[3]
-    for plane in prange(n_ * c_):
-        n, c = plane // c_, plane % c_
+@njit(parallel=True, fastmath=FASTMATH_SUM, cache=True)
+def _adaptive_forward(x, w_, rows, cols, y):
+    # x (P, H*W) planes with rows w_ wide, rows (Ho, 2), cols (Wo, 2) -> y (P, Ho, Wo)
+    ho_, wo_ = y.shape[1], y.shape[2]
+    for plane in prange(x.shape[0]):
         for i in range(ho_):
-            r0, r1 = _adaptive_window(i, h_, ho_)
+            r0, r1 = rows[i, 0], rows[i, 1]
             for j in range(wo_):
-                q0, q1 = _adaptive_window(j, w_, wo_)
+                q0, q1 = cols[j, 0], cols[j, 1]
                 total = 0.0
-                for r in range(r0, r1):
-                    for q in range(q0, q1):
-                        total += x[n, c, r, q]
-                y[n, c, i, j] = total / ((r1 - r0) * (q1 - q0))
+                if q0 == 0 and q1 == w_:  # whole rows (global pooling): one contiguous run
+                    run = x[plane, r0 * w_:r1 * w_]  # a view: indices from 0, so LLVM vectorises
+                    for k in range(run.size):
+                        total += run[k]
+                else:
+                    for r in range(r0, r1):
+                        for q in range(q0, q1):
+                            total += x[plane, r * w_ + q]
+                y[plane, i, j] = total / ((r1 - r0) * (q1 - q0))
 
 
 # Adaptive-average gradient: each input element of window (i, j) receives gy[i, j] / its size.
 @njit(parallel=True, cache=True)
-def _adaptive_backward(gy, gx):
-    n_, c_, h_, w_ = gx.shape
-    ho_, wo_ = gy.shape[2], gy.shape[3]
-    for plane in prange(n_ * c_):
-        n, c = plane // c_, plane % c_
+def _adaptive_backward(gy, rows, cols, gx):
+    # gy (P, Ho, Wo) -> gx (P, H, W), uninitialised on entry
+    ho_, wo_ = gy.shape[1], gy.shape[2]
+    for plane in prange(gx.shape[0]):
+        gx[plane] = 0
         for i in range(ho_):
-            r0, r1 = _adaptive_window(i, h_, ho_)
+            r0, r1 = rows[i, 0], rows[i, 1]
             for j in range(wo_):
-                q0, q1 = _adaptive_window(j, w_, wo_)
-                share = gy[n, c, i, j] / ((r1 - r0) * (q1 - q0))
+                q0, q1 = cols[j, 0], cols[j, 1]
+                share = gy[plane, i, j] / ((r1 - r0) * (q1 - q0))
                 for r in range(r0, r1):
                     for q in range(q0, q1):
-                        gx[n, c, r, q] += share
+                        gx[plane, r, q] += share
 
 
 def _window(p):
@@ -167,16 +278,17 @@ def max_pool_forward(x, p):
     """(y, indices): the max of each window and its flat index into H*W (None unless
     p.return_indices)."""
     y = np.empty(p.y_shape, dtype=x.dtype)
-    indices = np.empty(p.y_shape if p.return_indices else (0, 0, 0, 0), dtype=np.int64)
+    indices = np.empty(p.y_shape if p.return_indices else (1, 1, 1, 0), dtype=np.int64)
     _max_forward(x, y, indices, p.return_indices, *_window(p), *p.dilation)
     return y, (indices if p.return_indices else None)
 
 
 def max_pool_backward(gy, indices, p):
     """dL/dx from gy and the flat indices of max_pool_forward -> (N, C, H, W)."""
-    gx = np.zeros(p.x_shape, dtype=gy.dtype)
+    n, c, h, w = p.x_shape
+    gx = np.empty((n, c, h * w), dtype=gy.dtype)
     _max_backward(gy, indices, gx)
-    return gx
+    return gx.reshape(p.x_shape)
 
 
 def _avg_options(p):
@@ -190,18 +302,27 @@ def avg_pool_forward(x, p):
 
 
 def avg_pool_backward(gy, p):
-    gx = np.zeros(p.x_shape, dtype=gy.dtype)
+    gx = np.empty(p.x_shape, dtype=gy.dtype)
     _avg_backward(gy, gx, *_window(p), *_avg_options(p))
     return gx
 
 
+def _adaptive_options(p):
+    (n, c, h, w), (ho, wo) = p.x_shape, p.y_shape[2:]
+    return n * c, _adaptive_windows(h, ho), _adaptive_windows(w, wo)
+
+
 def adaptive_avg_pool_forward(x, p):
+    planes, rows, cols = _adaptive_options(p)
     y = np.empty(p.y_shape, dtype=x.dtype)
-    _adaptive_forward(x, y)
+    _adaptive_forward(x.reshape(planes, p.x_shape[2] * p.x_shape[3]), p.x_shape[3], rows, cols,
+                      y.reshape(planes, *p.y_shape[2:]))
     return y
 
 
 def adaptive_avg_pool_backward(gy, p):
-    gx = np.zeros(p.x_shape, dtype=gy.dtype)
-    _adaptive_backward(gy, gx)
+    planes, rows, cols = _adaptive_options(p)
+    gx = np.empty(p.x_shape, dtype=gy.dtype)
+    _adaptive_backward(gy.reshape(planes, *p.y_shape[2:]), rows, cols,
+                       gx.reshape(planes, *p.x_shape[2:]))
     return gx
