@@ -7,8 +7,9 @@ sum(x^2) - sum(x)^2), one parallel task per channel, whose second pass finds the
 cache; the sums are vectorised (``FASTMATH_SUM``) in a fixed order, so they are bitwise
 repeatable. Then::
 
-    forward:   y  = x * scale + shift                   one elementwise pass, scale = weight / sqrt(var + eps),
-                                                         shift = bias - mean * scale
+    forward:   y  = x * scale + shift                   one elementwise pass,
+                                                        scale = weight / sqrt(var + eps),
+                                                        shift = bias - mean * scale
     backward:  gx = k1 * gy + k2 * (x - mean) + k3      per-channel k1, k2, k3 below
 
 The backward is one task per channel that makes all its passes (statistics, the two gradient
@@ -18,7 +19,8 @@ largest layer (8x112x112 values of x and gy) fits in the 2-4 MiB of cache a core
 Training backward (see fastconv.reference.batchnorm for the derivation), with r = 1/sqrt(var + eps),
 S1 = sum(gy), S2 = sum(gy * (x - mean)) over the m values of a channel:
 
-    gx = r*weight*gy - r^3*weight*S2/m * (x - mean) - r*weight*S1/m,   d_weight = r*S2,   d_bias = S1
+    gx = r*weight*gy - r^3*weight*S2/m * (x - mean) - r*weight*S1/m
+    d_weight = r*S2,   d_bias = S1
 
 Evaluation backward: mean and var are the running ones, constants: gx = r*weight*gy.
 """
