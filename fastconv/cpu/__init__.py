@@ -20,7 +20,7 @@ def algorithms():
     return [
         Algorithm("depthwise", family="conv", kernels=depthwise, why_not=depthwise.why_not,
                   summary="one filter per channel: a per-row stencil, memory-bound",
-                  workspace_bytes=_padding_bytes, **common),
+                  workspace_bytes=depthwise.workspace_bytes, **common),
         Algorithm("pointwise", family="conv", kernels=pointwise, why_not=pointwise.why_not,
                   summary="1x1 kernel: a GEMM over channels, no im2col",
                   workspace_bytes=pointwise.workspace_bytes, **common),

@@ -12,7 +12,7 @@ from __future__ import annotations
 from math import prod
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, uint64
 
 FASTMATH = {"contract"}  # fused multiply-add only: no reassociation, NaN and Inf kept
 
@@ -65,3 +65,94 @@ def channel_sum(a):
     out = np.empty(a.shape[1], dtype=a.dtype)
     _channel_sum(a.reshape(a.shape[0], a.shape[1], prod(a.shape[2:])), out)
     return out
+
+
+# Windows that hang over the edge of the input, in pooling (where padding is not a value to pad
+# with: max ignores it, average may not count it). Rather than test every tap, the kernels split
+# each output row: the border columns, whose windows reach outside, visit only their taps
+# inside the input (taps); the interior columns [lo, hi) (inside), usually nearly all of them,
+# need no test at all and are done tap by tap for the whole row at once.
+
+@njit(inline="always")
+def taps(start, step, size, count):
+    """Taps t in [lo, hi) of a window starting at ``start`` with ``step`` between taps whose
+    position start + t*step lies inside [0, size)."""
+    lo = 0 if start >= 0 else (step - 1 - start) // step
+    hi = min(count, (size - 1 - start) // step + 1)
+    return lo, max(lo, hi)
+
+
+@njit(inline="always")
+def inside(start, step, span, size, count):
+    """Outputs j in [lo, hi) whose whole window, positions start + j*step .. + span - 1, lies
+    inside [0, size): the interior, where no tap needs a bounds check."""
+    last = size - span - start  # the largest j*step that still fits
+    if last < 0:
+        return 0, 0
+    lo = 0 if start >= 0 else min(count, (step - 1 - start) // step)
+    return lo, max(lo, min(count, last // step + 1))
+
+
+@njit(inline="always")
+def border(k, lo, hi):
+    """The k-th column outside the interior [lo, hi): 0 .. lo-1, then hi, hi+1, ..."""
+    return k if k < lo else k + hi - lo
+
+
+
+# Row helpers for the interior: one tap for a whole row of windows. Neighbouring windows read
+# evenly spaced inputs, src[col + j*step]; when step is 1 or 2 (nearly every layer) it is passed
+# as a compile-time constant, and LLVM loads them with whole vectors and shuffles instead of
+# gathers (3x faster for stride 2, measured on max pooling).
+
+
+@njit(inline="always")
+def _axpy(acc, wv, src, col, step):
+    for j in range(uint64(acc.size)):
+        acc[j] += wv * src[col + j * step]
+
+
+@njit(inline="always")
+def row_axpy(acc, wv, src, col, step):
+    """acc[j] += wv * src[col + j*step] for every j of acc."""
+    if step == 1:
+        _axpy(acc, wv, src, uint64(col), uint64(1))
+    elif step == 2:
+        _axpy(acc, wv, src, uint64(col), uint64(2))
+    else:
+        _axpy(acc, wv, src, uint64(col), uint64(step))
+
+
+@njit(inline="always")
+def _scatter(dst, col, step, wv, src):
+    for j in range(uint64(src.size)):
+        dst[col + j * step] += wv * src[j]
+
+
+@njit(inline="always")
+def row_scatter(dst, col, step, wv, src):
+    """dst[col + j*step] += wv * src[j] for every j of src: the adjoint of row_axpy."""
+    if step == 1:
+        _scatter(dst, uint64(col), uint64(1), wv, src)
+    elif step == 2:
+        _scatter(dst, uint64(col), uint64(2), wv, src)
+    else:
+        _scatter(dst, uint64(col), uint64(step), wv, src)
+
+
+@njit(inline="always")
+def _products(acc, a, src, col, step):
+    for j in range(uint64(acc.size)):
+        acc[j] += a[j] * src[col + j * step]
+
+
+@njit(inline="always")
+def row_products(acc, a, src, col, step):
+    """acc[j] += a[j] * src[col + j*step] for every j of acc: per-lane partial sums of a dot
+    product (no reassociation needed to vectorise)."""
+    if step == 1:
+        _products(acc, a, src, uint64(col), uint64(1))
+    elif step == 2:
+        _products(acc, a, src, uint64(col), uint64(2))
+    else:
+        _products(acc, a, src, uint64(col), uint64(step))

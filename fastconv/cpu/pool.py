@@ -3,41 +3,16 @@
 Shapes: x, gx (N, C, H, W); y, indices, gy (N, C, Ho, Wo). Window (i, j) covers rows
 ``i*sh - ph + a*dh`` (a < kh) and columns ``j*sw - pw + e*dw`` (e < kw); the parts outside the
 input are padding, skipped rather than read: for each window only the taps whose row (column)
-lies inside the input are visited (:func:`_taps`). One parallel task per (n, c) plane, so every
-result is computed by one thread in a fixed order and is bitwise repeatable.
+lies inside the input are visited (:func:`fastconv.cpu._loops.taps`). One parallel task per
+(n, c) plane, so every result is computed by one thread in a fixed order and is bitwise
+repeatable.
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange, uint64
 
-from ._loops import FASTMATH_SUM
-
-
-@njit(inline="always")
-def _taps(start, step, size, count):
-    """Taps t in [lo, hi) of a window starting at ``start`` with ``step`` between taps whose
-    position start + t*step lies inside [0, size)."""
-    lo = 0 if start >= 0 else (step - 1 - start) // step
-    hi = min(count, (size - 1 - start) // step + 1)
-    return lo, max(lo, hi)
-
-
-@njit(inline="always")
-def _inside(start, step, span, size, count):
-    """Outputs j in [lo, hi) whose whole window, positions start + j*step .. + span - 1, lies
-    inside [0, size): the interior, where no tap needs a bounds check."""
-    last = size - span - start  # the largest j*step that still fits
-    if last < 0:
-        return 0, 0
-    lo = 0 if start >= 0 else min(count, (step - 1 - start) // step)
-    return lo, max(lo, min(count, last // step + 1))
-
-
-@njit(inline="always")
-def _border(k, lo, hi):
-    """The k-th column outside the interior [lo, hi): 0 .. lo-1, then hi, hi+1, ..."""
-    return k if k < lo else k + hi - lo
+from ._loops import FASTMATH_SUM, border, inside, taps
 
 
 # Every kernel below works one output row at a time and splits it in three: the border columns
@@ -83,17 +58,17 @@ def _max_forward(x, y, indices, want_indices, kh, kw, sh, sw, ph, pw, dh, dw):
     # x (N, C, H, W) -> y (N, C, Ho, Wo), indices (same, int64; written if want_indices)
     n_, c_, h_, w_ = x.shape
     ho_, wo_ = y.shape[2], y.shape[3]
-    j_lo, j_hi = _inside(-pw, sw, (kw - 1) * dw + 1, w_, wo_)
+    j_lo, j_hi = inside(-pw, sw, (kw - 1) * dw + 1, w_, wo_)
     swu = uint64(sw)
     for plane in prange(n_ * c_):
         n, c = plane // c_, plane % c_
         for i in range(ho_):
             r0 = i * sh - ph
-            a_lo, a_hi = _taps(r0, dh, h_, kh)
+            a_lo, a_hi = taps(r0, dh, h_, kh)
             for k in range(wo_ - (j_hi - j_lo)):
-                j = _border(k, j_lo, j_hi)
+                j = border(k, j_lo, j_hi)
                 q0 = j * sw - pw
-                e_lo, e_hi = _taps(q0, dw, w_, kw)
+                e_lo, e_hi = taps(q0, dw, w_, kw)
                 best, where = _max_window(x, n, c, r0, a_lo, a_hi, q0, e_lo, e_hi, dh, dw)
                 y[n, c, i, j] = best
                 if want_indices:
@@ -157,18 +132,18 @@ def _divisor(r0, q0, h_, w_, kh, kw, ph, pw, count_include_pad, divisor_override
 def _avg_forward(x, y, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_override):
     n_, c_, h_, w_ = x.shape
     ho_, wo_ = y.shape[2], y.shape[3]
-    j_lo, j_hi = _inside(-pw, sw, kw, w_, wo_)
+    j_lo, j_hi = inside(-pw, sw, kw, w_, wo_)
     swu = uint64(sw)
     for plane in prange(n_ * c_):
         n, c = plane // c_, plane % c_
         total = np.empty(max(j_hi - j_lo, 0))  # the interior windows' float64 sums
         for i in range(ho_):
             r0 = i * sh - ph
-            a_lo, a_hi = _taps(r0, 1, h_, kh)
+            a_lo, a_hi = taps(r0, 1, h_, kh)
             for k in range(wo_ - (j_hi - j_lo)):
-                j = _border(k, j_lo, j_hi)
+                j = border(k, j_lo, j_hi)
                 q0 = j * sw - pw
-                e_lo, e_hi = _taps(q0, 1, w_, kw)
+                e_lo, e_hi = taps(q0, 1, w_, kw)
                 acc = 0.0
                 for r in range(r0 + a_lo, r0 + a_hi):
                     for q in range(q0 + e_lo, q0 + e_hi):
@@ -195,7 +170,7 @@ def _avg_backward(gy, gx, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_ove
     # gy (N, C, Ho, Wo) -> gx (N, C, H, W), uninitialised on entry
     n_, c_, h_, w_ = gx.shape
     ho_, wo_ = gy.shape[2], gy.shape[3]
-    j_lo, j_hi = _inside(-pw, sw, kw, w_, wo_)
+    j_lo, j_hi = inside(-pw, sw, kw, w_, wo_)
     swu = uint64(sw)
     for plane in prange(n_ * c_):
         n, c = plane // c_, plane % c_
@@ -203,11 +178,11 @@ def _avg_backward(gy, gx, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_ove
         share = np.empty(max(j_hi - j_lo, 0))
         for i in range(ho_):
             r0 = i * sh - ph
-            a_lo, a_hi = _taps(r0, 1, h_, kh)
+            a_lo, a_hi = taps(r0, 1, h_, kh)
             for k in range(wo_ - (j_hi - j_lo)):
-                j = _border(k, j_lo, j_hi)
+                j = border(k, j_lo, j_hi)
                 q0 = j * sw - pw
-                e_lo, e_hi = _taps(q0, 1, w_, kw)
+                e_lo, e_hi = taps(q0, 1, w_, kw)
                 s = gy[n, c, i, j] / _divisor(r0, q0, h_, w_, kh, kw, ph, pw,
                                               count_include_pad, divisor_override)
                 for r in range(r0 + a_lo, r0 + a_hi):
