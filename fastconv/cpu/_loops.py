@@ -73,6 +73,7 @@ def channel_sum(a):
 # inside the input (taps); the interior columns [lo, hi) (inside), usually nearly all of them,
 # need no test at all and are done tap by tap for the whole row at once.
 
+
 @njit(inline="always")
 def taps(start, step, size, count):
     """Taps t in [lo, hi) of a window starting at ``start`` with ``step`` between taps whose
@@ -97,7 +98,6 @@ def inside(start, step, span, size, count):
 def border(k, lo, hi):
     """The k-th column outside the interior [lo, hi): 0 .. lo-1, then hi, hi+1, ..."""
     return k if k < lo else k + hi - lo
-
 
 
 # Row helpers for the interior: one tap for a whole row of windows. Neighbouring windows read
