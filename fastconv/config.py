@@ -13,3 +13,7 @@ DIRECT_OUT_CHANNELS_PER_TASK = 8
 # CUDA im2col: the columns of as many whole images as fit in this many bytes (at least one
 # image) are built at once and multiplied by one batched cuBLAS GEMM, see fastconv.cuda.im2col.
 CUDA_IM2COL_WORKSPACE_BYTES = 256 * 2**20
+
+# direct: accumulator elements per output channel that a task keeps at once (whole output
+# rows, at least one); with the channel block they should fit in L1.
+DIRECT_CHUNK = 512

@@ -76,6 +76,17 @@ class ConvParams:
         dropped for unbatched calls."""
         return _user_shape(shape, self.spatial_dims, self.unbatched)
 
+    def kernel_calls(self, op: str) -> tuple[str, ...]:
+        """The conv family's entry points (``forward``, ``backward_data``,
+        ``backward_weight``) that one call of ``op`` runs, in order: a transposed convolution's
+        forward is this convolution's backward-data, its input gradient this one's forward."""
+        ahead, gradient = ("backward_data", "forward") if self.transposed else (
+            "forward", "backward_data")
+        if not op.endswith("_backward"):
+            return (ahead,)
+        want_x, want_w, _ = self.output_mask
+        return (gradient,) * want_x + ("backward_weight",) * want_w
+
 
 @dataclass(frozen=True)
 class PoolParams:

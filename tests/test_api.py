@@ -148,7 +148,9 @@ def test_auto_rule_of_a_backend_is_used(unit_stride_algorithm):
     (((8, 256, 56, 56), (128, 256, 1, 1)), dict(stride=2), "pointwise"),
     (((8, 64, 56, 56), (64, 64, 1, 1)), dict(padding=1), "im2col"),  # padded 1x1: no pointwise
     (((8, 64, 56, 56), (64, 64, 3, 3)), dict(padding=1), "im2col"),
-    (((8, 256, 28, 28), (256, 8, 3, 3)), dict(padding=1, groups=32), "im2col"),  # 8 per group
+    (((8, 256, 28, 28), (256, 8, 3, 3)), dict(padding=1, groups=32), "direct"),  # 8 per group
+    (((8, 512, 28, 28), (512, 8, 3, 3)), dict(padding=1, stride=2, groups=64), "im2col"),
+    (((8, 256, 28, 28), (256, 16, 3, 3)), dict(padding=1, groups=16), "im2col"),
     (((8, 256, 28, 28), (256, 2, 3, 3)), dict(padding=1, groups=128), "direct"),  # 2 per group
     (((8, 256, 28, 28), (128, 4, 3, 3)), dict(padding=1, groups=64), "direct"),
     (((8, 4, 56, 56), (4, 4, 7, 7)), dict(padding=3), "direct"),  # 4 outputs, dense

@@ -28,20 +28,13 @@ def algorithms():
                   summary="windows copied into column tiles, then BLAS GEMM",
                   workspace_bytes=im2col.workspace_bytes, **common),
         Algorithm("direct", family="conv", kernels=direct,
-                  summary="the convolution loop nest, vectorised along output rows",
-                  workspace_bytes=_padding_bytes, **common),
+                  summary="the convolution loop nest on flattened planes, 2x3 register tiles",
+                  workspace_bytes=direct.workspace_bytes, **common),
         Algorithm("direct", family="pool", kernels=pool,
                   summary="one pass over each window, one task per plane", **common),
         Algorithm("direct", family="batch_norm", kernels=batchnorm,
                   summary="two-pass float64 statistics, one fused elementwise pass", **common),
     ]
-
-
-def _padding_bytes(op, p, itemsize):
-    """direct and depthwise work on a zero-padded copy of the input (or of its gradient)."""
-    if p.padding == ((0, 0), (0, 0)):
-        return 0
-    return p.x_shape[0] * p.x_shape[1] * p.padded_size[0] * p.padded_size[1] * itemsize
 
 
 def choose(op, p, candidates):
@@ -59,18 +52,22 @@ def choose(op, p, candidates):
 
 # Measured on this project's 2-core AVX-512 machine, float32, batch 8, with
 # benchmarks/direct_vs_im2col.py (docs/algorithms.md has the table). im2col's cost is one copy
-# of every window element plus a GEMM with Og = O/groups rows; direct does the same multiply-adds
-# at a quarter to an eighth of BLAS's rate but copies nothing. The copy pays off once each copied
-# element feeds enough rows: direct won (by 1.2-2.7x) where a group has 2 or 4 output channels
-# and on few-channel layers with 4 or 8 outputs; at 8 the two tied within noise on ResNeXt's
-# grouped layer; from 16 up im2col won by 1.1-9x.
+# of every window element plus a GEMM with Og = O/groups rows; direct does the multiply-adds at
+# about half of BLAS's rate (2x3 register tiles on flattened planes) but copies nothing. Direct
+# won every direction with 2, 4 and 8 output channels per group at stride 1 (ResNeXt's
+# 8-per-group layer: 4.2 against 9.2 ms forward, 7.3 against 11.4 backward-data, 8.5 against
+# 13.8 backward-weight); at 16 the two split the directions, from 32 up im2col won. At stride 2
+# direct computes on a grid twice as wide as the output and lost 3-6x at 16 per group.
 DIRECT_BELOW_OUT_CHANNELS_PER_GROUP = 8
+DIRECT_AT_STRIDE_1_UP_TO = 8
 
 
 def direct_or_im2col(op, p):
     """The measured rule between the two general algorithms."""
     per_group = p.y_shape[1] // p.groups
-    if per_group < DIRECT_BELOW_OUT_CHANNELS_PER_GROUP:
+    limit = DIRECT_AT_STRIDE_1_UP_TO + 1 if p.stride == (1, 1) else \
+        DIRECT_BELOW_OUT_CHANNELS_PER_GROUP
+    if per_group < limit:
         return "direct", (f"{per_group} output channel(s) per group: im2col's GEMMs would have "
                           f"{per_group} row(s), and copying the windows would cost more than "
                           f"the arithmetic it speeds up")
