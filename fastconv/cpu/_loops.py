@@ -47,6 +47,19 @@ def cropped(xp, padding, size):
     return np.ascontiguousarray(xp[:, :, top:top + size[0], left:left + size[1]])
 
 
+@njit(inline="always")
+def pad_plane(buf, plane, top, left):
+    """buf (Hq, R) = plane (H, W) placed with its top-left corner at (top, left) among zeros;
+    the part falling outside buf (negative offsets, or too small a buf) is cropped. The
+    per-task padding of the depthwise and direct kernels: the copy lands in cache."""
+    h, w = plane.shape
+    hq, r = buf.shape
+    j0, j1 = max(0, -left), min(w, r - left)
+    buf[:] = 0
+    for i in range(max(0, -top), min(h, hq - top)):
+        buf[i + top, j0 + left:j1 + left] = plane[i, j0:j1]
+
+
 @njit(parallel=True, fastmath=FASTMATH_SUM, cache=True)
 def _channel_sum(a, out):
     # a (N, K, L) -> out (K,): per channel, a fixed-order float64 sum over batch and space

@@ -32,19 +32,11 @@ from ._loops import (
     FASTMATH_SUM,
     bias_or_zeros,
     channel_sum,
+    pad_plane,
     row_axpy,
     row_products,
     row_scatter,
 )
-
-
-@njit(inline="always")
-def _pad_plane(buf, plane, ph, pw):
-    """buf (Hp, Wp) = plane (H, W) with zeros around it, top-left offset (ph, pw)."""
-    h_, w_ = plane.shape
-    buf[:] = 0
-    for r in range(h_):
-        buf[ph + r, pw:pw + w_] = plane[r]
 
 
 @njit(inline="always")
@@ -77,7 +69,7 @@ def _forward(x, w, b, y, sh, sw, ph, pw, dh, dw, hp, wp):
     for task in prange(n_ * o_):
         n, o = task // o_, task % o_
         xp = np.empty((hp, wp), dtype=x.dtype)
-        _pad_plane(xp, x[n, o // m_], ph, pw)
+        pad_plane(xp, x[n, o // m_], ph, pw)
         k, yc = w[o, 0], y[n, o]
         for i in range(ho_):
             yr = yc[i]
@@ -137,7 +129,7 @@ def _backward_weight(x, gy, gw, sh, sw, ph, pw, dh, dw, hp, wp):
         partial = np.zeros((kh_ * kw_, wo_), dtype=gy.dtype)
         xp = np.empty((hp, wp), dtype=x.dtype)
         for n in range(n_):
-            _pad_plane(xp, x[n, o // m_], ph, pw)
+            pad_plane(xp, x[n, o // m_], ph, pw)
             for i in range(ho_):
                 gr = gy[n, o, i]
                 for a in range(kh_):

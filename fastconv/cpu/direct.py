@@ -42,7 +42,8 @@ import numpy as np
 from numba import get_num_threads, njit, prange, uint64
 
 from .. import config
-from ._loops import FASTMATH, FASTMATH_SUM, bias_or_zeros, channel_sum, cropped
+from ._loops import (FASTMATH, FASTMATH_SUM, bias_or_zeros, channel_sum, cropped, pad_plane,
+                     padded)
 
 
 # --- row updates: the inner loops -----------------------------------------------------------
@@ -99,20 +100,6 @@ def _kernel_row(acc0, acc1, w, o, p, c, a, src, col, dw, step):
         e += 1
 
 
-@njit
-def _pad_into(planes, x, n, c0, top, left, row):
-    # x[n, c0:c0 + len(planes)] (H, W) -> planes (Cg, Hq*R): placed at (top, left) of a zero
-    # (Hq, R) grid and flattened; negative top/left crop instead
-    h, w = x.shape[2], x.shape[3]
-    hq = planes.shape[1] // row
-    j0, j1 = max(0, -left), min(w, row - left)
-    planes[:] = 0
-    for c in range(planes.shape[0]):
-        for i in range(max(0, -top), min(h, hq - top)):
-            at = (i + top) * row + left
-            planes[c, at + j0:at + j1] = x[n, c0 + c, i, j0:j1]
-
-
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
 def _forward(x, w, b, y, top, left, hq, row, grid, step, dh, dw, groups, block, chunk):
     # x (N, C, H, W), w (O, Cg, KH, KW), b (O,) -> y (N, O, Ho, Wo). Each task first pads its
@@ -130,7 +117,8 @@ def _forward(x, w, b, y, top, left, hq, row, grid, step, dh, dw, groups, block, 
         o0 = g * og_ + task % blocks * block
         o1 = min(o0 + block, (g + 1) * og_)
         xq = np.empty((cg_, hq * row), dtype=x.dtype)
-        _pad_into(xq, x, n, g * cg_, top, left, row)
+        for c in range(cg_):
+            pad_plane(xq[c].reshape((hq, row)), x[n, g * cg_ + c], top, left)
         # one accumulator row per output channel, plus a spare when the block is odd: its
         # partner in the 2 x 3 tile reuses the block's last filter and is thrown away
         acc = np.zeros((o1 - o0 + 1, rows * grid), dtype=y.dtype)
@@ -262,20 +250,6 @@ def _grid_size(size, rows, cols, step):
     return hq, -(-(size[1] + cols[0] + cols[1]) // step) * step
 
 
-def _on_grid(x, rows, cols, step):
-    """x on its grid (_grid_size) as flat planes (N, C, Hq*R), with zeros around it, and R.
-    A view of x when nothing is added."""
-    (top, _), (left, _) = rows, cols
-    n, c, h, w = x.shape
-    hq, r = _grid_size((h, w), rows, cols, step)
-    if (hq, r, top, left) == (h, w, 0, 0):
-        return x.reshape(n, c, h * w), r
-    xq = np.zeros((n, c, hq, r), dtype=x.dtype)
-    xq[:, :, max(top, 0):top + h, max(left, 0):left + w] = \
-        x[:, :, max(-top, 0):hq - top, max(-left, 0):r - left]
-    return xq.reshape(n, c, hq * r), r
-
-
 def _adjoint_padding(p):
     """Backward-data of a stride-1 convolution is a convolution of gy zero-padded by these
     (rows, cols): dh*(kh-1) - top above, and below as many as make the result H rows high (the
@@ -329,7 +303,10 @@ def backward_data(gy, w, p):
 
 def backward_weight(x, gy, p):
     """dL/dw; x (N, C, H, W), gy (N, O, Ho, Wo) -> (O, C/G, kh, kw)."""
-    xq, row = _on_grid(x, *p.padding, p.stride[1])
+    (top, bottom), (left, _) = p.padding
+    hq, row = _grid_size(x.shape[2:], *p.padding, p.stride[1])
+    xp = padded(x, ((top, bottom), (left, row - left - x.shape[3])))  # right: up to R
+    xq = xp.reshape(xp.shape[0], xp.shape[1], hq * row)
     n, o, ho, wo = gy.shape
     grid = p.stride[0] * row // p.stride[1]
     gq = np.zeros((n, o, ho, grid), dtype=gy.dtype)  # gy on the forward's grid, zero past Wo
