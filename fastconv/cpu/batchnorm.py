@@ -96,8 +96,13 @@ def _backward(gy, x, training, eps, gamma, mean, var, s1, s2, gx):
             continue
         r = 1.0 / np.sqrt(var[c] + eps)
         k1 = r * gamma[c]
-        k2 = -r ** 3 * gamma[c] * b / m if training else 0.0
-        k3 = -r * gamma[c] * a / m if training else 0.0
+        if not training:  # fixed statistics: x does not enter (not even as 0 * x, which is NaN
+            for n in range(n_):  # for an infinite x)
+                for i in range(l_):
+                    gx[n, c, i] = k1 * gy[n, c, i]
+            continue
+        k2 = -r ** 3 * gamma[c] * b / m
+        k3 = -r * gamma[c] * a / m
         for n in range(n_):
             for i in range(l_):
                 gx[n, c, i] = k1 * gy[n, c, i] + k2 * (x[n, c, i] - mu) + k3

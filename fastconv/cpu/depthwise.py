@@ -8,16 +8,28 @@ Each input channel c feeds M = O/C output channels (the channel multiplier), o =
                                                         * xp[i*sh + a*dh, j*sw + e*dw]
 
 There is no channel reduction, so a depthwise layer does little arithmetic per byte: it is a
-stencil, bound by memory traffic, and GEMM-based algorithms waste their effort on it. So:
+stencil, bound by memory traffic, and GEMM-based algorithms waste their effort on it. Three
+tricks make it fast:
 
-- each task pads its own plane into a small buffer (the plane it is about to read, so the copy
-  stays in cache: no padded copy of the whole input goes through memory, and no tap needs a
-  bounds test);
-- each output row is computed with every tap of the filter while the row sits in L1, a whole
-  row of windows at a time in vector lanes, with stride 1 or 2 as a compile-time constant
-  (fastconv.cpu._loops);
-- MobileNet's 3x3 applies all nine taps in one pass over the row, so each output is loaded and
-  stored once rather than nine times.
+1. **Phase planes: every stride becomes stride 1.** Each task copies its zero-padded plane into
+   sh*sw phase planes, ``ph[r % sh, q % sw][r // sh, q // sw] = xp[r, q]``. Tap (a, e) of output
+   (i, j) reads ``xp[i*sh + a*dh, j*sw + e*dw]``, which is element
+   ``(i + a*dh // sh, j + e*dw // sw)`` of phase ``(a*dh % sh, e*dw % sw)``: consecutive outputs
+   read consecutive inputs, whatever the stride. (Strided loads need shuffles, and a stride-2
+   loop ran at a third of the speed; at stride 1 there is one phase, the padded plane itself.)
+2. **Flat planes.** Every phase plane is Rq columns wide and the outputs of a plane are laid on
+   a grid of the same width, m = i*Rq + j. Then each tap reads ``flat[off(a, e) + m]``: one
+   arithmetic sequence over the whole plane, not one short loop per output row (rows of 7
+   outputs, as in MobileNet's 14x14 stride-2 layer, left the vector units mostly idle). Grid
+   columns j >= Wo are computed and thrown away (Rq - Wo of them per row, 2 of 58 at 56x56).
+3. **All taps per pass.** For MobileNet's 3x3 each output is loaded and stored once with all nine
+   taps applied, rather than nine times.
+
+The copy into phase planes is the per-task padding: it lands in cache, so no padded copy of the
+whole input goes through memory and no tap needs a bounds test. Backward-data runs the forward's
+loops as their adjoint (each tap scatters gy into the phase planes, then the planes are read
+back into x's layout); backward-weight is one dot product per tap, gy's grid against the phase
+planes at the tap's offset.
 
 Tasks own whole planes (forward, input gradient) or output channels (weight gradient), and every
 sum runs in a fixed order, so results are bitwise repeatable.
@@ -25,153 +37,262 @@ sum runs in a fixed order, so results are bitwise repeatable.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange, uint64
+from numba import get_num_threads, njit, prange, uint64
 
-from ._loops import (
-    FASTMATH,
-    FASTMATH_SUM,
-    bias_or_zeros,
-    channel_sum,
-    pad_plane,
-    row_axpy,
-    row_products,
-    row_scatter,
-)
+from ._loops import (FASTMATH, FASTMATH_SUM, all_finite, bias_or_zeros, channel_sum, row_copy,
+                     row_place)
+
+
+# --- phase planes -----------------------------------------------------------------------------
+
+@njit(inline="always")
+def _columns(pc, sw, left, w, rq):
+    """The columns [q0, q1) of column phase pc that hold the plane (of width w, left padding
+    left), and the plane column of q0: q*sw + pc - left inside [0, w)."""
+    q0 = max(0, (left - pc + sw - 1) // sw)
+    q1 = min(rq, (w + left - pc + sw - 1) // sw)
+    return q0, max(q0, q1), q0 * sw + pc - left
 
 
 @njit(inline="always")
-def _rows3(acc, x0, x1, x2, step, k):
-    # acc[j] += the nine taps of the 3x3 filter k on the window whose top-left input is
-    # column j*step of row x0 (x1, x2 the rows below)
+def _rows(pr, sh, top, h, hq):
+    """The rows [t0, t1) of row phase pr that hold the plane, and the plane row of t0."""
+    t0 = max(0, (top - pr + sh - 1) // sh)
+    t1 = min(hq, (h + top - pr + sh - 1) // sh)
+    return t0, max(t0, t1), t0 * sh + pr - top
+
+
+@njit(inline="always")
+def _pairs(even, odd, src, col):
+    # even[k] = src[col + 2k], odd[k] = src[col + 2k + 1]: one row split into its two column
+    # phases in one loop
+    for k in range(uint64(even.size)):
+        even[k] = src[col + k * uint64(2)]
+        odd[k] = src[col + k * uint64(2) + uint64(1)]
+
+
+@njit(inline="always")
+def _to_phases(flat, plane, top, left, sh, sw, hq, rq):
+    """flat (sh*sw*hq*rq,) = the phase planes of plane (H, W) zero-padded by (top, left).
+    (The divisions are per phase, not per row: a division costs tens of cycles, and per row they
+    had made this copy take six times as long as the nine taps on 14x14 planes. At sw == 2 one
+    loop per row fills both column phases, which halved the copy's time on such planes.)"""
+    h, w = plane.shape
+    flat[:] = 0
+    for pr in range(sh):
+        t0, t1, r0 = _rows(pr, sh, top, h, hq)
+        if sw == 2:
+            c0 = left % 2  # plane column c0 + 2k lands in phase 0 at (c0 + left) // 2 + k
+            k0, pairs = (c0 + left) // 2, (w - c0) // 2
+            base = pr * 2 * hq * rq
+            for t in range(t0, t1):
+                row = plane[r0 + (t - t0) * sh]
+                at = base + t * rq + k0
+                _pairs(flat[at:at + pairs], flat[at + hq * rq:at + hq * rq + pairs], row, c0)
+                if c0 == 1:  # column 0 sits alone in phase 1, just left of the pairs
+                    flat[at + hq * rq - 1] = row[0]
+                if c0 + 2 * pairs < w:  # and the last column alone in phase 0
+                    flat[at + pairs] = row[w - 1]
+            continue
+        for pc in range(sw):
+            q0, q1, c0 = _columns(pc, sw, left, w, rq)
+            base = (pr * sw + pc) * hq * rq
+            for t in range(t0, t1):
+                row_copy(flat[base + t * rq + q0:base + t * rq + q1], plane[r0 + (t - t0) * sh],
+                         c0, sw)
+
+
+@njit(inline="always")
+def _from_phases(flat, plane, top, left, sh, sw, hq, rq):
+    """plane (H, W) = the interior of the padded plane held as phase planes in flat: the
+    inverse of _to_phases."""
+    h, w = plane.shape
+    for pr in range(sh):
+        t0, t1, r0 = _rows(pr, sh, top, h, hq)
+        for pc in range(sw):
+            q0, q1, c0 = _columns(pc, sw, left, w, rq)
+            base = (pr * sw + pc) * hq * rq
+            for t in range(t0, t1):
+                row_place(plane[r0 + (t - t0) * sh], c0, sw,
+                          flat[base + t * rq + q0:base + t * rq + q1])
+
+
+@njit(inline="always")
+def _offset(a, e, sh, sw, dh, dw, hq, rq):
+    """Where tap (a, e) of output m = 0 lies in the phase planes."""
+    r, q = a * dh, e * dw
+    return ((r % sh * sw + q % sw) * hq + r // sh) * rq + q // sw
+
+
+# --- the inner loops: whole planes at once ------------------------------------------------------
+
+@njit(inline="always")
+def _nine_taps(acc, flat, off, k):
+    # acc[m] += the nine taps of the 3x3 filter k, tap t reading flat[off[t] + m]. The taps'
+    # views are sliced before the loop so that their offsets are not inside the index
+    # expression (written inside it, LLVM gathered).
+    t0, t1, t2 = flat[off[0]:], flat[off[1]:], flat[off[2]:]
+    t3, t4, t5 = flat[off[3]:], flat[off[4]:], flat[off[5]:]
+    t6, t7, t8 = flat[off[6]:], flat[off[7]:], flat[off[8]:]
     w0, w1, w2, w3, w4, w5 = k[0, 0], k[0, 1], k[0, 2], k[1, 0], k[1, 1], k[1, 2]
     w6, w7, w8 = k[2, 0], k[2, 1], k[2, 2]
-    for j in range(uint64(acc.size)):
-        q = j * step
-        s = acc[j] + w0 * x0[q]
-        s += w1 * x0[q + uint64(1)]
-        s += w2 * x0[q + uint64(2)]
-        s += w3 * x1[q]
-        s += w4 * x1[q + uint64(1)]
-        s += w5 * x1[q + uint64(2)]
-        s += w6 * x2[q]
-        s += w7 * x2[q + uint64(1)]
-        s += w8 * x2[q + uint64(2)]
-        acc[j] = s
+    for m in range(uint64(acc.size)):
+        s = acc[m] + w0 * t0[m]
+        s += w1 * t1[m]
+        s += w2 * t2[m]
+        s += w3 * t3[m]
+        s += w4 * t4[m]
+        s += w5 * t5[m]
+        s += w6 * t6[m]
+        s += w7 * t7[m]
+        s += w8 * t8[m]
+        acc[m] = s
 
+
+@njit(inline="always")
+def _axpy(acc, wv, src):
+    for m in range(uint64(acc.size)):
+        acc[m] += wv * src[m]
+
+
+@njit(inline="always")
+def _dot_lanes(part, a, b):
+    # part[m] += a[m] * b[m]: per-lane partial sums of a dot product
+    for m in range(uint64(part.size)):
+        part[m] += a[m] * b[m]
+
+
+@njit(inline="always")
+def _offsets(kh_, kw_, sh, sw, dh, dw, hq, rq):
+    off = np.empty(kh_ * kw_, dtype=np.uint64)
+    for a in range(kh_):
+        for e in range(kw_):
+            off[a * kw_ + e] = _offset(a, e, sh, sw, dh, dw, hq, rq)
+    return off
+
+
+def _per_block(tasks):
+    """Tasks per block: a few blocks per thread, so that the buffers are allocated per block and
+    not per task (tiny planes make tasks of well under a microsecond)."""
+    return max(1, tasks // (4 * get_num_threads()))
+
+
+# --- kernels ------------------------------------------------------------------------------------
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
-def _forward(x, w, b, y, sh, sw, ph, pw, dh, dw, hp, wp):
+def _forward(x, w, b, y, sh, sw, ph, pw, dh, dw, hq, rq, per):
     # x (N, C, H, W), w (O, 1, KH, KW), b (O,) -> y (N, O, Ho, Wo)
     n_, c_ = x.shape[0], x.shape[1]
     o_, _, kh_, kw_ = w.shape
     ho_ = y.shape[2]
     m_ = o_ // c_
-    for task in prange(n_ * o_):
-        n, o = task // o_, task % o_
-        xp = np.empty((hp, wp), dtype=x.dtype)
-        pad_plane(xp, x[n, o // m_], ph, pw)
-        k, yc = w[o, 0], y[n, o]
-        for i in range(ho_):
-            yr = yc[i]
-            yr[:] = b[o]  # bias first, then the taps in order
-            if kh_ == 3 and kw_ == 3 and dh == 1 and dw == 1:
-                x0, x1, x2 = xp[i * sh], xp[i * sh + 1], xp[i * sh + 2]
-                if sw == 1:
-                    _rows3(yr, x0, x1, x2, uint64(1), k)
-                elif sw == 2:
-                    _rows3(yr, x0, x1, x2, uint64(2), k)
-                else:
-                    _rows3(yr, x0, x1, x2, uint64(sw), k)
-            else:
-                for a in range(kh_):
-                    xr = xp[i * sh + a * dh]
-                    for e in range(kw_):
-                        row_axpy(yr, k[a, e], xr, e * dw, sw)
-
-
-# Input gradient: xp[r, q] feeds y[n, c*M + m, i, j] with weight w[c*M + m, 0, a, e] where
-# r = i*sh + a*dh and q = j*sw + e*dw; each task (one input plane) scatters those products back
-# into its padded buffer, walking the forward's loops, and keeps the interior.
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
-def _backward_data(gy, w, gx, sh, sw, ph, pw, dh, dw, hp, wp):
-    # gy (N, O, Ho, Wo), w (O, 1, KH, KW) -> gx (N, C, H, W)
-    n_, c_, h_, w_ = gx.shape
-    o_, _, kh_, kw_ = w.shape
-    ho_ = gy.shape[2]
-    m_ = o_ // c_
-    for task in prange(n_ * c_):
-        n, c = task // c_, task % c_
-        gxp = np.zeros((hp, wp), dtype=gx.dtype)
-        for o in range(c * m_, (c + 1) * m_):
+    off = _offsets(kh_, kw_, sh, sw, dh, dw, hq, rq)
+    for blk in prange((n_ * o_ + per - 1) // per):
+        flat = np.empty(sh * sw * hq * rq, dtype=x.dtype)
+        acc = np.empty(ho_ * rq, dtype=y.dtype)
+        for task in range(blk * per, min(n_ * o_, (blk + 1) * per)):
+            n, o = task // o_, task % o_
+            _to_phases(flat, x[n, o // m_], ph, pw, sh, sw, hq, rq)
             k = w[o, 0]
+            acc[:] = b[o]  # bias first, then the taps in order
+            if kh_ == 3 and kw_ == 3:
+                _nine_taps(acc, flat, off, k)
+            else:
+                for t in range(kh_ * kw_):
+                    _axpy(acc, k[t // kw_, t % kw_], flat[off[t]:])
             for i in range(ho_):
-                gr = gy[n, o, i]
-                for a in range(kh_):
-                    xr = gxp[i * sh + a * dh]
-                    for e in range(kw_):
-                        row_scatter(xr, e * dw, sw, k[a, e], gr)
-        for r in range(h_):
-            gx[n, c, r] = gxp[ph + r, pw:pw + w_]
+                row_copy(y[n, o, i], acc, i * rq, 1)
 
 
-# Weight gradient: dL/dw[o, 0, a, e] = sum_{n, i, j} gy[n, o, i, j] * xp[i*sh + a*dh, j*sw + e*dw].
-# One task per output channel; each output row is read once and met with all kh*kw taps, whose
-# partial sums are kept per column j (vectorisable, no reassociation) and reduced in a fixed
-# order at the end.
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def _backward_data(gy, w, gx, sh, sw, ph, pw, dh, dw, hq, rq, per):
+    # gy (N, O, Ho, Wo), w (O, 1, KH, KW) -> gx (N, C, H, W). The adjoint of _forward: where the
+    # forward adds w * flat[off + m] into acc[m], this adds w * gy[m] into flat[off + m].
+    n_, c_ = gx.shape[0], gx.shape[1]
+    o_, _, kh_, kw_ = w.shape
+    ho_, wo_ = gy.shape[2], gy.shape[3]
+    m_ = o_ // c_
+    off = _offsets(kh_, kw_, sh, sw, dh, dw, hq, rq)
+    for blk in prange((n_ * c_ + per - 1) // per):
+        flat = np.empty(sh * sw * hq * rq, dtype=gx.dtype)
+        grid = np.zeros(ho_ * rq, dtype=gy.dtype)  # columns j >= Wo stay zero
+        for task in range(blk * per, min(n_ * c_, (blk + 1) * per)):
+            n, c = task // c_, task % c_
+            flat[:] = 0
+            for o in range(c * m_, (c + 1) * m_):
+                for i in range(ho_):
+                    row_copy(grid[i * rq:i * rq + wo_], gy[n, o, i], 0, 1)
+                k = w[o, 0]
+                for t in range(kh_ * kw_):
+                    _axpy(flat[off[t]:off[t] + grid.size], k[t // kw_, t % kw_], grid)
+            _from_phases(flat, gx[n, c], ph, pw, sh, sw, hq, rq)
+
+
 @njit(parallel=True, fastmath=FASTMATH_SUM, cache=True)
-def _backward_weight(x, gy, gw, sh, sw, ph, pw, dh, dw, hp, wp):
-    # x (N, C, H, W), gy (N, O, Ho, Wo) -> gw (O, 1, KH, KW)
+def _backward_weight(x, gy, gw, sh, sw, ph, pw, dh, dw, hq, rq, exact):
+    # x (N, C, H, W), gy (N, O, Ho, Wo) -> gw (O, 1, KH, KW): dL/dw[o, 0, a, e] is the dot
+    # product of gy's grid with the phase planes at tap (a, e)'s offset, summed over the batch.
+    # Partial sums are kept per grid position (vectorisable without reassociation) and reduced
+    # in a fixed order at the end. The grid's columns j >= Wo (gy zero there) read inputs that
+    # the tap never meets, harmless (0 * x) unless x holds Inf or NaN: 0 * Inf is NaN. So when
+    # x is not all finite (`exact`), the products run row by row over the Wo real outputs.
     n_, c_ = x.shape[0], x.shape[1]
     o_, _, kh_, kw_ = gw.shape
     ho_, wo_ = gy.shape[2], gy.shape[3]
     m_ = o_ // c_
+    off = _offsets(kh_, kw_, sh, sw, dh, dw, hq, rq)
     for o in prange(o_):
-        partial = np.zeros((kh_ * kw_, wo_), dtype=gy.dtype)
-        xp = np.empty((hp, wp), dtype=x.dtype)
+        flat = np.empty(sh * sw * hq * rq, dtype=x.dtype)
+        grid = np.zeros(ho_ * rq, dtype=gy.dtype)  # columns j >= Wo stay zero
+        part = np.zeros((kh_ * kw_, ho_ * rq), dtype=gy.dtype)
         for n in range(n_):
-            pad_plane(xp, x[n, o // m_], ph, pw)
+            _to_phases(flat, x[n, o // m_], ph, pw, sh, sw, hq, rq)
+            if exact:
+                for i in range(ho_):
+                    for t in range(kh_ * kw_):
+                        _dot_lanes(part[t, :wo_], gy[n, o, i], flat[off[t] + i * rq:])
+                continue
             for i in range(ho_):
-                gr = gy[n, o, i]
-                for a in range(kh_):
-                    xr = xp[i * sh + a * dh]
-                    for e in range(kw_):
-                        row_products(partial[a * kw_ + e], gr, xr, e * dw, sw)
-        for tap in range(kh_ * kw_):
+                row_copy(grid[i * rq:i * rq + wo_], gy[n, o, i], 0, 1)
+            for t in range(kh_ * kw_):
+                _dot_lanes(part[t], grid, flat[off[t]:])
+        for t in range(kh_ * kw_):
             total = 0.0
-            for j in range(wo_):
-                total += partial[tap, j]
-            gw[o, 0, tap // kw_, tap % kw_] = total
+            for m in range(grid.size):
+                total += part[t, m]
+            gw[o, 0, t // kw_, t % kw_] = total
 
 
 def _geometry(p):
-    """sh, sw, ph, pw, dh, dw, Hp, Wp: (ph, pw) the top-left padding, (Hp, Wp) the padded plane.
-    The plane is cut to the rows and columns the windows reach (a stride may leave some of the
-    last unused, and the bottom/right padding may be smaller than the top/left)."""
+    """sh, sw, ph, pw, dh, dw, Hq, Rq: (ph, pw) the top-left padding, (Hq, Rq) the size of one
+    phase plane. The padded plane is cut to the rows and columns the windows reach; Hq has one
+    spare row, since grid columns past Wo read on into the next row."""
     (sh, sw), ((top, _), (left, _)), (dh, dw) = p.stride, p.padding, p.dilation
     (ho, wo), (kh, kw) = p.y_shape[2:], p.kernel
     hp = max((ho - 1) * sh + (kh - 1) * dh + 1, top + p.x_shape[2])
     wp = max((wo - 1) * sw + (kw - 1) * dw + 1, left + p.x_shape[3])
-    return sh, sw, top, left, dh, dw, hp, wp
+    return sh, sw, top, left, dh, dw, -(-hp // sh) + 1, -(-wp // sw)
 
 
 def forward(x, w, b, p):
     """y = depthwise_conv(x, w) + b; x (N, C, H, W), w (O, 1, kh, kw) -> (N, O, Ho, Wo)."""
     y = np.empty(p.y_shape, dtype=x.dtype)
-    _forward(x, w, bias_or_zeros(b, p, x.dtype), y, *_geometry(p))
+    _forward(x, w, bias_or_zeros(b, p, x.dtype), y, *_geometry(p),
+             _per_block(x.shape[0] * w.shape[0]))
     return y
 
 
 def backward_data(gy, w, p):
     """dL/dx; gy (N, O, Ho, Wo), w (O, 1, kh, kw) -> (N, C, H, W)."""
     gx = np.empty(p.x_shape, dtype=gy.dtype)
-    _backward_data(gy, w, gx, *_geometry(p))
+    _backward_data(gy, w, gx, *_geometry(p), _per_block(gx.shape[0] * gx.shape[1]))
     return gx
 
 
 def backward_weight(x, gy, p):
     """dL/dw; x (N, C, H, W), gy (N, O, Ho, Wo) -> (O, 1, kh, kw)."""
     gw = np.empty(p.w_shape, dtype=x.dtype)
-    _backward_weight(x, gy, gw, *_geometry(p))
+    _backward_weight(x, gy, gw, *_geometry(p), not all_finite(x))
     return gw
 
 
@@ -189,11 +310,11 @@ def why_not(op, p):
 
 
 def workspace_bytes(op, p, itemsize):
-    """One padded plane per running task (and in backward-weight a (kh*kw, Wo) partial-sum
-    buffer): at most one per thread at a time."""
-    import numba
-
-    *_, hp, wp = _geometry(p)
-    per_task = hp * wp + (p.kernel[0] * p.kernel[1] * p.y_shape[3] if op.endswith("_backward")
-                          else 0)
-    return numba.get_num_threads() * per_task * itemsize
+    """Per thread at most: the phase planes of one plane, one output grid and, in
+    backward-weight, kh*kw partial sums per grid position (p.kernel_calls gives the kernels that
+    op runs)."""
+    sh, sw, *_, hq, rq = _geometry(p)
+    grid = p.y_shape[2] * rq
+    kernels = p.kernel_calls(op)
+    taps = p.kernel[0] * p.kernel[1] if "backward_weight" in kernels else 0
+    return get_num_threads() * (sh * sw * hq * rq + grid * (1 + taps)) * itemsize

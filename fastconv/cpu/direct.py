@@ -42,8 +42,8 @@ import numpy as np
 from numba import get_num_threads, njit, prange, uint64
 
 from .. import config
-from ._loops import (FASTMATH, FASTMATH_SUM, bias_or_zeros, channel_sum, cropped, pad_plane,
-                     padded)
+from ._loops import (FASTMATH, FASTMATH_SUM, all_finite, bias_or_zeros, channel_sum, cropped,
+                     pad_plane, padded, row_copy)
 
 
 # --- row updates: the inner loops -----------------------------------------------------------
@@ -137,14 +137,18 @@ def _forward(x, w, b, y, top, left, hq, row, grid, step, dh, dw, groups, block, 
                                     src, col, dw, step)
             for o in range(o0, o1):  # the grid's columns j < Wo are the outputs
                 for i in range(i0, i1):
-                    y[n, o, i, :] = acc[o - o0, (i - i0) * grid:(i - i0) * grid + wo_]
+                    row_copy(y[n, o, i], acc[o - o0], (i - i0) * grid, 1)
 
 
 # Weight gradient: dL/dw[o, c, a, e] = sum_{n, m} gq[n, o, m] * xq[n, g*Cg + c, s*m + a*dh*R + e*dw]
 # with gq the output gradient laid on the same grid as the forward's outputs and zero in its
-# columns j >= Wo (they must not contribute). One task per (o, c); the three taps of a kernel
-# row share each load of gq. These are long dot products, compiled with FASTMATH_SUM so that
-# LLVM keeps partial sums in vector lanes (the order is fixed by the compiled code).
+# columns j >= Wo (they must not contribute). Those columns read inputs that the tap never meets
+# in the convolution, which is harmless (0 * x) unless x holds Inf or NaN: 0 * Inf is NaN, and
+# gw would turn NaN where PyTorch's stays finite. So when x is not all finite (`exact`), the dot
+# products run row by row over the Wo real outputs only (slower for narrow planes, the same
+# sums otherwise). One task per (o, c); the three taps of a kernel row share each load of gq.
+# These are long dot products, compiled with FASTMATH_SUM so that LLVM keeps partial sums in
+# vector lanes (the order is fixed by the compiled code).
 @njit(inline="always")
 def _three_dots(g, src, col, d, step, zero):
     c1 = col + d
@@ -167,13 +171,14 @@ def _dot(g, src, col, step, zero):
 
 
 @njit(parallel=True, fastmath=FASTMATH_SUM, cache=True)
-def _backward_weight(xq, gq, size, gw, row, step, dh, dw, groups, zero):
-    # xq (N, C, Hp*R), gq (N, O, Ho*grid), its first `size` positions -> gw (O, Cg, KH, KW).
-    # Sums in the dtype of zero, the arrays' own: float64 sums would halve the vector width and
-    # convert every product.
+def _backward_weight(xq, gq, gw, row, grid, step, dh, dw, groups, ho_, wo_, exact, zero):
+    # xq (N, C, Hp*R), gq (N, O, Ho*grid) -> gw (O, Cg, KH, KW). Sums in the dtype of zero, the
+    # arrays' own: float64 sums would halve the vector width and convert every product.
     n_ = xq.shape[0]
     o_, cg_, kh_, kw_ = gw.shape
     og_ = o_ // groups
+    # one dot product over the grid up to its last output, or (exact) one per output row
+    pieces, length = (ho_, wo_) if exact else (1, (ho_ - 1) * grid + wo_)
     for task in prange(o_ * cg_):
         o = task // cg_
         c = task % cg_
@@ -184,24 +189,25 @@ def _backward_weight(xq, gq, size, gw, row, step, dh, dw, groups, zero):
                 three = e + 3 <= kw_
                 s0 = s1 = s2 = zero
                 for n in range(n_):
-                    g = gq[n, o, :size]
                     src = xq[n, ci]
-                    at = uint64(a * dh * row + e * dw)
-                    if three and step == 1:
-                        t = _three_dots(g, src, at, uint64(dw), uint64(1), zero)
-                    elif three and step == 2:
-                        t = _three_dots(g, src, at, uint64(dw), uint64(2), zero)
-                    elif three:
-                        t = _three_dots(g, src, at, uint64(dw), uint64(step), zero)
-                    elif step == 1:
-                        t = (_dot(g, src, at, uint64(1), zero), zero, zero)
-                    elif step == 2:
-                        t = (_dot(g, src, at, uint64(2), zero), zero, zero)
-                    else:
-                        t = (_dot(g, src, at, uint64(step), zero), zero, zero)
-                    s0 += t[0]
-                    s1 += t[1]
-                    s2 += t[2]
+                    for i in range(pieces):
+                        g = gq[n, o, i * grid:i * grid + length]
+                        at = uint64(a * dh * row + e * dw + i * grid * step)
+                        if three and step == 1:
+                            t = _three_dots(g, src, at, uint64(dw), uint64(1), zero)
+                        elif three and step == 2:
+                            t = _three_dots(g, src, at, uint64(dw), uint64(2), zero)
+                        elif three:
+                            t = _three_dots(g, src, at, uint64(dw), uint64(step), zero)
+                        elif step == 1:
+                            t = (_dot(g, src, at, uint64(1), zero), zero, zero)
+                        elif step == 2:
+                            t = (_dot(g, src, at, uint64(2), zero), zero, zero)
+                        else:
+                            t = (_dot(g, src, at, uint64(step), zero), zero, zero)
+                        s0 += t[0]
+                        s1 += t[1]
+                        s2 += t[2]
                 gw[o, c, a, e] = s0
                 if three:
                     gw[o, c, a, e + 1] = s1
@@ -312,8 +318,8 @@ def backward_weight(x, gy, p):
     gq = np.zeros((n, o, ho, grid), dtype=gy.dtype)  # gy on the forward's grid, zero past Wo
     gq[..., :wo] = gy
     gw = np.empty(p.w_shape, dtype=x.dtype)
-    _backward_weight(xq, gq.reshape(n, o, ho * grid), (ho - 1) * grid + wo, gw, row,
-                     p.stride[1], *p.dilation, p.groups, gw.dtype.type(0))
+    _backward_weight(xq, gq.reshape(n, o, ho * grid), gw, row, grid, p.stride[1], *p.dilation,
+                     p.groups, ho, wo, not all_finite(x), gw.dtype.type(0))
     return gw
 
 

@@ -112,31 +112,32 @@ def avg_pool_backward(gy, p):
     return crop(gxp, pads, p.x_shape[2:]).astype(gy.dtype)
 
 
-def averaging_matrix(size, out):
-    """A (out, size) with A[i, r] = 1/len(window i) for r in window i, else 0.
-
-    Adaptive window i is [floor(i*size/out), ceil((i+1)*size/out)). Windows are rectangles and
-    their element count is the product of their row and column lengths, so adaptive average
-    pooling is separable: y = A_h x A_w^T for every (n, c) plane.
-    """
+def adaptive_windows(size, out):
+    """The bounds [start, stop) of each adaptive window along one dimension: window i is
+    [floor(i*size/out), ceil((i+1)*size/out)), as PyTorch. Neighbours may overlap by one."""
     i = np.arange(out)
-    start = (i * size) // out
-    end = -((-(i + 1) * size) // out)
-    r = np.arange(size)
-    inside = (r >= start[:, None]) & (r < end[:, None])
-    return inside / (end - start)[:, None]
+    return list(zip((i * size) // out, -((-(i + 1) * size) // out)))
 
 
+# Adaptive average pooling: each output is the plain mean of its window. (It is linear, y =
+# A_h x A_w^T with averaging matrices, but written as that product a NaN or Inf anywhere in x
+# would reach every output through 0 * Inf; window by window it reaches only its own windows.)
 def adaptive_avg_pool_forward(x, p):
-    """y[n, c] = A_h @ x[n, c] @ A_w^T."""
-    ah, aw = (averaging_matrix(n, o) for n, o in zip(p.x_shape[2:], p.y_shape[2:]))
-    return np.einsum("ir,ncrq,jq->ncij", ah, x.astype(np.float64), aw,
-                     optimize=True).astype(x.dtype)
+    """y[n, c, i, j] = mean of x[n, c] over window (i, j)."""
+    y = np.empty(p.y_shape)
+    for i, (r0, r1) in enumerate(adaptive_windows(p.x_shape[2], p.y_shape[2])):
+        for j, (q0, q1) in enumerate(adaptive_windows(p.x_shape[3], p.y_shape[3])):
+            y[:, :, i, j] = x[:, :, r0:r1, q0:q1].astype(np.float64).mean(axis=(2, 3))
+    return y.astype(x.dtype)
 
 
-# Adaptive-average gradient. y = A_h x A_w^T is linear in x, so dL/dx = A_h^T gy A_w.
+# Adaptive-average gradient: each window's output gradient is shared out equally among its
+# elements (summed where windows overlap).
 def adaptive_avg_pool_backward(gy, p):
     """dL/dx from gy -> (N, C, H, W)."""
-    ah, aw = (averaging_matrix(n, o) for n, o in zip(p.x_shape[2:], p.y_shape[2:]))
-    return np.einsum("ir,ncij,jq->ncrq", ah, gy.astype(np.float64), aw,
-                     optimize=True).astype(gy.dtype)
+    gx = np.zeros(p.x_shape)
+    for i, (r0, r1) in enumerate(adaptive_windows(p.x_shape[2], p.y_shape[2])):
+        for j, (q0, q1) in enumerate(adaptive_windows(p.x_shape[3], p.y_shape[3])):
+            share = gy[:, :, i, j].astype(np.float64) / ((r1 - r0) * (q1 - q0))
+            gx[:, :, r0:r1, q0:q1] += share[:, :, None, None]
+    return gx.astype(gy.dtype)

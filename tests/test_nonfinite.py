@@ -1,0 +1,70 @@
+"""NaN and Inf in the input behave as in PyTorch: they spread only to the outputs (and
+gradients) whose windows touch them, a NaN in a max-pool window wins, and nothing else changes.
+
+Every CPU algorithm is compared with the reference, and the reference with PyTorch where it is
+installed; ``fastconv.testing.error`` requires NaN in exactly the same places and Inf equal.
+Only x holds the non-finite values (gradients and weights stay finite): the kernels' zero
+padding and thrown-away grid columns must never turn into 0 * Inf.
+"""
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv.testing import assert_matches, fastconv_runner, reference_op
+
+import grids
+
+OPS = ("conv2d", "conv1d", "conv_transpose2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d",
+       "batch_norm")
+# every seventh case of the large convolution grids, all of the pooling and batch-norm ones
+CASES = [c for op in OPS for i, c in enumerate(x for x in grids.CASES if x.op == op)
+         if op not in ("conv2d", "conv1d", "conv_transpose2d") or i % 7 == 0]
+
+
+def with_nonfinite(x, rng):
+    """A copy of x with one NaN, one +Inf and one -Inf at random places."""
+    x = x.copy()
+    flat = x.reshape(-1)
+    spots = rng.choice(flat.size, size=min(3, flat.size), replace=False)
+    flat[spots] = (np.nan, np.inf, -np.inf)[:len(spots)]
+    return x
+
+
+def directions(case, rng):
+    """(op, args, kwargs) of the forward call and of its backward call, x non-finite in both."""
+    args = grids.forward_args(case, rng)
+    args[0] = with_nonfinite(args[0], rng)
+    bargs, bkwargs = grids.backward_args(case, args, rng)
+    return [(case.op, args, case.kwargs), (case.op + "_backward", bargs, bkwargs)]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.op}[{c}]")
+def test_every_algorithm_spreads_nonfinite_values_like_the_reference(case, rng):
+    for op, args, kwargs in directions(case, rng):
+        shapes = [None if a is None else a.shape for a in args]
+        algos = [a for a in fastconv.explain(op, *shapes, **kwargs)["candidates"]
+                 if a != "reference"]
+        for algo in algos:
+            assert_matches(op, args, kwargs, fastconv_runner(algo), reference_op, np.float32)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.op}[{c}]")
+def test_the_reference_spreads_nonfinite_values_like_torch(case, rng):
+    pytest.importorskip("torch")
+    from fastconv.testing import torch_op
+
+    for op, args, kwargs in directions(case, rng):
+        assert_matches(op, args, kwargs, reference_op, torch_op, np.float64)
+
+
+def test_nan_stays_local():
+    """One NaN in a 3x3 convolution's input spoils exactly the 3x3 outputs around it, and in
+    a max pool exactly the windows holding it."""
+    x = np.ones((1, 1, 9, 9), np.float32)
+    x[0, 0, 4, 4] = np.nan
+    y = fastconv.conv2d(x, np.ones((1, 1, 3, 3), np.float32), padding=1)
+    expected = np.zeros((9, 9), bool)
+    expected[3:6, 3:6] = True
+    assert np.array_equal(np.isnan(y[0, 0]), expected)
+    y = fastconv.max_pool2d(x, 3, stride=3)
+    assert np.array_equal(np.isnan(y[0, 0]), np.eye(3, dtype=bool) & (np.arange(3) == 1))
