@@ -58,7 +58,7 @@ def main(o: Options, json_path=None, plot_path=None, argv=None, out=None) -> int
         progress.clear()
         print(table.format(row), file=out, flush=True)
     progress.clear()
-    summary = suite.summarise(rows)
+    summary = {**suite.summarise(rows), **suite.startup(o.backend)}
     print(table.rule(), file=out)
     print(report.footer(meta, summary, skipped, time.perf_counter() - started), file=out)
     if json_path:

@@ -85,6 +85,9 @@ def footer(meta: dict, summary: dict, skipped: list[str], wall_s: float) -> str:
     if "torch" in meta:
         warm += f", PyTorch {summary['torch_warmup_s']:.1f} s"
     lines.append(warm)
+    if "import_s" in summary:
+        lines.append(f"fresh process: import fastconv {summary['import_s']:.2f} s, first conv2d "
+                     f"{summary['first_conv2d_s']:.2f} s (warm on-disk JIT cache)")
     lines.extend(f"skipped {s}" for s in skipped)
     lines.append(f"{summary['rows']} rows in {wall_s:.0f} s")
     return "\n".join(lines)

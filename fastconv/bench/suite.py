@@ -211,6 +211,37 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
+# The start-up script: import time, then one small conv2d (as a user's first call: JIT code
+# loaded from Numba's on-disk cache, or compiled when there is none), in a fresh interpreter.
+_STARTUP = """
+import time
+t0 = time.perf_counter()
+import fastconv
+import numpy as np
+t1 = time.perf_counter()
+fastconv.conv2d(np.ones((1, 3, 8, 8), np.float32), np.ones((4, 3, 3, 3), np.float32), padding=1)
+t2 = time.perf_counter()
+print(t1 - t0, t2 - t1)
+"""
+
+
+def startup(backend: str = "cpu") -> dict:
+    """Seconds of ``import fastconv`` and of the first ``conv2d`` call in a fresh process, the
+    better of two runs (the first may fill the on-disk cache; the second shows the warm one).
+    CPU only: the CUDA backend's start-up is dominated by CuPy's and the driver's."""
+    import subprocess
+    import sys
+
+    if backend != "cpu":
+        return {}
+    runs = []
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-c", _STARTUP], capture_output=True, text=True,
+                             check=True).stdout.split()
+        runs.append(tuple(float(v) for v in out[-2:]))
+    return {"import_s": min(r[0] for r in runs), "first_conv2d_s": min(r[1] for r in runs)}
+
+
 def metadata(o: Options, device: timing.Device, roofs: dict, argv=None) -> dict:
     import fastconv
 
