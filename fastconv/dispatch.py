@@ -11,7 +11,7 @@ saying which calls it can serve. Backends register their algorithms when first u
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from math import prod
 from typing import Callable
 
@@ -110,9 +110,12 @@ def _register_reference(backend, kernels_of):
 
 def _load_cpu():
     from . import cpu, reference
+    from .cpu import _threads
 
+    safe = _threads.thread_safe()  # picks the Numba threading layer, before any kernel runs
     for algorithm in cpu.algorithms():
-        register(algorithm)
+        register(algorithm if safe else replace(algorithm,
+                                                kernels=_threads.Serialised(algorithm.kernels)))
     set_auto_rule("cpu", cpu.choose)
     _register_reference("cpu", reference.FAMILIES.get)
 

@@ -4,6 +4,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 
 def test_concurrent_first_calls_in_a_fresh_process():
     script = textwrap.dedent("""
@@ -39,3 +41,110 @@ def test_concurrent_first_calls_in_a_fresh_process():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stdout + done.stderr
+
+
+def _run(script, env=None, timeout=300):
+    import os
+
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stdout + done.stderr
+    return done.stdout
+
+
+# Four threads, each calling every CPU algorithm of every family many times; each result must
+# be bitwise equal to the serial call's.
+THREADED = """
+    import threading
+    import numpy as np
+    import fastconv
+    from fastconv.cpu import _threads
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 8, 12, 12)).astype(np.float32)
+    calls = [("conv2d", (x, rng.standard_normal((8, 8, 3, 3)).astype(np.float32)),
+              dict(padding=1, algo=a)) for a in ("direct", "im2col")]
+    calls += [("conv2d", (x, rng.standard_normal((8, 1, 3, 3)).astype(np.float32)),
+               dict(padding=1, groups=8, stride=2, algo="depthwise")),
+              ("conv2d", (x, rng.standard_normal((4, 8, 1, 1)).astype(np.float32)),
+               dict(algo="pointwise")),
+              ("max_pool2d", (x,), dict(kernel_size=3, stride=2, padding=1)),
+              ("avg_pool2d", (x,), dict(kernel_size=2)),
+              ("adaptive_avg_pool2d", (x,), dict(output_size=(3, 5))),
+              ("batch_norm", (x, None, None), dict(training=True))]
+    serial = [getattr(fastconv, op)(*a, **kw).tobytes() for op, a, kw in calls]
+    ITERATIONS = 25
+    barrier, bad, done = threading.Barrier(4), [], []
+
+    def work():
+        barrier.wait()
+        for _ in range(ITERATIONS):
+            for (op, a, kw), expected in zip(calls, serial):
+                if getattr(fastconv, op)(*a, **kw).tobytes() != expected:
+                    bad.append(op)
+                done.append(op)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not bad, bad
+    assert len(done) == 4 * ITERATIONS * len(calls)
+    print(_threads.layer(), len(done), "ok")
+"""
+
+
+def test_four_threads_bitwise_equal_to_serial_on_the_chosen_layer():
+    out = _run(THREADED)
+    assert out.split()[0] in ("tbb", "omp")  # a thread-safe layer was chosen
+
+
+@pytest.mark.parametrize("asked", ["workqueue", "tbb"])
+def test_unsafe_or_missing_layer_falls_back_to_serialised_kernels(asked):
+    """workqueue (asked for) is not thread-safe; tbb (asked for, not installed here) cannot
+    load: either way the kernels run one at a time and every result is still right."""
+    if asked == "tbb":
+        pytest.importorskip("numba")
+        try:
+            import tbb  # noqa: F401
+            pytest.skip("tbb is installed, so it loads")
+        except ImportError:
+            pass
+    out = _run(THREADED, env={"NUMBA_THREADING_LAYER": asked})
+    assert out.split()[0] == "workqueue"
+
+
+def test_fastconv_and_torch_in_one_process_neither_deadlock_nor_oversubscribe():
+    """Both libraries' thread pools in one loop, from two Python threads, finish well within
+    the timeout; neither pool has more threads than the machine has cores."""
+    pytest.importorskip("torch")
+    _run("""
+        import os, threading
+        import numpy as np
+        import numba
+        import torch
+        import fastconv
+
+        cores = len(os.sched_getaffinity(0))
+        x = np.random.default_rng(0).standard_normal((4, 16, 28, 28)).astype(np.float32)
+        w = np.random.default_rng(1).standard_normal((16, 16, 3, 3)).astype(np.float32)
+        expected = fastconv.conv2d(x, w, padding=1).tobytes()
+        tx, tw = torch.from_numpy(x), torch.from_numpy(w)
+        bad = []
+
+        def work():
+            for _ in range(30):
+                torch.nn.functional.conv2d(tx, tw, padding=1)
+                if fastconv.conv2d(x, w, padding=1).tobytes() != expected:
+                    bad.append(1)
+
+        threads = [threading.Thread(target=work) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not bad
+        assert numba.get_num_threads() <= cores and torch.get_num_threads() <= cores
+        print("ok")
+    """, timeout=240)
