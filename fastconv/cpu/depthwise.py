@@ -15,8 +15,8 @@ tricks make it fast:
    sh*sw phase planes, ``ph[r % sh, q % sw][r // sh, q // sw] = xp[r, q]``. Tap (a, e) of output
    (i, j) reads ``xp[i*sh + a*dh, j*sw + e*dw]``, which is element
    ``(i + a*dh // sh, j + e*dw // sw)`` of phase ``(a*dh % sh, e*dw % sw)``: consecutive outputs
-   read consecutive inputs, whatever the stride. (Strided loads need shuffles, and a stride-2
-   loop ran at a third of the speed; at stride 1 there is one phase, the padded plane itself.)
+   read consecutive inputs, whatever the stride, with no strided loads and their shuffles. (At
+   stride 1 there is one phase, the padded plane itself.)
 2. **Flat planes.** Every phase plane is Rq columns wide and the outputs of a plane are laid on
    a grid of the same width, m = i*Rq + j. Then each tap reads ``flat[off(a, e) + m]``: one
    arithmetic sequence over the whole plane, not one short loop per output row (rows of 7
