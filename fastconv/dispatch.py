@@ -181,11 +181,11 @@ def choose(op: str, backend: str, algo, p):
                          f"version of fastconv")
     if algo != "auto":
         if algo not in table:
-            raise ValueError(f"{op}: unknown algorithm {algo!r} on the {backend!r} backend; "
+            raise ValueError(f"{op}: unknown algorithm algo={algo!r} on the {backend!r} backend; "
                              f"expected 'auto' or one of {list(table)}")
         if verdicts[algo] is not None:
-            raise ValueError(f"{op}: algorithm {algo!r} cannot serve this call: {verdicts[algo]}; "
-                             f"algorithms that can: {candidates}")
+            raise ValueError(f"{op}: algorithm algo={algo!r} cannot serve this call: "
+                             f"{verdicts[algo]}; algorithms that can: {candidates}")
         return table[algo], f"forced by algo={algo!r}", candidates, rejected
     if not candidates:
         raise ValueError(f"{op}: no algorithm on the {backend!r} backend can serve this call: "

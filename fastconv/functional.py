@@ -1,9 +1,10 @@
 """The public ops: the contract of API.md, mirroring ``torch.nn.functional``.
 
-Every op runs the same four steps: check the arrays (``params.check_arrays``), validate and
+Every op runs the same steps: check the arrays (``params.check_arrays``), validate and
 normalise the other arguments into a parameter object (``params.<op>``), let the dispatcher pick
-an algorithm (``dispatch.select``), and call that algorithm's kernels on contiguous, batched
-arrays. Nothing here computes anything itself; the math lives in ``fastconv.reference`` and the
+an algorithm (``dispatch.select``), check that the memory it needs exists
+(``params.check_memory``), and call that algorithm's kernels on contiguous, batched arrays.
+Nothing here computes anything itself; the math lives in ``fastconv.reference`` and the
 backends.
 
 Transposed convolution is the adjoint of convolution and has no kernels of its own: its forward
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import replace
+from math import prod
 
 import numpy as np
 
@@ -25,11 +27,19 @@ def _quiet(op):
     """Ops raise no NumPy floating-point warnings, as PyTorch raises none: NaN and Inf simply
     propagate (inf * 0 is NaN). Without this, the same call warned or not depending on the
     algorithm (einsum and BLAS set the flags NumPy reports; Numba kernels cannot), and OpenBLAS
-    occasionally reported "invalid value" on finite data with finite results."""
+    occasionally reported "invalid value" on finite data with finite results.
+
+    An allocation that fails during the call (memory that exists but is taken) raises
+    MemoryError naming the op; the call's outputs are dropped with it."""
     @functools.wraps(op)
     def quiet_op(*args, **kwargs):
-        with np.errstate(all="ignore"):
-            return op(*args, **kwargs)
+        try:
+            with np.errstate(all="ignore"):
+                return op(*args, **kwargs)
+        except MemoryError as e:
+            if str(e).startswith(f"{op.__name__}:"):
+                raise
+            raise MemoryError(f"{op.__name__}: out of memory: {e}") from e
     return quiet_op
 
 
@@ -39,6 +49,23 @@ def _array_module(backend):
 
         return cupy
     return np
+
+
+def _kernels(op, backend, algo, p, *inputs):
+    """The kernels of the algorithm that runs this call, once the memory the call needs is
+    known to exist: its outputs, the algorithm's workspace, and the contiguous copies that
+    :func:`_prepared` makes of non-contiguous inputs."""
+    algorithm = dispatch.select(op, backend, algo, p)
+    itemsize = inputs[0].dtype.itemsize
+    outputs = [prod(s) * itemsize for s in dispatch.output_shapes(op, p) if s is not None]
+    if getattr(p, "return_indices", False):
+        outputs[-1] *= 8 // itemsize  # int64 indices
+    params.check_memory(op, backend, {
+        "outputs": sum(outputs),
+        "workspace": int(algorithm.workspace_bytes(op, p, itemsize)),
+        "input copies": sum(a.nbytes for a in inputs if a is not None and not a.flags.c_contiguous),
+    })
+    return algorithm.kernels
 
 
 def _shape(a):
@@ -100,7 +127,7 @@ conv1d.__doc__ = "1-D convolution (cross-correlation), as ``torch.nn.functional.
 
 
 def _conv_forward(op, backend, algo, p, x, weight, bias):
-    kernels = dispatch.select(op, backend, algo, p).kernels
+    kernels = _kernels(op, backend, algo, p, x, weight, bias)
     y = kernels.forward(_prepared(backend, x, p.x_shape), _prepared(backend, weight, p.w_shape),
                         _prepared(backend, bias), p)
     return y.reshape(p.user_shape(p.y_shape))
@@ -135,7 +162,7 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     backend = params.check_arrays(op, dict(bias=bias), x=x, weight=weight)
     p = params.conv_transpose2d(x.shape, weight.shape, _shape(bias), stride, padding,
                                 output_padding, groups, dilation)
-    kernels = dispatch.select(op, backend, algo, p).kernels
+    kernels = _kernels(op, backend, algo, p, x, weight, bias)
     # forward of the transposed op = backward-data of the convolution p describes
     y = kernels.backward_data(_prepared(backend, x, p.y_shape), _prepared(backend, weight), p)
     if bias is not None:
@@ -186,7 +213,7 @@ conv1d_backward.__doc__ = _CONV_BACKWARD_DOC.format(fwd="conv1d", op="conv1d_bac
 
 
 def _conv_backward(op, backend, algo, p, grad_y, x, weight):
-    kernels = dispatch.select(op, backend, algo, p).kernels
+    kernels = _kernels(op, backend, algo, p, grad_y, x, weight)
     want_x, want_w, want_b = p.output_mask
     gy = _prepared(backend, grad_y, p.y_shape)
     gx = gw = gb = None
@@ -211,7 +238,7 @@ def conv_transpose2d_backward(grad_y, x, weight, stride=1, padding=0, output_pad
     backend = params.check_arrays(op, grad_y=grad_y, x=x, weight=weight)
     p = params.conv_transpose2d_backward(grad_y.shape, x.shape, weight.shape, stride, padding,
                                          output_padding, groups, dilation, output_mask)
-    kernels = dispatch.select(op, backend, algo, p).kernels
+    kernels = _kernels(op, backend, algo, p, grad_y, x, weight)
     want_x, want_w, want_b = p.output_mask
     gy = _prepared(backend, grad_y, p.x_shape)
     gx = gw = gb = None
@@ -259,7 +286,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     backend = params.check_arrays(op, x=x)
     p = params.max_pool2d(x.shape, kernel_size, stride, padding, dilation, ceil_mode,
                           return_indices)
-    kernels = dispatch.select(op, backend, algo, p).kernels
+    kernels = _kernels(op, backend, algo, p, x)
     y, indices = kernels.max_pool_forward(_prepared(backend, x, p.x_shape), p)
     y = y.reshape(p.user_shape(p.y_shape))
     return (y, indices.reshape(y.shape)) if p.return_indices else y
@@ -280,7 +307,7 @@ def max_pool2d_backward(grad_y, x, kernel_size, stride=None, padding=0, dilation
         params.check_indices(op, indices, backend)
     p = params.max_pool2d_backward(grad_y.shape, x.shape, kernel_size, stride, padding,
                                    dilation, ceil_mode, indices_shape=_shape(indices))
-    kernels = dispatch.select(op, backend, algo, p).kernels
+    kernels = _kernels(op, backend, algo, p, grad_y, x, indices)
     if indices is None:
         _, indices = kernels.max_pool_forward(_prepared(backend, x, p.x_shape),
                                               replace(p, return_indices=True))
@@ -316,7 +343,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
     backend = params.check_arrays(op, x=x)
     p = params.avg_pool2d(x.shape, kernel_size, stride, padding, ceil_mode, count_include_pad,
                           divisor_override)
-    kernels = dispatch.select(op, backend, algo, p).kernels
+    kernels = _kernels(op, backend, algo, p, x)
     y = kernels.avg_pool_forward(_prepared(backend, x, p.x_shape), p)
     return y.reshape(p.user_shape(p.y_shape))
 
@@ -330,7 +357,7 @@ def avg_pool2d_backward(grad_y, x, kernel_size, stride=None, padding=0, ceil_mod
     backend = params.check_arrays(op, grad_y=grad_y, x=x)
     p = params.avg_pool2d_backward(grad_y.shape, x.shape, kernel_size, stride, padding,
                                    ceil_mode, count_include_pad, divisor_override)
-    kernels = dispatch.select(op, backend, algo, p).kernels
+    kernels = _kernels(op, backend, algo, p, grad_y, x)
     gx = kernels.avg_pool_backward(_prepared(backend, grad_y, p.y_shape), p)
     return gx.reshape(x.shape)
 
@@ -351,7 +378,7 @@ def adaptive_avg_pool2d(x, output_size, *, algo="auto"):
     op = "adaptive_avg_pool2d"
     backend = params.check_arrays(op, x=x)
     p = params.adaptive_avg_pool2d(x.shape, output_size)
-    kernels = dispatch.select(op, backend, algo, p).kernels
+    kernels = _kernels(op, backend, algo, p, x)
     y = kernels.adaptive_avg_pool_forward(_prepared(backend, x, p.x_shape), p)
     return y.reshape(p.user_shape(p.y_shape))
 
@@ -362,7 +389,7 @@ def adaptive_avg_pool2d_backward(grad_y, x, *, algo="auto"):
     op = "adaptive_avg_pool2d_backward"
     backend = params.check_arrays(op, grad_y=grad_y, x=x)
     p = params.adaptive_avg_pool2d_backward(grad_y.shape, x.shape)
-    kernels = dispatch.select(op, backend, algo, p).kernels
+    kernels = _kernels(op, backend, algo, p, grad_y, x)
     gx = kernels.adaptive_avg_pool_backward(_prepared(backend, grad_y, p.y_shape), p)
     return gx.reshape(x.shape)
 
@@ -397,7 +424,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
                           _shape(bias), training, momentum, eps)
     if p.training:
         params.check_writeable(op, running_mean=running_mean, running_var=running_var)
-    kernels = dispatch.select(op, backend, algo, p).kernels
+    kernels = _kernels(op, backend, algo, p, x, weight, bias)
     # running statistics are passed as they are: they are updated in place
     return kernels.forward(_prepared(backend, x), running_mean, running_var,
                            _prepared(backend, weight), _prepared(backend, bias), p)
@@ -418,6 +445,6 @@ def batch_norm_backward(grad_y, x, weight=None, running_mean=None, running_var=N
                                           running_var=running_var), grad_y=grad_y, x=x)
     p = params.batch_norm_backward(grad_y.shape, x.shape, _shape(weight), _shape(running_mean),
                                    _shape(running_var), training, eps, output_mask)
-    kernels = dispatch.select(op, backend, algo, p).kernels
+    kernels = _kernels(op, backend, algo, p, grad_y, x, weight)
     return kernels.backward(*(_prepared(backend, a) for a in (grad_y, x, weight, running_mean,
                                                               running_var)), p)

@@ -16,7 +16,9 @@ Normal forms the kernels see:
   dimension, and unbatched inputs (``(C, H, W)``, ``(C, L)``) get a batch dimension of 1. The
   parameter object remembers both, so the public layer can give the caller their shapes back;
 * transposed convolution is described by the convolution it is the adjoint of (see
-  :class:`ConvParams`).
+  :class:`ConvParams`);
+* the stride is 1 along any dimension with a single output (convolution and pooling), where
+  it is never used; int arguments are at most ``INT_ARG_LIMIT`` (2**31 - 1) in magnitude.
 """
 from __future__ import annotations
 
@@ -28,6 +30,11 @@ import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 ALL_OUTPUTS = (True, True, True)
+# Largest value of an int argument (stride, padding, dilation, kernel_size, output_padding,
+# groups, output_size, divisor_override): PyTorch's pooling and transposed-convolution kernels
+# hold these in 32-bit ints, and the bound keeps every sum and product of them that a kernel
+# forms far inside 64 bits.
+INT_ARG_LIMIT = 2**31 - 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -182,7 +189,14 @@ def _ints(op, name, value, n, *, minimum, expected):
         raise TypeError(f"{op}: {name} must be {what}, got {value!r} ({type(value).__name__})")
     if any(v < minimum for v in values):
         raise ValueError(f"{op}: {name} must be {expected}, got {value!r}")
+    _at_most_limit(op, name, value, values)
     return values
+
+
+def _at_most_limit(op, name, value, values):
+    if any(abs(v) > INT_ARG_LIMIT for v in values):
+        raise ValueError(f"{op}: {name} must be at most 2**31 - 1 = {INT_ARG_LIMIT} in "
+                         f"magnitude, got {value!r}")
 
 
 def _positive_int(op, name, value):
@@ -190,6 +204,7 @@ def _positive_int(op, name, value):
         raise TypeError(f"{op}: {name} must be an int, got {value!r} ({type(value).__name__})")
     if value < 1:
         raise ValueError(f"{op}: {name} must be a positive int, got {value!r}")
+    _at_most_limit(op, name, value, (int(value),))
     return int(value)
 
 
@@ -297,6 +312,13 @@ def _conv_output_size(op, in_size, kernel, stride, padding, dilation):
     return tuple(out)
 
 
+def _unused_stride_as_one(stride, out):
+    """Along a dimension with a single output only window 0 is ever read, so the stride is never
+    used: it becomes 1 there. Results are the same; kernels that size a buffer by the stride
+    (direct's grid rows are a multiple of it) then stay small whatever stride was asked for."""
+    return tuple(1 if o == 1 else s for s, o in zip(stride, out))
+
+
 def _conv(op, spatial_dims, x_shape, weight_shape, bias_shape, stride, padding, dilation, groups):
     """Validate a convolution and describe it as a batched 2-D :class:`ConvParams`."""
     x_shape, unbatched = _batched(op, "x", x_shape, spatial_dims)
@@ -324,6 +346,7 @@ def _conv(op, spatial_dims, x_shape, weight_shape, bias_shape, stride, padding, 
     dilation = _ints(op, "dilation", dilation, spatial_dims, minimum=1, expected="positive")
     padding = _conv_padding(op, padding, stride, dilation, kernel)
     out = _conv_output_size(op, x_shape[2:], kernel, stride, padding, dilation)
+    stride = _unused_stride_as_one(stride, out)
     if spatial_dims == 1:  # conv1d: a convolution over a unit-height image
         x_shape, weight_shape = x_shape[:2] + (1,) + x_shape[2:], weight_shape[:2] + (1,) + weight_shape[2:]
         stride, dilation, padding = _lift(stride, 1), _lift(dilation, 1), _lift(padding, (0, 0))
@@ -402,7 +425,7 @@ def _conv_transpose(op, x_shape, weight_shape, bias_shape, stride, padding, outp
                          f"kernel {tuple(kernel)}, stride {stride}, padding {pads}, dilation "
                          f"{dilation}, output_padding {out_pads}")
     return ConvParams(x_shape=(n, c_out) + out, w_shape=weight_shape, y_shape=x_shape,
-                      stride=stride, padding=tuple((p, p) for p in pads), dilation=dilation,
+                      stride=_unused_stride_as_one(stride, (h, w)), padding=tuple((p, p) for p in pads), dilation=dilation,
                       groups=groups, has_bias=bias_shape is not None, transposed=True,
                       unbatched=unbatched)
 
@@ -467,11 +490,13 @@ def _pool(op, x_shape, kernel_size, stride, padding, dilation, ceil_mode, **extr
         # returns that with an index outside the input, which its backward then writes through.
         for i in range(min(o, -(-p // s))):
             start = i * s - p
-            if not any(0 <= start + j * d < n for j in range(k)):
+            first = start + -(-max(0, -start) // d) * d  # the window's first tap at or after 0
+            if first >= start + k * d or first >= n:
                 raise ValueError(f"{op}: pooling window {i} along the {axis} covers only padding "
                                  f"(input size {n}, kernel_size {k}, padding {p}, dilation {d}); "
                                  f"every window must overlap the input")
-    return PoolParams(x_shape=x_shape, y_shape=x_shape[:2] + out, kernel=kernel, stride=stride,
+    return PoolParams(x_shape=x_shape, y_shape=x_shape[:2] + out, kernel=kernel,
+                      stride=_unused_stride_as_one(stride, out),
                       padding=padding, dilation=dilation, ceil_mode=ceil_mode,
                       unbatched=unbatched, **extra)
 
@@ -502,6 +527,7 @@ def _avg_options(op, count_include_pad, divisor_override):
         if divisor_override == 0:
             raise ValueError(f"{op}: divisor_override must be non-zero, got 0")
         divisor_override = int(divisor_override)
+        _at_most_limit(op, "divisor_override", divisor_override, (divisor_override,))
     return dict(count_include_pad=count_include_pad, divisor_override=divisor_override)
 
 
@@ -524,7 +550,7 @@ def avg_pool2d_backward(grad_y_shape, x_shape, kernel_size, stride=None, padding
 def _adaptive(op, x_shape, output_size):
     """``output_size``: an int or a pair; ``None`` in a pair keeps that input dimension."""
     x_shape, unbatched = _batched(op, "x", x_shape, 2)
-    if _is_int(output_size) or output_size is None:
+    if _is_int(output_size):
         output_size = (output_size, output_size)
     if not (isinstance(output_size, (tuple, list)) and len(output_size) == 2
             and all(v is None or _is_int(v) for v in output_size)):
@@ -533,6 +559,7 @@ def _adaptive(op, x_shape, output_size):
     out = tuple(n if v is None else int(v) for n, v in zip(x_shape[2:], output_size))
     if min(out) < 1:
         raise ValueError(f"{op}: output_size must be positive, got {tuple(output_size)}")
+    _at_most_limit(op, "output_size", tuple(output_size), out)
     return AdaptivePoolParams(x_shape=x_shape, y_shape=x_shape[:2] + out, unbatched=unbatched)
 
 
@@ -549,6 +576,9 @@ def adaptive_avg_pool2d_backward(grad_y_shape, x_shape):
     if g4[:2] != x4[:2]:
         raise ValueError(f"{op}: grad_y has shape {grad_y_shape} but x has shape {tuple(x_shape)}; "
                          f"their batch and channel dimensions must agree")
+    if min(g4[2:]) < 1:
+        raise ValueError(f"{op}: grad_y must have a non-empty spatial extent (it sets the "
+                         f"output size), got shape {grad_y_shape}")
     return _adaptive(op, x_shape, g4[2:])
 
 
@@ -576,6 +606,9 @@ def _batch_norm(op, x_shape, running_mean_shape, running_var_shape, weight_shape
     p = BatchNormParams(x_shape=x_shape, training=training, eps=_real(op, "eps", eps, minimum=0),
                         has_weight=weight_shape is not None, has_bias=bias_shape is not None,
                         has_running=has_running, **extra)
+    if training and p.eps == 0:
+        raise ValueError(f"{op}: eps must be positive when training=True (the batch variance "
+                         f"may be 0), got {eps!r}")
     if training and p.count == 1:
         raise ValueError(f"{op}: expected more than 1 value per channel when training, got x "
                          f"of shape {x_shape}")
@@ -678,6 +711,41 @@ def check_writeable(op, **arrays):
     for name, a in arrays.items():
         if a is not None and not a.flags.writeable:
             raise ValueError(f"{op}: {name} is read-only but training=True updates it in place")
+
+
+def memory_size(backend) -> int | None:
+    """All the memory there is to allocate from: the machine's physical memory for ``"cpu"``,
+    the current device's for ``"cuda"``; None where it cannot be found out."""
+    try:
+        if backend == "cuda":
+            import cupy
+
+            return int(cupy.cuda.runtime.memGetInfo()[1])
+        import os
+
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except Exception:  # no sysconf (Windows), no device: the allocators will say
+        return None
+
+
+def _bytes(n) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def check_memory(op, backend, needed):
+    """``needed`` maps what one call allocates (outputs, workspace, copies of its inputs) to
+    bytes. More than all the memory there is cannot be allocated: MemoryError, before any work
+    starts, rather than an allocator failing half way through the call."""
+    total, size = sum(needed.values()), memory_size(backend)
+    if size is not None and total > size:
+        parts = ", ".join(f"{what} {_bytes(n)}" for what, n in needed.items() if n)
+        where = "the GPU has" if backend == "cuda" else "this machine has"
+        raise MemoryError(f"{op}: this call needs {_bytes(total)} ({parts}) but {where} "
+                          f"{_bytes(size)} of memory in all; nothing was computed")
 
 
 def check_dtype_name(op, dtype):

@@ -19,3 +19,24 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 @pytest.fixture
 def rng():
     return np.random.default_rng(20261121)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The size of the bad-input battery (tests/test_battery.py), when it ran."""
+    import sys
+
+    battery = next((m for name, m in sys.modules.items() if name.endswith("test_battery")
+                    and hasattr(m, "TRIED")), None)
+    if battery is not None and battery.TRIED:
+        ops = {op for op, _, _ in battery.TRIED}
+        changes = {change for _, change, _ in battery.TRIED}
+        ends = {end: sum(v.startswith(end) for v in battery.TRIED.values())
+                for end in ("returned", "raised", "stricter")}
+        terminalreporter.write_line(
+            f"bad-input battery: {len(battery.TRIED)} distinct calls over {len(ops)} ops and "
+            f"{len(changes)} kinds of change: {ends['returned']} returned PyTorch's results, "
+            f"{ends['raised']} raised where PyTorch raised, {ends['stricter']} raised where "
+            f"the API contract is stricter than PyTorch")
+        reasons = [v for v in battery.TRIED.values() if v.startswith("stricter")]
+        for why in sorted(set(reasons)):
+            terminalreporter.write_line(f"  {reasons.count(why):5d} {why}")

@@ -114,7 +114,7 @@ def test_auto_prefers_a_registered_algorithm_that_can_serve(unit_stride_algorith
 
 def test_forced_algorithm_that_cannot_serve_names_those_that_can(unit_stride_algorithm):
     x, w = np.ones((1, 2, 5, 5)), np.ones((3, 2, 3, 3))
-    with pytest.raises(ValueError, match=r"algorithm 'unitstride' cannot serve this call: needs "
+    with pytest.raises(ValueError, match=r"algorithm algo='unitstride' cannot serve this call: needs "
                                          r"stride 1.*algorithms that can: \['reference'\]"):
         fc.conv2d(x, w, stride=2, algo="unitstride")
     np.testing.assert_array_equal(fc.conv2d(x, w, algo="unitstride"), fc.conv2d(x, w))

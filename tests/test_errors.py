@@ -180,7 +180,7 @@ CASES = [
      ValueError, r"running_mean and running_var are required"),
     # --- algorithms and explain ---------------------------------------------------------------
     ("unknown-algo", lambda: fc.conv2d(X, W, algo="winograd"), ValueError,
-     r"unknown algorithm 'winograd' on the 'cpu' backend; expected 'auto' or one of \[.*'direct'.*'reference'\]"),
+     r"unknown algorithm algo='winograd' on the 'cpu' backend; expected 'auto' or one of \[.*'direct'.*'reference'\]"),
     ("algo-type", lambda: fc.conv2d(X, W, algo=None), TypeError, r"algo must be a string"),
     ("algorithms-unknown-op", lambda: fc.algorithms("conv3d"), ValueError, r"unknown op 'conv3d'"),
     ("algorithms-unknown-backend", lambda: fc.algorithms("conv2d", "tpu"), ValueError,
@@ -255,6 +255,6 @@ def test_cupy_arrays_on_two_devices_are_rejected(fake_cupy):
 
 
 def test_cuda_forced_algorithm_that_cannot_serve_says_why(fake_cupy):
-    with pytest.raises(ValueError, match=r"algorithm 'depthwise' cannot serve this call: "
+    with pytest.raises(ValueError, match=r"algorithm algo='depthwise' cannot serve this call: "
                                          r"depthwise needs one input channel per group"):
         fc.conv2d(_FakeCupyArray(X.shape), _FakeCupyArray(W.shape), algo="depthwise")
