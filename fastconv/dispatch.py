@@ -200,6 +200,16 @@ def select(op: str, backend: str, algo, p) -> Algorithm:
     return choose(op, backend, algo, p)[0]
 
 
+def workspace_bytes(algorithm: Algorithm, op: str, p, itemsize: int) -> int:
+    """Extra memory of one call beyond its inputs and outputs: the algorithm's workspace, plus,
+    for max_pool2d_backward without the forward's indices, the maxima and indices that the
+    public op recomputes first (``fastconv.functional.max_pool2d_backward``)."""
+    extra = 0
+    if op == "max_pool2d_backward" and not p.saved_indices:
+        extra = prod(p.y_shape) * (itemsize + 8)  # y and int64 indices
+    return int(algorithm.workspace_bytes(op, p, itemsize)) + extra
+
+
 def explain(op: str, *shapes, backend: str = "cpu", dtype="float32", algo="auto", **kwargs):
     """Describe a call without running it.
 
@@ -237,7 +247,7 @@ def explain(op: str, *shapes, backend: str = "cpu", dtype="float32", algo="auto"
         "rejected": rejected,
         "flops": flops,
         "bytes": moved,
-        "workspace_bytes": int(algorithm.workspace_bytes(op, p, dt.itemsize)),
+        "workspace_bytes": workspace_bytes(algorithm, op, p, dt.itemsize),
         "intensity": flops / moved if moved else 0.0,
         "index_bits": int(algorithm.index_bits(op, p)),
         "output_shapes": output_shapes(op, p),

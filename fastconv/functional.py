@@ -62,7 +62,7 @@ def _kernels(op, backend, algo, p, *inputs):
         outputs[-1] *= 8 // itemsize  # int64 indices
     params.check_memory(op, backend, {
         "outputs": sum(outputs),
-        "workspace": int(algorithm.workspace_bytes(op, p, itemsize)),
+        "workspace": dispatch.workspace_bytes(algorithm, op, p, itemsize),
         "input copies": sum(a.nbytes for a in inputs if a is not None and not a.flags.c_contiguous),
     })
     return algorithm.kernels

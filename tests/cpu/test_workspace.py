@@ -1,5 +1,9 @@
-"""The extra memory of each CPU convolution stays within what explain() reports as its
-workspace (NumPy allocations, measured with tracemalloc; BLAS's internal buffers are not seen).
+"""The extra memory of every CPU op stays within what explain() reports as its workspace.
+
+Measured with tracemalloc, which sees NumPy's allocations: im2col's column tiles and padded
+copies, the indices max-pool backward recomputes, every output. It does not see BLAS's internal
+buffers, nor the per-task buffers Numba kernels allocate inside a parallel loop (direct's and
+depthwise's padded planes, which their workspace formulas bound by the number of tasks).
 SLACK covers the interpreter's own bookkeeping during a call and per-channel vectors (a zero
 bias, a transposed weight slice) that the bounds leave out."""
 import tracemalloc
@@ -67,3 +71,63 @@ def test_im2col_tiles_respect_the_bound(monkeypatch):
         rows = im2col.rows_per_tile(p, 4)
         per_row = (64 * 9 + 64) * 56 * 4
         assert rows >= 1 and (rows == 1 or rows * per_row <= limit)
+
+
+def _every_other_op(rng):
+    """(op, args, kwargs) of one call of every op the conv test above does not cover."""
+    def a(*shape):
+        return rng.standard_normal(shape).astype(np.float32)
+    x, c = a(4, 16, 24, 24), np.abs(a(16)) + 0.5
+    y_pool = fastconv.max_pool2d(x, 3, 2, 1, return_indices=True)
+    calls = [
+        ("conv_transpose2d", (a(4, 16, 12, 12), a(16, 8, 4, 4)), dict(stride=2, padding=1)),
+        ("conv_transpose2d_backward", (a(4, 8, 24, 24), a(4, 16, 12, 12), a(16, 8, 4, 4)),
+         dict(stride=2, padding=1)),
+        ("conv1d", (a(4, 16, 200), a(32, 16, 5)), dict(padding=2)),
+        ("conv1d_backward", (a(4, 32, 200), a(4, 16, 200), a(32, 16, 5)), dict(padding=2)),
+        ("max_pool2d", (x, 3, 2, 1), dict(return_indices=True)),
+        ("max_pool2d_backward", (a(*y_pool[0].shape), x, 3, 2, 1), {}),
+        ("max_pool2d_backward", (a(*y_pool[0].shape), x, 3, 2, 1), dict(indices=y_pool[1])),
+        ("avg_pool2d", (x, 3, 2, 1), {}),
+        ("avg_pool2d_backward", (a(4, 16, 12, 12), x, 3, 2, 1), {}),
+        ("adaptive_avg_pool2d", (x, 5), {}),
+        ("adaptive_avg_pool2d_backward", (a(4, 16, 5, 5), x), {}),
+        ("batch_norm", (x, c - 0.5, c, c, c), dict(training=True)),
+        ("batch_norm", (x, c - 0.5, c, c, c), dict(training=False)),
+        ("batch_norm_backward", (a(*x.shape), x, c, c - 0.5, c), dict(training=True)),
+        ("batch_norm_backward", (a(*x.shape), x, c, c - 0.5, c), dict(training=False)),
+    ]
+    return calls
+
+
+def _explain_args(op, args, kwargs):
+    """explain()'s form of a call: shapes for arrays, and the op's other arguments by name."""
+    import inspect
+
+    names = list(inspect.signature(getattr(fastconv, op)).parameters)
+    shapes, params = [], dict(kwargs)
+    for name, value in zip(names, args):
+        if isinstance(value, np.ndarray):
+            shapes.append(value.shape)
+        else:
+            params[name] = value
+    if "indices" in params:
+        params["indices"] = params["indices"].shape
+    return shapes, params
+
+
+OTHER_OPS = [op for op, _, _ in _every_other_op(np.random.default_rng(0))]
+
+
+@pytest.mark.parametrize("index", range(len(OTHER_OPS)), ids=OTHER_OPS)
+def test_every_other_op_stays_within_its_reported_workspace(index):
+    op, args, kwargs = _every_other_op(np.random.default_rng(index))[index]
+    shapes, params = _explain_args(op, args, kwargs)
+
+    def call():
+        fresh = [a.copy() if isinstance(a, np.ndarray) and a.ndim == 1 else a for a in args]
+        return getattr(fastconv, op)(*fresh, **kwargs)  # running statistics: fresh copies
+    call()  # compile outside the measurement
+    reported = fastconv.explain(op, *shapes, **params)["workspace_bytes"]
+    measured = peak_extra_bytes(call)
+    assert measured <= reported + SLACK, (op, measured, reported)
