@@ -5,7 +5,6 @@ import pytest
 
 import fastconv as fc
 from fastconv import dispatch, params
-from fastconv.reference import conv as reference_conv
 
 X = np.zeros((2, 4, 6, 6), np.float32)
 W = np.zeros((6, 4, 3, 3), np.float32)
