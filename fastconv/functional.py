@@ -307,7 +307,8 @@ def max_pool2d_backward(grad_y, x, kernel_size, stride=None, padding=0, dilation
         params.check_indices(op, indices, backend)
     p = params.max_pool2d_backward(grad_y.shape, x.shape, kernel_size, stride, padding,
                                    dilation, ceil_mode, indices_shape=_shape(indices))
-    kernels = _kernels(op, backend, algo, p, grad_y, x, indices)
+    # x is read only to recompute the indices when they are not given
+    kernels = _kernels(op, backend, algo, p, grad_y, x if indices is None else indices)
     if indices is None:
         _, indices = kernels.max_pool_forward(_prepared(backend, x, p.x_shape),
                                               replace(p, return_indices=True))
