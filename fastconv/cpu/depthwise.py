@@ -164,7 +164,10 @@ def _dot_lanes(part, a, b):
 
 @njit(inline="always")
 def _offsets(kh_, kw_, sh, sw, dh, dw, hq, rq):
-    off = np.empty(kh_ * kw_, dtype=np.uint64)
+    # At least nine entries, whatever the kernel: Numba's parallel-loop hoisting evaluates the
+    # loop-invariant off[0] .. off[8] of the inlined _nine_taps before the loop, even where
+    # the 3x3 branch is never taken (NUMBA_BOUNDSCHECK=1 caught reads past a 1x1 kernel's off).
+    off = np.zeros(max(9, kh_ * kw_), dtype=np.uint64)
     for a in range(kh_):
         for e in range(kw_):
             off[a * kw_ + e] = _offset(a, e, sh, sw, dh, dw, hq, rq)
