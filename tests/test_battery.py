@@ -107,11 +107,6 @@ def calls(draw, op, change):
     return op, args, kwargs, change
 
 
-def _pick_array(draw, args):
-    present = _present(args)
-    return draw(st.sampled_from(present)) if present else None
-
-
 def _keep(draw, op, args, kwargs, rng):
     return args, kwargs
 
@@ -162,83 +157,76 @@ def _numpy_ints(draw, op, args, kwargs, rng):
     return args, {k: npint(v) if k in INT_ARGS else v for k, v in kwargs.items()}
 
 
-def _wrong_rank(draw, op, args, kwargs, rng):
-    i = _pick_array(draw, args)
-    if i is None:
-        return args, kwargs
-    ndim = args[i].ndim + draw(st.sampled_from((-3, -2, -1, 1, 2)))
-    shape = tuple(draw(st.lists(st.integers(1, 4), min_size=max(ndim, 0), max_size=max(ndim, 0))))
+def _replace_an_array(draw, args, make, at_least=1):
+    """args with one of its arrays (drawn) replaced by ``make(array)``; as they are when there
+    are fewer than ``at_least`` arrays."""
+    present = _present(args)
+    if len(present) < at_least:
+        return args
+    i = draw(st.sampled_from(present))
     args = list(args)
-    args[i] = rng.standard_normal(shape)
-    return args, kwargs
+    args[i] = make(args[i])
+    return args
+
+
+def _wrong_rank(draw, op, args, kwargs, rng):
+    def other_rank(a):
+        ndim = max(0, a.ndim + draw(st.sampled_from((-3, -2, -1, 1, 2))))
+        return rng.standard_normal(draw(st.lists(st.integers(1, 4), min_size=ndim,
+                                                 max_size=ndim)))
+    return _replace_an_array(draw, args, other_rank), kwargs
 
 
 def _wrong_size(draw, op, args, kwargs, rng):
     """One dimension of one array changed: by one either way, to zero, or doubled. Channel
     counts then no longer match weights, groups, biases or statistics, gradients no longer
     match outputs (or, for a spatial size, the call may well stay valid)."""
-    i = _pick_array(draw, args)
-    if i is None or args[i].ndim == 0:
-        return args, kwargs
-    shape = list(args[i].shape)
-    axis = draw(st.integers(0, len(shape) - 1))
-    shape[axis] = max(0, draw(st.sampled_from((shape[axis] - 1, shape[axis] + 1, 0,
-                                               2 * shape[axis]))))
-    args = list(args)
-    args[i] = rng.standard_normal(shape)
-    return args, kwargs
+    def other_size(a):
+        if a.ndim == 0:
+            return a
+        shape = list(a.shape)
+        axis = draw(st.integers(0, len(shape) - 1))
+        shape[axis] = max(0, draw(st.sampled_from((shape[axis] - 1, shape[axis] + 1, 0,
+                                                   2 * shape[axis]))))
+        return rng.standard_normal(shape)
+    return _replace_an_array(draw, args, other_size), kwargs
 
 
 def _bad_dtype(draw, op, args, kwargs, rng):
-    i = _pick_array(draw, args)
-    if i is None:
-        return args, kwargs
-    dtype = draw(st.sampled_from(BAD_DTYPES))
-    args = list(args)
-    args[i] = args[i].astype(dtype)
-    return args, kwargs
+    return _replace_an_array(draw, args, lambda a: a.astype(draw(st.sampled_from(BAD_DTYPES)))), \
+        kwargs
 
 
 def _mixed_dtypes(draw, op, args, kwargs, rng):
-    i = _pick_array(draw, args)
-    if i is None or len(_present(args)) < 2:
-        return args, kwargs
-    args = list(args)
-    args[i] = args[i].astype(np.float32)
-    return args, kwargs
+    return _replace_an_array(draw, args, lambda a: a.astype(np.float32), at_least=2), kwargs
 
 
 def _not_an_array(draw, op, args, kwargs, rng):
-    i = _pick_array(draw, args)
-    if i is None:
-        return args, kwargs
-    kind = draw(st.sampled_from(NOT_ARRAYS))
-    a = args[i]
-    args = list(args)
-    args[i] = {"list": a.tolist(), "scalar": 1.5, "none": None, "string": "x",
-               "tuple": tuple(a.reshape(-1).tolist()), "0-d": np.float64(2.0)}[kind]
-    return args, kwargs
+    def not_an_array(a):
+        kind = draw(st.sampled_from(NOT_ARRAYS))
+        return {"list": a.tolist(), "scalar": 1.5, "none": None, "string": "x",
+                "tuple": tuple(a.reshape(-1).tolist()), "0-d": np.float64(2.0)}[kind]
+    return _replace_an_array(draw, args, not_an_array), kwargs
+
+
+def _set_an_argument(draw, op, kwargs, names, values):
+    """kwargs with one of the op's arguments in ``names`` (drawn) set to one of ``values``."""
+    names = [n for n in names if n in kwargs or n in _positional_names(op)]
+    if not names:
+        return kwargs
+    return dict(kwargs, **{draw(st.sampled_from(names)): draw(st.sampled_from(values))})
 
 
 def _bad_int(draw, op, args, kwargs, rng):
-    names = [n for n in INT_ARGS if n in kwargs or n in _positional_names(op)]
-    if not names:
-        return args, kwargs
-    return args, dict(kwargs, **{draw(st.sampled_from(names)): draw(st.sampled_from(BAD_INTS))})
+    return args, _set_an_argument(draw, op, kwargs, INT_ARGS, BAD_INTS)
 
 
 def _bad_flag(draw, op, args, kwargs, rng):
-    names = [n for n in FLAG_ARGS if n in _positional_names(op)]
-    if not names:
-        return args, kwargs
-    return args, dict(kwargs, **{draw(st.sampled_from(names)): draw(st.sampled_from(BAD_FLAGS))})
+    return args, _set_an_argument(draw, op, kwargs, FLAG_ARGS, BAD_FLAGS)
 
 
 def _bad_real(draw, op, args, kwargs, rng):
-    names = [n for n in REAL_ARGS if n in _positional_names(op)]
-    if not names:
-        return args, kwargs
-    return args, dict(kwargs, **{draw(st.sampled_from(names)): draw(st.sampled_from(BAD_REALS))})
+    return args, _set_an_argument(draw, op, kwargs, REAL_ARGS, BAD_REALS)
 
 
 def _bad_mask(draw, op, args, kwargs, rng):
