@@ -10,9 +10,11 @@ if not testing.gpu_available():
     pytest.skip("no CUDA device visible", allow_module_level=True)
 
 import test_battery as battery  # noqa: E402
+from test_battery import small_memory  # noqa: E402,F401  (a fixture)
 
 
 @pytest.mark.parametrize("op, change", battery.CALLS, ids=[f"{op}-{c}" for op, c in battery.CALLS])
+@pytest.mark.usefixtures("small_memory")
 def test_every_call_returns_what_torch_returns_or_raises_a_clear_error(op, change):
     @settings(max_examples=battery.EXAMPLES)
     @given(battery.calls(op, change))
