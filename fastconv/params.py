@@ -424,10 +424,11 @@ def _conv_transpose(op, x_shape, weight_shape, bias_shape, stride, padding, outp
         raise ValueError(f"{op}: the output size {out} is less than 1 for input size {(h, w)}, "
                          f"kernel {tuple(kernel)}, stride {stride}, padding {pads}, dilation "
                          f"{dilation}, output_padding {out_pads}")
+    # the convolution's output is this op's input: its stride is unused where that has size 1
     return ConvParams(x_shape=(n, c_out) + out, w_shape=weight_shape, y_shape=x_shape,
-                      stride=_unused_stride_as_one(stride, (h, w)), padding=tuple((p, p) for p in pads), dilation=dilation,
-                      groups=groups, has_bias=bias_shape is not None, transposed=True,
-                      unbatched=unbatched)
+                      stride=_unused_stride_as_one(stride, (h, w)),
+                      padding=tuple((p, p) for p in pads), dilation=dilation, groups=groups,
+                      has_bias=bias_shape is not None, transposed=True, unbatched=unbatched)
 
 
 def conv_transpose2d(x_shape, weight_shape, bias_shape=None, stride=1, padding=0,
