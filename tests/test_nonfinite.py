@@ -68,3 +68,28 @@ def test_nan_stays_local():
     assert np.array_equal(np.isnan(y[0, 0]), expected)
     y = fastconv.max_pool2d(x, 3, stride=3)
     assert np.array_equal(np.isnan(y[0, 0]), np.eye(3, dtype=bool) & (np.arange(3) == 1))
+
+
+WEIGHT_CASES = [
+    ("conv2d", (2, 4, 6, 6), (6, 4, 3, 3), dict(padding=1)),
+    ("conv2d", (2, 4, 6, 6), (8, 2, 3, 3), dict(padding=(2, 1), stride=2, dilation=2, groups=2)),
+    ("conv2d", (2, 4, 7, 7), (4, 1, 3, 3), dict(padding=1, groups=4)),
+    ("conv2d", (2, 4, 6, 6), (6, 4, 1, 1), {}),
+    ("conv1d", (2, 4, 9), (6, 4, 3), dict(padding="same")),
+    ("conv_transpose2d", (2, 4, 5, 5), (4, 3, 3, 3), dict(stride=2, padding=1)),
+]
+
+
+@pytest.mark.parametrize("op, x_shape, w_shape, kwargs", WEIGHT_CASES,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(WEIGHT_CASES)])
+def test_nonfinite_weights_give_torchs_forward(op, x_shape, w_shape, kwargs, rng):
+    """A NaN or Inf in the weights: PyTorch's forward treats the padding as zeros that meet the
+    weight (0 * Inf is NaN there), and so does every algorithm."""
+    pytest.importorskip("torch")
+    from fastconv.testing import torch_op
+
+    x = rng.standard_normal(x_shape)
+    w = with_nonfinite(rng.standard_normal(w_shape), rng)
+    shapes = (x_shape, w_shape)
+    for algo in fastconv.explain(op, *shapes, **kwargs)["candidates"]:
+        assert_matches(op, [x, w], kwargs, fastconv_runner(algo), torch_op, np.float64)
