@@ -7,9 +7,32 @@ import textwrap
 import pytest
 
 
+# Prepended to every script: start `count` threads running `work`, wait for all of them.
+IN_THREADS = """
+    import threading
+
+    def in_threads(count, work):
+        threads = [threading.Thread(target=work) for _ in range(count)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+"""
+
+
+def _run(script, env=None, timeout=300):
+    """Run ``script`` (with :data:`IN_THREADS`) in a fresh Python; it must print "ok" last."""
+    import os
+
+    source = textwrap.dedent(IN_THREADS) + textwrap.dedent(script)
+    done = subprocess.run([sys.executable, "-c", source], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stdout + done.stderr
+    return done.stdout
+
+
 def test_concurrent_first_calls_in_a_fresh_process():
-    script = textwrap.dedent("""
-        import threading
+    _run("""
         import numpy as np
         import fastconv
 
@@ -26,11 +49,7 @@ def test_concurrent_first_calls_in_a_fresh_process():
             except Exception as exc:
                 errors.append(repr(exc))
 
-        threads = [threading.Thread(target=work) for _ in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        in_threads(4, work)
         assert not errors, errors
         assert len(results) == 20
         assert all(r.tobytes() == results[0].tobytes() for r in results)
@@ -38,24 +57,11 @@ def test_concurrent_first_calls_in_a_fresh_process():
         assert np.abs(results[0] - expected).max() <= 1e-10 * np.abs(expected).max()
         print("ok")
     """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stdout + done.stderr
-
-
-def _run(script, env=None, timeout=300):
-    import os
-
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
-    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stdout + done.stderr
-    return done.stdout
 
 
 # Four threads, each calling every CPU algorithm of every family many times; each result must
 # be bitwise equal to the serial call's.
 THREADED = """
-    import threading
     import numpy as np
     import fastconv
     from fastconv.cpu import _threads
@@ -84,11 +90,7 @@ THREADED = """
                     bad.append(op)
                 done.append(op)
 
-    threads = [threading.Thread(target=work) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    in_threads(4, work)
     assert not bad, bad
     assert len(done) == 4 * ITERATIONS * len(calls)
     print(_threads.layer(), len(done), "ok")
@@ -120,7 +122,7 @@ def test_fastconv_and_torch_in_one_process_neither_deadlock_nor_oversubscribe():
     the timeout; neither pool has more threads than the machine has cores."""
     pytest.importorskip("torch")
     _run("""
-        import os, threading
+        import os
         import numpy as np
         import numba
         import torch
@@ -139,11 +141,7 @@ def test_fastconv_and_torch_in_one_process_neither_deadlock_nor_oversubscribe():
                 if fastconv.conv2d(x, w, padding=1).tobytes() != expected:
                     bad.append(1)
 
-        threads = [threading.Thread(target=work) for _ in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        in_threads(2, work)
         assert not bad
         assert numba.get_num_threads() <= cores and torch.get_num_threads() <= cores
         print("ok")
