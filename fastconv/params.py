@@ -22,6 +22,7 @@ Normal forms the kernels see:
 """
 from __future__ import annotations
 
+import functools
 import numbers
 from dataclasses import dataclass, replace
 from math import prod
@@ -717,6 +718,20 @@ def check_writeable(op, **arrays):
 def memory_size(backend) -> int | None:
     """All the memory there is to allocate from: the machine's physical memory for ``"cpu"``,
     the current device's for ``"cuda"``; None where it cannot be found out."""
+    if backend == "cuda":
+        try:
+            import cupy
+
+            device = cupy.cuda.runtime.getDevice()
+        except Exception:  # no device: the allocators will say
+            return None
+        return _memory_size("cuda", device)
+    return _memory_size("cpu", None)
+
+
+@functools.lru_cache(maxsize=None)
+def _memory_size(backend, device):
+    """A machine's (or device's) total memory does not change: asked once, not per call."""
     try:
         if backend == "cuda":
             import cupy
