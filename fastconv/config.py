@@ -2,10 +2,9 @@
 span many tiles); users may too, at their own risk.
 """
 
-# im2col: the column tile (and the matching output-gradient tile) of one GEMM is kept within
-# this many bytes. A tile always holds at least one output row, so the bound is
-# max(IM2COL_WORKSPACE_BYTES, one output row's columns), see fastconv.cpu.im2col.
-IM2COL_WORKSPACE_BYTES = 16 * 2**20
+# im2col: the column buffer of one task (a tile of output rows of one image) is kept within this
+# many bytes, at least one output row's columns; one buffer per thread. See fastconv.cpu.im2col.
+IM2COL_TILE_BYTES = 2 * 2**20
 
 # direct: output channels that one parallel task computes together, reusing each input row.
 DIRECT_OUT_CHANNELS_PER_TASK = 8

@@ -1,180 +1,226 @@
 """im2col + GEMM: copy every window into a column, then one matrix product does the rest.
 
-Per group g, with K = Cg*kh*kw and the output pixels (n, i, j) taken as columns::
+Per group g and image n, with K = Cg*kh*kw and the output pixels (i, j) of rows i0 .. i0+r-1
+taken as the T = r*Wo columns of a tile::
 
-    cols   (K, T)      cols[(c, a, e), (n, i, j)] = xp[n, g*Cg + c, i*sh + a*dh, j*sw + e*dw]
-    y_g    (Og, T)     = w_g (Og, K) @ cols                  forward
-    dcols  (K, T)      = w_g^T (K, Og) @ gy_g (Og, T)         backward-data, then col2im
-    gw_g   (Og, K)    += gy_g (Og, T) @ cols^T (T, K)         backward-weight
+    cols   (K, T)      cols[(c, a, e), (i, j)] = xp[n, g*Cg + c, i*sh + a*dh, j*sw + e*dw]
+    y_g    (Og, T)     = w_g (Og, K) @ cols                           forward
+    dcols  (K, T)      = w_g^T (K, Og) @ gy_g (Og, T), then col2im     backward-data
+    gw_g   (Og, K)    += gy_g (Og, T) @ cols^T (T, K), over n and tiles backward-weight
 
-The GEMMs run in NumPy's BLAS (multithreaded); Numba kernels move the data (im2col, col2im and
-the reshuffles between NCHW and the (channel, pixel) tiles).
+The pixels of a tile are consecutive in each output plane, so ``y_g`` and ``gy_g`` are blocks of
+y and grad_y themselves (row stride Ho*Wo): the products read and write them in place, and only
+the columns are copied.
 
-Workspace bound: the columns are built a tile of whole output rows at a time, with as many rows
-as keep the column tile and its (Og, T) partner within ``config.IM2COL_WORKSPACE_BYTES``; a tile
-holds at least one row. So the extra memory of a call is at most
-``max(IM2COL_WORKSPACE_BYTES, (K + Og) * Wo * itemsize)`` for the tiles, plus the zero-padded copy
-of the input (backward-data: of its gradient) and, in backward-weight, one (Og, K) product.
-Tiles are visited in a fixed order and every GEMM has the same shape run after run, so results
-are bitwise repeatable.
+Threads: the tiles are tasks of one parallel loop on Numba's threads, and each task builds its
+own columns and runs its own single-threaded GEMM (``_blas.gemm``), so that the copies run in
+parallel and no second thread pool (BLAS's) ever starts. The slots of the loop take the tasks
+round-robin, each with its own column buffer. Backward-data's tasks are whole (image, group)
+pairs, so that the col2im scatters of overlapping windows never meet; backward-weight's are
+(group, block of K rows of the columns) pairs, each summing over every image and tile in order,
+so that the weight gradient needs no reduction between threads. No result depends on which
+thread ran a task, nor on how many threads there are: results are bitwise repeatable.
+
+Workspace: one buffer per slot of ``config.IM2COL_TILE_BYTES`` (a tile holds as many output rows
+as fit, at least one), plus the zero-padded copy of the input (backward-data: of its gradient).
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
-from numba import njit, uint64
+from numba import njit, prange, uint64
 
 from .. import config
-from ._loops import FASTMATH, bias_or_zeros, channel_sum, cropped, padded
+from ._blas import gemm, single_threaded
+from ._loops import FASTMATH, channel_sum, cropped, padded
+
+# backward-weight splits the K = Cg*kh*kw rows of the columns into blocks of about this many,
+# one task per block and group (fixed, so that no sum depends on the thread count)
+WEIGHT_ROWS_PER_TASK = 64
 
 
-@njit(cache=True)
-def _im2col(xp, cols, c_first, row0, kh_, kw_, ho_, wo_, sh, sw, dh, dw):
-    # xp (N, C, Hp, Wp) -> cols (Cg*KH*KW, rows*Wo) for output rows row0.. of (n, i) order
-    k_, t_ = cols.shape
-    shu, swu, dhu, dwu = uint64(sh), uint64(sw), uint64(dh), uint64(dw)
-    for k in range(k_):
+@njit(inline="always")
+def _fill_columns(xp, cols, n, c_first, k_first, i0, rows, geometry):
+    # xp (N, C, Hp, Wp) -> cols (k rows from k_first, rows*Wo) for output rows i0.. of image n
+    kh_, kw_, wo_, sh, sw, dh, dw = geometry
+    shu, swu = uint64(sh), uint64(sw)
+    for kk in range(cols.shape[0]):
+        k = k_first + kk
         c = k // (kh_ * kw_)
         a = k // kw_ % kh_
         e = k % kw_
-        q0 = uint64(e) * dwu
-        for t in range(t_ // wo_):
-            n = (row0 + t) // ho_
-            i = (row0 + t) % ho_
-            r = uint64(i) * shu + uint64(a) * dhu
+        q0 = uint64(e * dw)
+        for t in range(rows):
+            src = xp[n, c_first + c, (i0 + t) * sh + a * dh]
+            dst = cols[kk]
             base = uint64(t * wo_)
             for j in range(wo_):
-                cols[k, base + uint64(j)] = xp[n, c_first + c, r, uint64(j) * swu + q0]
+                dst[base + uint64(j)] = src[uint64(j) * swu + q0]
 
 
-@njit(fastmath=FASTMATH, cache=True)
-def _col2im(dcols, gxp, c_first, row0, kh_, kw_, ho_, wo_, sh, sw, dh, dw):
-    # dcols (Cg*KH*KW, rows*Wo) -> gxp (N, C, Hp, Wp) += ; the adjoint of _im2col. One task per
-    # input channel, so overlapping windows add up in a fixed order.
-    cg_ = dcols.shape[0] // (kh_ * kw_)
-    rows = dcols.shape[1] // wo_
-    shu, swu, dhu, dwu = uint64(sh), uint64(sw), uint64(dh), uint64(dw)
-    for c in range(cg_):
-        for a in range(kh_):
-            for e in range(kw_):
-                k = (c * kh_ + a) * kw_ + e
-                q0 = uint64(e) * dwu
-                for t in range(rows):
-                    n = (row0 + t) // ho_
-                    i = (row0 + t) % ho_
-                    r = uint64(i) * shu + uint64(a) * dhu
-                    base = uint64(t * wo_)
-                    for j in range(wo_):
-                        gxp[n, c_first + c, r, uint64(j) * swu + q0] += dcols[k, base + uint64(j)]
-
-
-@njit(cache=True)
-def _tile_to_nchw(tile, y, o_first, row0, bias):
-    # tile (Og, rows*Wo) -> y[n, o_first + o, i, :] for output rows row0.. ; adds bias[o_first + o]
-    og_, t_ = tile.shape
-    ho_, wo_ = y.shape[2], y.shape[3]
-    for o in range(og_):
-        bv = bias[o_first + o]
-        for t in range(t_ // wo_):
-            n = (row0 + t) // ho_
-            i = (row0 + t) % ho_
+@njit(fastmath=FASTMATH, inline="always")
+def _spread_columns(dcols, gxp, n, c_first, i0, rows, geometry):
+    # dcols (K, rows*Wo) -> gxp (N, C, Hp, Wp) += ; the adjoint of _fill_columns, in a fixed
+    # order (channel, tap, row, column), so overlapping windows add up the same way every time
+    kh_, kw_, wo_, sh, sw, dh, dw = geometry
+    swu = uint64(sw)
+    for k in range(dcols.shape[0]):
+        c = k // (kh_ * kw_)
+        a = k // kw_ % kh_
+        e = k % kw_
+        q0 = uint64(e * dw)
+        for t in range(rows):
+            dst = gxp[n, c_first + c, (i0 + t) * sh + a * dh]
+            src = dcols[k]
             base = uint64(t * wo_)
             for j in range(wo_):
-                y[n, o_first + o, i, j] = tile[o, base + uint64(j)] + bv
+                dst[uint64(j) * swu + q0] += src[base + uint64(j)]
 
 
-@njit(cache=True)
-def _nchw_to_tile(gy, tile, o_first, row0):
-    # gy[n, o_first + o, i, :] for output rows row0.. -> tile (Og, rows*Wo)
-    og_, t_ = tile.shape
-    ho_, wo_ = gy.shape[2], gy.shape[3]
-    for o in range(og_):
-        for t in range(t_ // wo_):
-            n = (row0 + t) // ho_
-            i = (row0 + t) % ho_
-            base = uint64(t * wo_)
-            for j in range(wo_):
-                tile[o, base + uint64(j)] = gy[n, o_first + o, i, j]
+@njit(parallel=True, cache=True)
+def _forward(xp, w2, bias, has_bias, y3, buffers, groups, tile_rows, geometry):
+    # y3 (N, O, Ho*Wo) = w2 (O, K) @ the columns of each (group, image, tile) task, + bias
+    n_, o_, pixels = y3.shape
+    wo_ = geometry[2]
+    ho_, og, k_ = pixels // wo_, o_ // groups, w2.shape[1]
+    cg = xp.shape[1] // groups
+    tiles = (ho_ + tile_rows - 1) // tile_rows
+    slots = buffers.shape[0]
+    for s in prange(slots):
+        for task in range(s, groups * n_ * tiles, slots):
+            g, n, i0 = task // (n_ * tiles), task // tiles % n_, task % tiles * tile_rows
+            rows = min(tile_rows, ho_ - i0)
+            cols = buffers[s, :k_ * rows * wo_].reshape(k_, rows * wo_)
+            _fill_columns(xp, cols, n, g * cg, 0, i0, rows, geometry)
+            out = y3[n, g * og:(g + 1) * og, i0 * wo_:(i0 + rows) * wo_]
+            if has_bias:
+                for o in range(og):
+                    out[o, :] = bias[g * og + o]
+            gemm(w2[g * og:(g + 1) * og], cols, out, 1.0 if has_bias else 0.0)
 
 
-def rows_per_tile(p, itemsize) -> int:
-    """Output rows per tile: as many as keep (K + Og) * rows * Wo * itemsize within the bound."""
-    k = p.w_shape[1] * p.kernel[0] * p.kernel[1]
-    og = p.y_shape[1] // p.groups
-    per_row = (k + og) * p.y_shape[3] * itemsize
-    return max(1, min(p.y_shape[0] * p.y_shape[2], config.IM2COL_WORKSPACE_BYTES // per_row))
+@njit(parallel=True, cache=True)
+def _backward_data(gy3, w2, gxp, buffers, groups, tile_rows, geometry):
+    # gxp (N, C, Hp, Wp) += col2im(w_g^T @ gy_g) per (group, image) task, tile by tile
+    n_, o_, pixels = gy3.shape
+    wo_ = geometry[2]
+    ho_, og, k_ = pixels // wo_, o_ // groups, w2.shape[1]
+    cg = gxp.shape[1] // groups
+    slots = buffers.shape[0]
+    for s in prange(slots):
+        for task in range(s, groups * n_, slots):
+            g, n = task // n_, task % n_
+            wgt = w2[g * og:(g + 1) * og].T  # (K, Og), contiguous columns
+            for i0 in range(0, ho_, tile_rows):
+                rows = min(tile_rows, ho_ - i0)
+                dcols = buffers[s, :k_ * rows * wo_].reshape(k_, rows * wo_)
+                gemm(wgt, gy3[n, g * og:(g + 1) * og, i0 * wo_:(i0 + rows) * wo_], dcols, 0.0)
+                _spread_columns(dcols, gxp, n, g * cg, i0, rows, geometry)
 
 
-def _tiles(p, itemsize):
-    """(first row, rows) of each tile of the N*Ho output rows, in order."""
-    total, step = p.y_shape[0] * p.y_shape[2], rows_per_tile(p, itemsize)
-    return [(r, min(step, total - r)) for r in range(0, total, step)]
+@njit(parallel=True, cache=True)
+def _backward_weight(xp, gy3, gw2, buffers, groups, block, tile_rows, geometry):
+    # gw2 (O, K) = sum over images and tiles of gy_g @ cols^T, per (group, block of K) task
+    n_, o_, pixels = gy3.shape
+    wo_ = geometry[2]
+    ho_, og, k_ = pixels // wo_, o_ // groups, gw2.shape[1]
+    cg = xp.shape[1] // groups
+    blocks = (k_ + block - 1) // block
+    slots = buffers.shape[0]
+    for s in prange(slots):
+        for task in range(s, groups * blocks, slots):
+            g, k0 = task // blocks, task % blocks * block
+            kc = min(block, k_ - k0)
+            out = gw2[g * og:(g + 1) * og, k0:k0 + kc]
+            out[:, :] = 0
+            for n in range(n_):
+                for i0 in range(0, ho_, tile_rows):
+                    rows = min(tile_rows, ho_ - i0)
+                    cols = buffers[s, :kc * rows * wo_].reshape(kc, rows * wo_)
+                    _fill_columns(xp, cols, n, g * cg, k0, i0, rows, geometry)
+                    gemm(gy3[n, g * og:(g + 1) * og, i0 * wo_:(i0 + rows) * wo_], cols.T, out,
+                         1.0)
 
 
 def _geometry(p):
-    return (p.kernel[0], p.kernel[1], p.y_shape[2], p.y_shape[3], *p.stride, *p.dilation)
+    """(kh, kw, Wo, sh, sw, dh, dw): what the column copies need."""
+    return (*p.kernel, p.y_shape[3], *p.stride, *p.dilation)
 
 
-def _weight_matrix(w, p, g):
-    """w_g as (Og, K)."""
-    og = p.y_shape[1] // p.groups
-    return w[g * og:(g + 1) * og].reshape(og, -1)
+def _k(p):
+    return p.w_shape[1] * p.kernel[0] * p.kernel[1]
 
 
-class _Buffers:
-    """Tile buffers allocated once per call at the largest tile's size and reused for every
-    group and tile (a smaller last tile uses a contiguous prefix)."""
+def weight_block(p) -> int:
+    """Rows of the columns per backward-weight task: K split into nearly equal blocks of at
+    most WEIGHT_ROWS_PER_TASK."""
+    k = _k(p)
+    blocks = -(-k // WEIGHT_ROWS_PER_TASK)
+    return -(-k // blocks)
 
-    def __init__(self, p, dtype, *rows_of):
-        tile_columns = rows_per_tile(p, np.dtype(dtype).itemsize) * p.y_shape[3]
-        self.flat = [np.empty(r * tile_columns, dtype=dtype) for r in rows_of]
 
-    def get(self, i, rows, columns):
-        return self.flat[i][:rows * columns].reshape(rows, columns)
+def rows_per_tile(p, itemsize, k_rows=None) -> int:
+    """Output rows per tile: as many as keep the (k_rows, rows*Wo) columns within
+    ``config.IM2COL_TILE_BYTES``, at least one (k_rows: K by default)."""
+    per_row = (_k(p) if k_rows is None else k_rows) * p.y_shape[3] * itemsize
+    return max(1, min(p.y_shape[2], config.IM2COL_TILE_BYTES // max(1, per_row)))
+
+
+def _tasks(kernel, p, itemsize) -> int:
+    n, groups = p.y_shape[0], p.groups
+    if kernel == "backward_data":
+        return groups * n
+    if kernel == "backward_weight":
+        return groups * -(-_k(p) // weight_block(p))
+    return groups * n * -(-p.y_shape[2] // rows_per_tile(p, itemsize))
+
+
+def _slots(kernel, p, itemsize) -> int:
+    """Buffers, one per concurrent task: the threads, or fewer when there are fewer tasks."""
+    return max(1, min(numba.get_num_threads(), _tasks(kernel, p, itemsize)))
+
+
+def _buffers(kernel, p, dtype, k_rows):
+    """One column buffer per slot, and the output rows of a tile."""
+    itemsize = np.dtype(dtype).itemsize
+    rows = rows_per_tile(p, itemsize, k_rows)
+    return np.empty((_slots(kernel, p, itemsize), k_rows * rows * p.y_shape[3]), dtype), rows
+
+
+def _planes(a):
+    """(N, C, H, W) -> (N, C, H*W), a view."""
+    return a.reshape(a.shape[0], a.shape[1], -1)
 
 
 def forward(x, w, b, p):
-    """y = conv(x, w) + b via column tiles and BLAS; -> (N, O, Ho, Wo)."""
+    """y = conv(x, w) + b via column tiles and per-task GEMMs; -> (N, O, Ho, Wo)."""
     y = np.empty(p.y_shape, dtype=x.dtype)
-    xp = padded(x, p.padding)
-    bias = bias_or_zeros(b, p, x.dtype)
-    cg, og, k = p.w_shape[1], p.y_shape[1] // p.groups, p.w_shape[1] * p.kernel[0] * p.kernel[1]
-    buffers = _Buffers(p, x.dtype, k)
-    for g in range(p.groups):
-        wg = _weight_matrix(w, p, g)
-        for row0, rows in _tiles(p, x.itemsize):
-            cols = buffers.get(0, k, rows * p.y_shape[3])
-            _im2col(xp, cols, g * cg, row0, *_geometry(p))
-            _tile_to_nchw(wg @ cols, y, g * og, row0, bias)
+    buffers, rows = _buffers("forward", p, x.dtype, _k(p))
+    bias = np.zeros(1, x.dtype) if b is None else b
+    with single_threaded():
+        _forward(padded(x, p.padding), w.reshape(p.w_shape[0], -1), bias, b is not None,
+                 _planes(y), buffers, p.groups, rows, _geometry(p))
     return y
 
 
 def backward_data(gy, w, p):
     """dL/dx via dcols = w_g^T @ gy_g and col2im; -> (N, C, H, W)."""
     gxp = np.zeros(p.x_shape[:2] + p.padded_size, dtype=gy.dtype)
-    cg, og = p.w_shape[1], p.y_shape[1] // p.groups
-    buffers = _Buffers(p, gy.dtype, og)
-    for g in range(p.groups):
-        wgt = np.ascontiguousarray(_weight_matrix(w, p, g).T)
-        for row0, rows in _tiles(p, gy.itemsize):
-            tile = buffers.get(0, og, rows * p.y_shape[3])
-            _nchw_to_tile(gy, tile, g * og, row0)
-            _col2im(wgt @ tile, gxp, g * cg, row0, *_geometry(p))
+    buffers, rows = _buffers("backward_data", p, gy.dtype, _k(p))
+    with single_threaded():
+        _backward_data(_planes(gy), w.reshape(p.w_shape[0], -1), gxp, buffers, p.groups, rows,
+                       _geometry(p))
     return cropped(gxp, p.padding, p.x_shape[2:])
 
 
 def backward_weight(x, gy, p):
-    """dL/dw as the sum over tiles of gy_g @ cols^T; -> (O, C/G, kh, kw)."""
-    xp = padded(x, p.padding)
-    cg, og, k = p.w_shape[1], p.y_shape[1] // p.groups, p.w_shape[1] * p.kernel[0] * p.kernel[1]
-    gw = np.zeros((p.y_shape[1], k), dtype=x.dtype)
-    buffers = _Buffers(p, x.dtype, k, og)
-    for g in range(p.groups):
-        for row0, rows in _tiles(p, x.itemsize):
-            cols = buffers.get(0, k, rows * p.y_shape[3])
-            _im2col(xp, cols, g * cg, row0, *_geometry(p))
-            tile = buffers.get(1, og, rows * p.y_shape[3])
-            _nchw_to_tile(gy, tile, g * og, row0)
-            gw[g * og:(g + 1) * og] += tile @ cols.T
+    """dL/dw = sum over images and tiles of gy_g @ cols^T; -> (O, C/G, kh, kw)."""
+    gw = np.empty((p.y_shape[1], _k(p)), dtype=x.dtype)
+    block = weight_block(p)
+    buffers, rows = _buffers("backward_weight", p, x.dtype, block)
+    with single_threaded():
+        _backward_weight(padded(x, p.padding), _planes(gy), gw, buffers, p.groups, block, rows,
+                         _geometry(p))
     return gw.reshape(p.w_shape)
 
 
@@ -184,12 +230,17 @@ def backward_bias(gy, p):
 
 
 def workspace_bytes(op, p, itemsize):
-    """Upper bound of the extra memory of one call (see the module docstring)."""
-    k = p.w_shape[1] * p.kernel[0] * p.kernel[1]
-    og = p.y_shape[1] // p.groups
-    tile = (k + og) * rows_per_tile(p, itemsize) * p.y_shape[3] * itemsize
+    """Upper bound of the extra memory of one call of ``op`` (see the module docstring): the
+    most that any of its kernel calls (p.kernel_calls) holds at once."""
+    return max((_kernel_workspace(k, p, itemsize) for k in p.kernel_calls(op)), default=0)
+
+
+def _kernel_workspace(kernel, p, itemsize):
+    k_rows = weight_block(p) if kernel == "backward_weight" else _k(p)
+    tile = k_rows * rows_per_tile(p, itemsize, k_rows) * p.y_shape[3] * itemsize
     n, c = p.x_shape[:2]
-    padded_copy = p.padding != ((0, 0), (0, 0))
+    # forward and backward-weight pad a copy of x; backward-data accumulates into a padded
+    # gradient (always allocated, padded or not)
+    padded_copy = kernel == "backward_data" or p.padding != ((0, 0), (0, 0))
     pad = n * c * p.padded_size[0] * p.padded_size[1] * itemsize if padded_copy else 0
-    weight_tile = og * k * itemsize  # w_g transposed (backward-data) or gy_g @ cols^T (weight)
-    return tile + pad + weight_tile
+    return _slots(kernel, p, itemsize) * tile + pad

@@ -7,48 +7,87 @@ strided subsample xs = x[:, :, ::sh, ::sw]::
     gxs[n, g] (Cg, P) = w_g^T (Cg, Og) @ gy[n, g] (Og, P)          backward-data, scattered to ::sh, ::sw
     gw_g      (Og, Cg) = sum_n gy[n, g] (Og, P) @ xs[n, g]^T        backward-weight
 
-The products run in NumPy's BLAS, or in cuBLAS for CuPy arrays: the code is written once for
-both array modules, and fastconv.cuda.pointwise serves it on the GPU. x is used in place when
-the stride is 1. The batch sum of the weight gradient runs in a fixed order, so results are
-bitwise repeatable.
+Every operand is a block of x, y, grad_y or w themselves (row stride P), so the products read
+and write them in place; x is copied only when a stride skips pixels. Threads, as in im2col:
+the products are tasks of one parallel loop on Numba's threads, each a single-threaded GEMM
+(``_blas.gemm``). Forward and backward-data split each (image, group) into blocks of
+``COLUMNS_PER_TASK``-ish pixels; backward-weight gives each task a block of at most
+``BLOCK`` x ``BLOCK`` weights and sums over the images and pixel blocks in order, so no sum
+depends on which thread ran it or how many there are: results are bitwise repeatable.
 """
 from __future__ import annotations
 
 import numpy as np
+from numba import njit, prange
 
+from ..common.pointwise import pixels, subsampled, why_not
+from ._blas import gemm, single_threaded
 from ._loops import channel_sum
 
+__all__ = ["forward", "backward_data", "backward_weight", "backward_bias", "why_not",
+           "workspace_bytes"]
 
-def _xp(a):
-    """The array module of ``a``: numpy, or cupy for a CuPy array."""
-    if isinstance(a, np.ndarray):
-        return np
-    import cupy
-
-    return cupy
-
-
-def _pixels(p):
-    """Index of the input pixels a 1x1 kernel reads: every sh-th row and sw-th column, Ho x Wo
-    of them (the input may extend beyond them, e.g. under a transposed conv's output_padding)."""
-    (sh, sw), (ho, wo) = p.stride, p.y_shape[2:]
-    return (Ellipsis, slice(0, (ho - 1) * sh + 1, sh), slice(0, (wo - 1) * sw + 1, sw))
+# forward and backward-data: pixels per task, so that a task's block of the input (Cg x
+# columns) stays within about TASK_BYTES; backward-weight: the weights of a task
+TASK_BYTES = 2**20
+MIN_COLUMNS = 256
+BLOCK = 128
 
 
-def _subsampled(x, p):
-    """xs (N, G, Cg, P): the pixels the kernel reads (x itself when that is all of it)."""
-    n, c, ho, wo = p.x_shape[:2] + p.y_shape[2:]
-    xs = x if x.shape[2:] == (ho, wo) else _xp(x).ascontiguousarray(x[_pixels(p)])
-    return xs.reshape(n, p.groups, c // p.groups, ho * wo)
+@njit(parallel=True, cache=True)
+def _products(a3, b3, c3, bias, has_bias, groups, columns, transpose_a):
+    # c3[n, g] (M, P) = op(a3[g]) @ b3[n, g] (K, P) per (image, group, block of columns) task:
+    # forward (a3 = w as (G, Og, Cg)) and backward-data (a3 the same w, transposed)
+    n_, rows, pixels_ = c3.shape
+    m = rows // groups
+    k = b3.shape[1] // groups
+    blocks = (pixels_ + columns - 1) // columns
+    tasks = n_ * groups * blocks
+    for task in prange(tasks):
+        n, g, p0 = task // (groups * blocks), task // blocks % groups, task % blocks * columns
+        p1 = min(pixels_, p0 + columns)
+        out = c3[n, g * m:(g + 1) * m, p0:p1]
+        if has_bias:
+            for o in range(m):
+                out[o, :] = bias[g * m + o]
+        a = a3[g].T if transpose_a else a3[g]
+        gemm(a, b3[n, g * k:(g + 1) * k, p0:p1], out, 1.0 if has_bias else 0.0)
 
 
-def _grouped(a, p):
-    """An output-shaped array as (N, G, Og, P)."""
-    n, o, ho, wo = a.shape
-    return a.reshape(n, p.groups, o // p.groups, ho * wo)
+@njit(parallel=True, cache=True)
+def _weight_products(gy3, xs3, gw2, groups, columns, block):
+    # gw2 (O, Cg) = sum over n and column blocks of gy[n, g] @ xs[n, g]^T, per (group, block of
+    # rows, block of columns of gw) task
+    n_, o_, pixels_ = gy3.shape
+    og, cg = o_ // groups, gw2.shape[1]
+    row_blocks, col_blocks = (og + block - 1) // block, (cg + block - 1) // block
+    for task in prange(groups * row_blocks * col_blocks):
+        g = task // (row_blocks * col_blocks)
+        o0 = task // col_blocks % row_blocks * block
+        c0 = task % col_blocks * block
+        o1, c1 = min(og, o0 + block), min(cg, c0 + block)
+        out = gw2[g * og + o0:g * og + o1, c0:c1]
+        out[:, :] = 0
+        for n in range(n_):
+            for p0 in range(0, pixels_, columns):
+                p1 = min(pixels_, p0 + columns)
+                gemm(gy3[n, g * og + o0:g * og + o1, p0:p1],
+                     xs3[n, g * cg + c0:g * cg + c1, p0:p1].T, out, 1.0)
 
 
-def _weights(w, p):
+def _columns(k, p, itemsize) -> int:
+    """Pixels per task for a product whose inner dimension is k."""
+    total = p.y_shape[2] * p.y_shape[3]
+    return max(1, min(total, max(MIN_COLUMNS, TASK_BYTES // max(1, k * itemsize))))
+
+
+def _read(x, p):
+    """xs (N, C, P): the pixels the kernel reads (a view of x when that is all of x)."""
+    xs = np.ascontiguousarray(x[pixels(p)]) if subsampled(p) else x
+    return xs.reshape(p.x_shape[0], p.x_shape[1], -1)
+
+
+def _grouped_weights(w, p):
     """w as (G, Og, Cg)."""
     o, cg = p.w_shape[:2]
     return w.reshape(p.groups, o // p.groups, cg)
@@ -56,32 +95,36 @@ def _weights(w, p):
 
 def forward(x, w, b, p):
     """y = w @ x per pixel, plus b; x (N, C, H, W), w (O, C/G, 1, 1) -> (N, O, Ho, Wo)."""
-    y = _xp(x).matmul(_weights(w, p), _subsampled(x, p)).reshape(p.y_shape)
-    if b is not None:
-        y += b.reshape(-1, 1, 1)
+    y = np.empty(p.y_shape, dtype=x.dtype)
+    bias = np.zeros(1, x.dtype) if b is None else b
+    with single_threaded():
+        _products(_grouped_weights(w, p), _read(x, p), y.reshape(p.y_shape[0], p.y_shape[1], -1),
+                  bias, b is not None, p.groups, _columns(p.w_shape[1], p, x.itemsize), False)
     return y
 
 
 def backward_data(gy, w, p):
     """dL/dx; gy (N, O, Ho, Wo), w (O, C/G, 1, 1) -> (N, C, H, W)."""
-    n, c, h, wd = p.x_shape
-    ho, wo = p.y_shape[2:]
-    xp = _xp(gy)
-    gxs = xp.matmul(_weights(w, p).transpose(0, 2, 1), _grouped(gy, p)).reshape(n, c, ho, wo)
-    if p.x_shape[2:] == (ho, wo):
+    n, c = p.x_shape[:2]
+    gxs = np.empty((n, c) + p.y_shape[2:], dtype=gy.dtype)
+    og = p.y_shape[1] // p.groups
+    with single_threaded():
+        _products(_grouped_weights(w, p), gy.reshape(n, p.y_shape[1], -1), gxs.reshape(n, c, -1),
+                  np.zeros(1, gy.dtype), False, p.groups, _columns(og, p, gy.itemsize), True)
+    if not subsampled(p):
         return gxs
-    gx = xp.zeros(p.x_shape, dtype=gy.dtype)
-    gx[_pixels(p)] = gxs  # pixels the kernel skipped get no gradient
+    gx = np.zeros(p.x_shape, dtype=gy.dtype)
+    gx[pixels(p)] = gxs  # pixels the kernel skipped get no gradient
     return gx
 
 
 def backward_weight(x, gy, p):
     """dL/dw; x (N, C, H, W), gy (N, O, Ho, Wo) -> (O, C/G, 1, 1)."""
-    xp = _xp(x)
-    per_image = xp.matmul(_grouped(gy, p), _subsampled(x, p).transpose(0, 1, 3, 2))
-    gw = xp.zeros(per_image.shape[1:], dtype=x.dtype)
-    for n in range(per_image.shape[0]):  # a fixed-order sum over the batch
-        gw += per_image[n]
+    gw = np.empty(p.w_shape[:2], dtype=x.dtype)
+    columns = _columns(min(BLOCK, p.w_shape[1]), p, x.itemsize)
+    with single_threaded():
+        _weight_products(gy.reshape(gy.shape[0], gy.shape[1], -1), _read(x, p), gw, p.groups,
+                         columns, BLOCK)
     return gw.reshape(p.w_shape)
 
 
@@ -90,17 +133,7 @@ def backward_bias(gy, p):
     return channel_sum(gy)
 
 
-def why_not(op, p):
-    """Pointwise serves 1x1 kernels without padding (any stride and groups)."""
-    if p.kernel == (1, 1) and p.padding == ((0, 0), (0, 0)):
-        return None
-    return f"pointwise needs a 1x1 kernel and no padding, got kernel {p.kernel} and padding {p.padding}"
-
-
 def workspace_bytes(op, p, itemsize):
-    """The strided subsample of x (or its gradient) and the per-image weight-gradient products."""
+    """The strided subsample of x (or, in backward-data, the gradient at the pixels read)."""
     n, c = p.x_shape[:2]
-    pixels = p.y_shape[2] * p.y_shape[3]
-    strided = n * c * pixels * itemsize if p.x_shape[2:] != p.y_shape[2:] else 0
-    per_image = n * p.y_shape[1] * p.w_shape[1] * itemsize if op.endswith("_backward") else 0
-    return strided + per_image
+    return n * c * p.y_shape[2] * p.y_shape[3] * itemsize if subsampled(p) else 0

@@ -21,7 +21,7 @@ def test_grid(case, rng):
 def tiny_tiles(monkeypatch):
     """Tunables at their smallest, so that small inputs span many im2col tiles and odd
     channel blocks."""
-    monkeypatch.setattr(config, "IM2COL_WORKSPACE_BYTES", 1)
+    monkeypatch.setattr(config, "IM2COL_TILE_BYTES", 1)
     monkeypatch.setattr(config, "DIRECT_OUT_CHANNELS_PER_TASK", 3)
 
 

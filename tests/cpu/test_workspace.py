@@ -37,10 +37,10 @@ def peak_extra_bytes(fn):
     return peak - sum(r.nbytes for r in results if r is not None)
 
 
-@pytest.mark.parametrize("limit", [config.IM2COL_WORKSPACE_BYTES, 4096])
+@pytest.mark.parametrize("limit", [config.IM2COL_TILE_BYTES, 4096])
 @pytest.mark.parametrize("x_shape, w_shape, kwargs", LAYERS)
 def test_peak_memory_within_reported_workspace(x_shape, w_shape, kwargs, limit, monkeypatch):
-    monkeypatch.setattr(config, "IM2COL_WORKSPACE_BYTES", limit)
+    monkeypatch.setattr(config, "IM2COL_TILE_BYTES", limit)
     rng = np.random.default_rng(0)
     x = rng.standard_normal(x_shape).astype(np.float32)
     w = rng.standard_normal(w_shape).astype(np.float32)
@@ -62,15 +62,20 @@ def test_peak_memory_within_reported_workspace(x_shape, w_shape, kwargs, limit, 
 
 
 def test_im2col_tiles_respect_the_bound(monkeypatch):
+    """A task's columns (all K rows, or backward-weight's block of them) stay within
+    IM2COL_TILE_BYTES, or are one output row when even that does not fit."""
     from fastconv import params
     from fastconv.cpu import im2col
 
     p = params.conv2d((8, 64, 56, 56), (64, 64, 3, 3), None, 1, 1)
+    block = im2col.weight_block(p)
+    assert block <= im2col.WEIGHT_ROWS_PER_TASK and -(-64 * 9 // block) * block >= 64 * 9
     for limit in (1, 2**16, 2**20, 2**24):
-        monkeypatch.setattr(config, "IM2COL_WORKSPACE_BYTES", limit)
-        rows = im2col.rows_per_tile(p, 4)
-        per_row = (64 * 9 + 64) * 56 * 4
-        assert rows >= 1 and (rows == 1 or rows * per_row <= limit)
+        monkeypatch.setattr(config, "IM2COL_TILE_BYTES", limit)
+        for k_rows in (64 * 9, block):
+            rows = im2col.rows_per_tile(p, 4, k_rows)
+            per_row = k_rows * 56 * 4
+            assert 1 <= rows <= 56 and (rows == 1 or rows * per_row <= limit)
 
 
 def _every_other_op(rng):
