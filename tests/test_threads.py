@@ -146,3 +146,107 @@ def test_fastconv_and_torch_in_one_process_neither_deadlock_nor_oversubscribe():
         assert numba.get_num_threads() <= cores and torch.get_num_threads() <= cores
         print("ok")
     """, timeout=240)
+
+
+# After each call returns, the CPU time that the process's other threads (Numba's workers,
+# any BLAS worker) burn in the next 0.3 s, from /proc's nanosecond counters: spinning workers
+# show up as milliseconds (OpenBLAS's spin after one product: ~130 ms; GNU OpenMP's default
+# spin: ~6 ms per worker), sleeping ones as nothing.
+SPINNING = """
+    import os, time
+    import numpy as np
+    from threadpoolctl import threadpool_info
+    import fastconv
+
+    def others_ns():
+        me, total = os.getpid(), 0
+        for tid in os.listdir(f"/proc/{me}/task"):
+            if int(tid) != me:
+                with open(f"/proc/{me}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+        return total
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 32, 28, 28)).astype(np.float32)
+    calls = [("conv2d", (x, rng.standard_normal((64, 32, 3, 3)).astype(np.float32)),
+              dict(padding=1, algo=a)) for a in ("im2col", "direct")]
+    calls += [("conv2d", (x, rng.standard_normal((64, 32, 1, 1)).astype(np.float32)),
+               dict(algo="pointwise")),
+              ("conv2d", (x, rng.standard_normal((32, 1, 3, 3)).astype(np.float32)),
+               dict(padding=1, groups=32, algo="depthwise")),
+              ("conv2d_backward", (rng.standard_normal((8, 64, 28, 28)).astype(np.float32), x,
+                                   rng.standard_normal((64, 32, 3, 3)).astype(np.float32)),
+               dict(padding=1, algo="im2col")),
+              ("max_pool2d", (x,), dict(kernel_size=3, stride=2, padding=1)),
+              ("batch_norm", (x, None, None), dict(training=True))]
+    for op, a, kw in calls:
+        getattr(fastconv, op)(*a, **kw)   # compiled, SciPy's BLAS loaded, the pools started
+    blas_before = sorted((i["filepath"], i["num_threads"]) for i in threadpool_info()
+                         if i["user_api"] == "blas")
+    time.sleep(0.5)
+    for op, a, kw in calls:
+        burned = []
+        for _ in range(5):
+            getattr(fastconv, op)(*a, **kw)
+            before = others_ns()
+            time.sleep(0.3)
+            burned.append(others_ns() - before)
+        print(op, kw.get("algo", ""), sorted(burned)[2] / 1e6)
+    blas_after = sorted((i["filepath"], i["num_threads"]) for i in threadpool_info()
+                        if i["user_api"] == "blas")
+    assert blas_after == blas_before, (blas_before, blas_after)
+    print("ok")
+"""
+
+
+def test_no_worker_keeps_spinning_after_a_call_returns():
+    """Every CPU family: in the 0.3 s after a call, the other threads burn under 2 ms of CPU
+    (the median of 5 calls), and BLAS's thread counts are what they were before."""
+    out = _run(SPINNING, timeout=600)
+    burned = {" ".join(line.split()[:-1]): float(line.split()[-1])
+              for line in out.splitlines()[:-1]}
+    assert len(burned) == 7, out
+    assert all(ms < 2.0 for ms in burned.values()), burned
+
+
+def test_user_wait_policy_is_left_alone():
+    """GOMP_SPINCOUNT is set only while Numba's OpenMP runtime loads, and not at all when the
+    user chose a wait policy."""
+    _run("""
+        import os
+        import numpy as np
+        import fastconv
+        fastconv.conv2d(np.ones((1, 1, 4, 4), np.float32), np.ones((1, 1, 3, 3), np.float32))
+        assert "GOMP_SPINCOUNT" not in os.environ
+        assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+        print("ok")
+    """, env={"OMP_WAIT_POLICY": "ACTIVE"})
+
+
+def test_fastconv_torch_runs_on_torchs_thread_budget():
+    """Through fastconv.torch, CPU kernels run on torch.get_num_threads() threads (never more
+    than Numba has), and Numba's own setting is back afterwards."""
+    pytest.importorskip("torch")
+    _run("""
+        import numba
+        import torch
+        import fastconv.torch
+        from fastconv.cpu import im2col
+
+        seen, forward = [], im2col.forward
+
+        def recording(*args):
+            seen.append(numba.get_num_threads())
+            return forward(*args)
+
+        im2col.forward = recording
+        x, w = torch.randn(2, 8, 9, 9), torch.randn(16, 8, 3, 3)
+        before = numba.get_num_threads()
+        for threads in (1, 2, 64):
+            torch.set_num_threads(threads)
+            fastconv.torch.conv2d(x, w, padding=1, algo="im2col")
+        assert seen == [1, min(2, numba.config.NUMBA_NUM_THREADS),
+                        numba.config.NUMBA_NUM_THREADS], seen
+        assert numba.get_num_threads() == before
+        print("ok")
+    """)

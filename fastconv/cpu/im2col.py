@@ -1,28 +1,30 @@
 """im2col + GEMM: copy every window into a column, then one matrix product does the rest.
 
-Per group g and image n, with K = Cg*kh*kw and the output pixels (i, j) of rows i0 .. i0+r-1
-taken as the T = r*Wo columns of a tile::
+The output pixels of the batch, in (n, i, j) order, are cut into tiles of whole output rows:
+a tile is one block of rows of one image, or, when a whole image fits the tile budget, a run of
+whole images. Per group g, with K = Cg*kh*kw and a tile's T pixels as columns::
 
-    cols   (K, T)      cols[(c, a, e), (i, j)] = xp[n, g*Cg + c, i*sh + a*dh, j*sw + e*dw]
-    y_g    (Og, T)     = w_g (Og, K) @ cols                           forward
-    dcols  (K, T)      = w_g^T (K, Og) @ gy_g (Og, T), then col2im     backward-data
-    gw_g   (Og, K)    += gy_g (Og, T) @ cols^T (T, K), over n and tiles backward-weight
+    cols   (K, T)      cols[(c, a, e), (n, i, j)] = xp[n, g*Cg + c, i*sh + a*dh, j*sw + e*dw]
+    yt_g   (Og, T)     = w_g (Og, K) @ cols                            forward
+    dcols  (K, T)      = w_g^T (K, Og) @ gyt_g (Og, T), then col2im     backward-data
+    gw_g   (Og, K)    += gyt_g (Og, T) @ cols^T (T, K), over the tiles  backward-weight
 
-The pixels of a tile are consecutive in each output plane, so ``y_g`` and ``gy_g`` are blocks of
-y and grad_y themselves (row stride Ho*Wo): the products read and write them in place, and only
-the columns are copied.
+``yt`` and ``gyt`` are y and grad_y in channel-major order, (O, N*Ho*Wo), so that every tile's
+block of them is a plain strided matrix that the products read and write in place; one
+parallel pass moves y from (and grad_y into) that order (a no-op for a single image).
 
-Threads: the tiles are tasks of one parallel loop on Numba's threads, and each task builds its
-own columns and runs its own single-threaded GEMM (``_blas.gemm``), so that the copies run in
+Threads: the tiles are the tasks of one parallel loop on Numba's threads, each building its own
+columns and running its own single-threaded GEMM (``_blas.gemm``), so the copies run in
 parallel and no second thread pool (BLAS's) ever starts. The slots of the loop take the tasks
-round-robin, each with its own column buffer. Backward-data's tasks are whole (image, group)
-pairs, so that the col2im scatters of overlapping windows never meet; backward-weight's are
-(group, block of K rows of the columns) pairs, each summing over every image and tile in order,
-so that the weight gradient needs no reduction between threads. No result depends on which
-thread ran a task, nor on how many threads there are: results are bitwise repeatable.
+round-robin, each with its own column buffer. Backward-data's tasks are whole images (a run of
+them, or one image done tile by tile), so the col2im scatters of overlapping windows never
+meet; backward-weight's are (group, block of K rows of the columns) pairs, each summing over
+every tile in order, so the weight gradient needs no reduction between threads. No result
+depends on which thread ran a task or on how many threads there are: bitwise repeatable.
 
-Workspace: one buffer per slot of ``config.IM2COL_TILE_BYTES`` (a tile holds as many output rows
-as fit, at least one), plus the zero-padded copy of the input (backward-data: of its gradient).
+Workspace: one column buffer per slot of at most ``config.IM2COL_TILE_BYTES`` (a tile holds as
+many output rows as fit, at least one), the channel-major output or output gradient (unless
+N == 1), and the zero-padded copy of the input (backward-data: its padded gradient).
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ from numba import njit, prange, uint64
 
 from .. import config
 from ._blas import gemm, single_threaded
-from ._loops import FASTMATH, channel_sum, cropped, padded
+from ._loops import FASTMATH, bias_or_zeros, channel_sum, cropped, padded
 
 # backward-weight splits the K = Cg*kh*kw rows of the columns into blocks of about this many,
 # one task per block and group (fixed, so that no sum depends on the thread count)
@@ -40,91 +42,122 @@ WEIGHT_ROWS_PER_TASK = 64
 
 
 @njit(inline="always")
-def _fill_columns(xp, cols, n, c_first, k_first, i0, rows, geometry):
-    # xp (N, C, Hp, Wp) -> cols (k rows from k_first, rows*Wo) for output rows i0.. of image n
-    kh_, kw_, wo_, sh, sw, dh, dw = geometry
-    shu, swu = uint64(sh), uint64(sw)
-    for kk in range(cols.shape[0]):
-        k = k_first + kk
-        c = k // (kh_ * kw_)
-        a = k // kw_ % kh_
-        e = k % kw_
-        q0 = uint64(e * dw)
-        for t in range(rows):
-            src = xp[n, c_first + c, (i0 + t) * sh + a * dh]
-            dst = cols[kk]
-            base = uint64(t * wo_)
-            for j in range(wo_):
-                dst[base + uint64(j)] = src[uint64(j) * swu + q0]
+def _tile(t, n_, ho_, rows):
+    """(first output row in (n, i) order, rows) of tile t; rows >= Ho is a multiple of Ho."""
+    if rows >= ho_:
+        r0 = t * rows
+        return r0, min(rows, n_ * ho_ - r0)
+    per = (ho_ + rows - 1) // rows
+    i0 = t % per * rows
+    return t // per * ho_ + i0, min(rows, ho_ - i0)
+
+
+@njit(inline="always")
+def _tile_count(n_, ho_, rows):
+    if rows >= ho_:
+        return (n_ * ho_ + rows - 1) // rows
+    return n_ * ((ho_ + rows - 1) // rows)
+
+
+@njit(inline="always")
+def _gather(dst, d0, src, s0, count, step):
+    for j in range(count):
+        dst[d0 + j] = src[s0 + j * step]
 
 
 @njit(fastmath=FASTMATH, inline="always")
-def _spread_columns(dcols, gxp, n, c_first, i0, rows, geometry):
+def _spread(dst, d0, step, src, s0, count):
+    for j in range(count):
+        dst[d0 + j * step] += src[s0 + j]
+
+
+@njit(inline="always")
+def _fill_columns(xp, cols, c_first, k_first, r0, rows, geometry):
+    # xp (N, C, Hp, Wp) -> cols (kc, rows*Wo): rows k_first.. of the tile's columns
+    kh_, kw_, ho_, wo_, sh, sw, dh, dw = geometry
+    _, c_, hp, wp = xp.shape
+    flat, out = xp.reshape(-1), cols.reshape(-1)
+    wou, swu = uint64(wo_), uint64(sw)
+    for kk in range(cols.shape[0]):
+        k = k_first + kk
+        c, a, e = k // (kh_ * kw_), k // kw_ % kh_, k % kw_
+        for t in range(rows):
+            n, i = (r0 + t) // ho_, (r0 + t) % ho_
+            src = uint64(((n * c_ + c_first + c) * hp + i * sh + a * dh) * wp + e * dw)
+            dst = uint64(kk * cols.shape[1] + t * wo_)
+            if sw == 1:
+                _gather(out, dst, flat, src, wou, uint64(1))
+            elif sw == 2:
+                _gather(out, dst, flat, src, wou, uint64(2))
+            else:
+                _gather(out, dst, flat, src, wou, swu)
+
+
+@njit(fastmath=FASTMATH, inline="always")
+def _spread_columns(dcols, gxp, c_first, r0, rows, geometry):
     # dcols (K, rows*Wo) -> gxp (N, C, Hp, Wp) += ; the adjoint of _fill_columns, in a fixed
     # order (channel, tap, row, column), so overlapping windows add up the same way every time
-    kh_, kw_, wo_, sh, sw, dh, dw = geometry
-    swu = uint64(sw)
+    kh_, kw_, ho_, wo_, sh, sw, dh, dw = geometry
+    _, c_, hp, wp = gxp.shape
+    flat, src_all = gxp.reshape(-1), dcols.reshape(-1)
+    wou, swu = uint64(wo_), uint64(sw)
     for k in range(dcols.shape[0]):
-        c = k // (kh_ * kw_)
-        a = k // kw_ % kh_
-        e = k % kw_
-        q0 = uint64(e * dw)
+        c, a, e = k // (kh_ * kw_), k // kw_ % kh_, k % kw_
         for t in range(rows):
-            dst = gxp[n, c_first + c, (i0 + t) * sh + a * dh]
-            src = dcols[k]
-            base = uint64(t * wo_)
-            for j in range(wo_):
-                dst[uint64(j) * swu + q0] += src[base + uint64(j)]
+            n, i = (r0 + t) // ho_, (r0 + t) % ho_
+            dst = uint64(((n * c_ + c_first + c) * hp + i * sh + a * dh) * wp + e * dw)
+            src = uint64(k * dcols.shape[1] + t * wo_)
+            if sw == 1:
+                _spread(flat, dst, uint64(1), src_all, src, wou)
+            elif sw == 2:
+                _spread(flat, dst, uint64(2), src_all, src, wou)
+            else:
+                _spread(flat, dst, swu, src_all, src, wou)
 
 
 @njit(parallel=True, cache=True)
-def _forward(xp, w2, bias, has_bias, y3, buffers, groups, tile_rows, geometry):
-    # y3 (N, O, Ho*Wo) = w2 (O, K) @ the columns of each (group, image, tile) task, + bias
-    n_, o_, pixels = y3.shape
-    wo_ = geometry[2]
-    ho_, og, k_ = pixels // wo_, o_ // groups, w2.shape[1]
-    cg = xp.shape[1] // groups
-    tiles = (ho_ + tile_rows - 1) // tile_rows
+def _forward(xp, w2, yt, buffers, groups, tile_rows, geometry):
+    # yt (O, N*Ho*Wo) = w_g @ the columns of each (group, tile) task
+    n_, ho_, wo_ = xp.shape[0], geometry[2], geometry[3]
+    og, k_, cg = w2.shape[0] // groups, w2.shape[1], xp.shape[1] // groups
+    tiles = _tile_count(n_, ho_, tile_rows)
     slots = buffers.shape[0]
     for s in prange(slots):
-        for task in range(s, groups * n_ * tiles, slots):
-            g, n, i0 = task // (n_ * tiles), task // tiles % n_, task % tiles * tile_rows
-            rows = min(tile_rows, ho_ - i0)
+        for task in range(s, groups * tiles, slots):
+            g = task // tiles
+            r0, rows = _tile(task % tiles, n_, ho_, tile_rows)
             cols = buffers[s, :k_ * rows * wo_].reshape(k_, rows * wo_)
-            _fill_columns(xp, cols, n, g * cg, 0, i0, rows, geometry)
-            out = y3[n, g * og:(g + 1) * og, i0 * wo_:(i0 + rows) * wo_]
-            if has_bias:
-                for o in range(og):
-                    out[o, :] = bias[g * og + o]
-            gemm(w2[g * og:(g + 1) * og], cols, out, 1.0 if has_bias else 0.0)
+            _fill_columns(xp, cols, g * cg, 0, r0, rows, geometry)
+            gemm(w2[g * og:(g + 1) * og], cols,
+                 yt[g * og:(g + 1) * og, r0 * wo_:(r0 + rows) * wo_], 0.0)
 
 
 @njit(parallel=True, cache=True)
-def _backward_data(gy3, w2, gxp, buffers, groups, tile_rows, geometry):
-    # gxp (N, C, Hp, Wp) += col2im(w_g^T @ gy_g) per (group, image) task, tile by tile
-    n_, o_, pixels = gy3.shape
-    wo_ = geometry[2]
-    ho_, og, k_ = pixels // wo_, o_ // groups, w2.shape[1]
-    cg = gxp.shape[1] // groups
+def _backward_data(gyt, w2, gxp, buffers, groups, tile_rows, geometry):
+    # gxp (N, C, Hp, Wp) += col2im(w_g^T @ gyt_g) per (group, whole images) task, tile by tile
+    n_, ho_, wo_ = gxp.shape[0], geometry[2], geometry[3]
+    og, k_, cg = w2.shape[0] // groups, w2.shape[1], gxp.shape[1] // groups
+    tiles = _tile_count(n_, ho_, tile_rows)
+    per_task = 1 if tile_rows >= ho_ else tiles // n_  # tiles of one task: whole images
+    tasks = tiles // per_task
     slots = buffers.shape[0]
     for s in prange(slots):
-        for task in range(s, groups * n_, slots):
-            g, n = task // n_, task % n_
+        for task in range(s, groups * tasks, slots):
+            g = task // tasks
             wgt = w2[g * og:(g + 1) * og].T  # (K, Og), contiguous columns
-            for i0 in range(0, ho_, tile_rows):
-                rows = min(tile_rows, ho_ - i0)
+            for t in range(task % tasks * per_task, (task % tasks + 1) * per_task):
+                r0, rows = _tile(t, n_, ho_, tile_rows)
                 dcols = buffers[s, :k_ * rows * wo_].reshape(k_, rows * wo_)
-                gemm(wgt, gy3[n, g * og:(g + 1) * og, i0 * wo_:(i0 + rows) * wo_], dcols, 0.0)
-                _spread_columns(dcols, gxp, n, g * cg, i0, rows, geometry)
+                gemm(wgt, gyt[g * og:(g + 1) * og, r0 * wo_:(r0 + rows) * wo_], dcols, 0.0)
+                _spread_columns(dcols, gxp, g * cg, r0, rows, geometry)
 
 
 @njit(parallel=True, cache=True)
-def _backward_weight(xp, gy3, gw2, buffers, groups, block, tile_rows, geometry):
-    # gw2 (O, K) = sum over images and tiles of gy_g @ cols^T, per (group, block of K) task
-    n_, o_, pixels = gy3.shape
-    wo_ = geometry[2]
-    ho_, og, k_ = pixels // wo_, o_ // groups, gw2.shape[1]
-    cg = xp.shape[1] // groups
+def _backward_weight(xp, gyt, gw2, buffers, groups, block, tile_rows, geometry):
+    # gw2 (O, K) = sum over the tiles of gyt_g @ cols^T, per (group, block of K rows) task
+    n_, ho_, wo_ = xp.shape[0], geometry[2], geometry[3]
+    og, k_, cg = gw2.shape[0] // groups, gw2.shape[1], xp.shape[1] // groups
+    tiles = _tile_count(n_, ho_, tile_rows)
     blocks = (k_ + block - 1) // block
     slots = buffers.shape[0]
     for s in prange(slots):
@@ -133,18 +166,36 @@ def _backward_weight(xp, gy3, gw2, buffers, groups, block, tile_rows, geometry):
             kc = min(block, k_ - k0)
             out = gw2[g * og:(g + 1) * og, k0:k0 + kc]
             out[:, :] = 0
-            for n in range(n_):
-                for i0 in range(0, ho_, tile_rows):
-                    rows = min(tile_rows, ho_ - i0)
-                    cols = buffers[s, :kc * rows * wo_].reshape(kc, rows * wo_)
-                    _fill_columns(xp, cols, n, g * cg, k0, i0, rows, geometry)
-                    gemm(gy3[n, g * og:(g + 1) * og, i0 * wo_:(i0 + rows) * wo_], cols.T, out,
-                         1.0)
+            for t in range(tiles):
+                r0, rows = _tile(t, n_, ho_, tile_rows)
+                cols = buffers[s, :kc * rows * wo_].reshape(kc, rows * wo_)
+                _fill_columns(xp, cols, g * cg, k0, r0, rows, geometry)
+                gemm(gyt[g * og:(g + 1) * og, r0 * wo_:(r0 + rows) * wo_], cols.T, out, 1.0)
+
+
+@njit(parallel=True, cache=True)
+def _to_channel_major(a3, out):
+    # a3 (N, O, P) -> out (O, N*P)
+    n_, o_, p_ = a3.shape
+    for task in prange(n_ * o_):
+        n, o = task // o_, task % o_
+        for j in range(p_):
+            out[o, n * p_ + j] = a3[n, o, j]
+
+
+@njit(parallel=True, cache=True)
+def _from_channel_major(at, out, bias):
+    # at (O, N*P) -> out (N, O, P), plus bias[o]
+    n_, o_, p_ = out.shape
+    for task in prange(n_ * o_):
+        n, o = task // o_, task % o_
+        for j in range(p_):
+            out[n, o, j] = at[o, n * p_ + j] + bias[o]
 
 
 def _geometry(p):
-    """(kh, kw, Wo, sh, sw, dh, dw): what the column copies need."""
-    return (*p.kernel, p.y_shape[3], *p.stride, *p.dilation)
+    """(kh, kw, Ho, Wo, sh, sw, dh, dw): what the column copies need."""
+    return (*p.kernel, *p.y_shape[2:], *p.stride, *p.dilation)
 
 
 def _k(p):
@@ -161,18 +212,22 @@ def weight_block(p) -> int:
 
 def rows_per_tile(p, itemsize, k_rows=None) -> int:
     """Output rows per tile: as many as keep the (k_rows, rows*Wo) columns within
-    ``config.IM2COL_TILE_BYTES``, at least one (k_rows: K by default)."""
+    ``config.IM2COL_TILE_BYTES``, at least one (k_rows: K by default); from a whole image up,
+    whole images."""
+    ho = p.y_shape[2]
     per_row = (_k(p) if k_rows is None else k_rows) * p.y_shape[3] * itemsize
-    return max(1, min(p.y_shape[2], config.IM2COL_TILE_BYTES // max(1, per_row)))
+    rows = max(1, min(p.y_shape[0] * ho, config.IM2COL_TILE_BYTES // max(1, per_row)))
+    return rows if rows < ho else rows // ho * ho
 
 
 def _tasks(kernel, p, itemsize) -> int:
-    n, groups = p.y_shape[0], p.groups
-    if kernel == "backward_data":
-        return groups * n
+    n, ho = p.y_shape[0], p.y_shape[2]
     if kernel == "backward_weight":
-        return groups * -(-_k(p) // weight_block(p))
-    return groups * n * -(-p.y_shape[2] // rows_per_tile(p, itemsize))
+        return p.groups * -(-_k(p) // weight_block(p))
+    rows = rows_per_tile(p, itemsize)
+    if kernel == "backward_data":
+        return p.groups * (-(-n * ho // rows) if rows >= ho else n)
+    return p.groups * (-(-n * ho // rows) if rows >= ho else n * -(-ho // rows))
 
 
 def _slots(kernel, p, itemsize) -> int:
@@ -187,19 +242,28 @@ def _buffers(kernel, p, dtype, k_rows):
     return np.empty((_slots(kernel, p, itemsize), k_rows * rows * p.y_shape[3]), dtype), rows
 
 
-def _planes(a):
-    """(N, C, H, W) -> (N, C, H*W), a view."""
-    return a.reshape(a.shape[0], a.shape[1], -1)
+def _channel_major(a):
+    """(N, O, Ho, Wo) -> (O, N*Ho*Wo): a copy, or a view for one image."""
+    n, o = a.shape[:2]
+    if n == 1:
+        return a.reshape(o, -1)
+    out = np.empty((o, a.size // o), dtype=a.dtype)
+    _to_channel_major(a.reshape(n, o, -1), out)
+    return out
 
 
 def forward(x, w, b, p):
     """y = conv(x, w) + b via column tiles and per-task GEMMs; -> (N, O, Ho, Wo)."""
+    n, o = p.y_shape[:2]
     y = np.empty(p.y_shape, dtype=x.dtype)
+    in_place = n == 1 and b is None  # y is already channel-major
+    yt = y.reshape(o, -1) if in_place else np.empty((o, y.size // o), x.dtype)
     buffers, rows = _buffers("forward", p, x.dtype, _k(p))
-    bias = np.zeros(1, x.dtype) if b is None else b
     with single_threaded():
-        _forward(padded(x, p.padding), w.reshape(p.w_shape[0], -1), bias, b is not None,
-                 _planes(y), buffers, p.groups, rows, _geometry(p))
+        _forward(padded(x, p.padding), w.reshape(o, -1), yt, buffers, p.groups, rows,
+                 _geometry(p))
+    if not in_place:
+        _from_channel_major(yt, y.reshape(n, o, -1), bias_or_zeros(b, p, x.dtype))
     return y
 
 
@@ -208,19 +272,19 @@ def backward_data(gy, w, p):
     gxp = np.zeros(p.x_shape[:2] + p.padded_size, dtype=gy.dtype)
     buffers, rows = _buffers("backward_data", p, gy.dtype, _k(p))
     with single_threaded():
-        _backward_data(_planes(gy), w.reshape(p.w_shape[0], -1), gxp, buffers, p.groups, rows,
-                       _geometry(p))
+        _backward_data(_channel_major(gy), w.reshape(p.w_shape[0], -1), gxp, buffers, p.groups,
+                       rows, _geometry(p))
     return cropped(gxp, p.padding, p.x_shape[2:])
 
 
 def backward_weight(x, gy, p):
-    """dL/dw = sum over images and tiles of gy_g @ cols^T; -> (O, C/G, kh, kw)."""
+    """dL/dw = sum over the tiles of gy_g @ cols^T; -> (O, C/G, kh, kw)."""
     gw = np.empty((p.y_shape[1], _k(p)), dtype=x.dtype)
     block = weight_block(p)
     buffers, rows = _buffers("backward_weight", p, x.dtype, block)
     with single_threaded():
-        _backward_weight(padded(x, p.padding), _planes(gy), gw, buffers, p.groups, block, rows,
-                         _geometry(p))
+        _backward_weight(padded(x, p.padding), _channel_major(gy), gw, buffers, p.groups, block,
+                         rows, _geometry(p))
     return gw.reshape(p.w_shape)
 
 
@@ -243,4 +307,7 @@ def _kernel_workspace(kernel, p, itemsize):
     # gradient (always allocated, padded or not)
     padded_copy = kernel == "backward_data" or p.padding != ((0, 0), (0, 0))
     pad = n * c * p.padded_size[0] * p.padded_size[1] * itemsize if padded_copy else 0
-    return _slots(kernel, p, itemsize) * tile + pad
+    # y (forward, unless one image without bias) or grad_y (backward) in channel-major order
+    channel_major = p.y_shape[0] > 1 or (kernel == "forward" and p.has_bias)
+    outputs = np.prod(p.y_shape, dtype=np.int64) * itemsize if channel_major else 0
+    return _slots(kernel, p, itemsize) * tile + pad + int(outputs)

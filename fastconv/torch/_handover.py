@@ -5,6 +5,9 @@ CuPy arrays over the same memory through DLPack, and fastconv's kernels are laun
 PyTorch's current stream of that device, so the work is ordered with the surrounding PyTorch
 work without synchronising. Results come back the same way: ``torch.from_numpy`` and
 ``torch.from_dlpack`` wrap fastconv's output buffers without copying.
+
+On the CPU, fastconv's kernels run on at most ``torch.get_num_threads()`` threads: the thread
+budget the user gave PyTorch is the one the whole model gets.
 """
 from __future__ import annotations
 
@@ -48,10 +51,14 @@ def to_tensor(a) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def on_stream(device: torch.device):
-    """Run CuPy (fastconv's CUDA kernels) on ``device`` and PyTorch's current stream there."""
+def on_device(device: torch.device):
+    """Run fastconv's kernels as PyTorch would on ``device``: CPU kernels on at most
+    ``torch.get_num_threads()`` threads, CUDA kernels (CuPy) on PyTorch's current stream."""
     if device.type != "cuda":
-        yield
+        from fastconv.cpu._threads import limited
+
+        with limited(torch.get_num_threads()):
+            yield
         return
     import cupy
 

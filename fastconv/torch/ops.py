@@ -21,7 +21,7 @@ from torch import Tensor
 
 import fastconv
 
-from ._handover import device_of, on_stream, to_array, to_tensor
+from ._handover import device_of, on_device, to_array, to_tensor
 
 __all__ = ["conv2d", "conv1d", "conv_transpose2d", "max_pool2d", "avg_pool2d",
            "adaptive_avg_pool2d", "batch_norm"]
@@ -29,7 +29,7 @@ __all__ = ["conv2d", "conv1d", "conv_transpose2d", "max_pool2d", "avg_pool2d",
 
 def _call(fn, tensors, *args, **kwargs):
     """fn(*arrays of tensors, *args, **kwargs) on the tensors' device; tensor results."""
-    with on_stream(device_of(*tensors)):
+    with on_device(device_of(*tensors)):
         out = fn(*(to_array(t) for t in tensors), *args, **kwargs)
     if isinstance(out, tuple):
         return tuple(None if a is None else to_tensor(a) for a in out)
@@ -202,7 +202,7 @@ def _(x, kernel_size, stride, padding, dilation, ceil_mode, algo):
 def _max_pool2d_backward(grad_y: Tensor, x: Tensor, indices: Tensor, kernel_size: Sequence[int],
                          stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
                          ceil_mode: bool, algo: str) -> Tensor:
-    with on_stream(device_of(x)):
+    with on_device(device_of(x)):
         gx = fastconv.max_pool2d_backward(
             to_array(grad_y), to_array(x), list(kernel_size), list(stride), list(padding),
             list(dilation), ceil_mode, indices=to_array(indices), algo=algo)
