@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 import fastconv.torch
+from fastconv.bench.models import LeNet  # the digits model of the bench's model zoo
 
 
 def load(seed: int):
@@ -34,24 +35,6 @@ def load(seed: int):
     labels = digits.target.astype(np.int64)
     return tuple(torch.from_numpy(a) for a in (images[train], labels[train], images[test],
                                                labels[test]))
-
-
-class LeNet(torch.nn.Module):
-    """conv 3x3 (1->16) - batch norm - ReLU - max pool 2 - conv 3x3 (16->32) - ReLU - global
-    average pool - linear (32->10), with the conv, norm and pool modules taken from ``nn``
-    (``torch.nn`` or ``fastconv.torch.nn``)."""
-
-    def __init__(self, nn):
-        super().__init__()
-        self.features = torch.nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), torch.nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1), torch.nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1))
-        self.classifier = torch.nn.Linear(32, 10)
-
-    def forward(self, x):
-        return self.classifier(self.features(x).flatten(1))
 
 
 def accuracy(model, x, y) -> float:

@@ -2,7 +2,8 @@
 
 Commands:
     bench    time the layer zoo with fastconv's algorithms, optionally next to PyTorch
-             (see fastconv.bench); the quick suite by default
+             (see fastconv.bench); the quick suite by default; --models times whole
+             networks' training steps and inference against PyTorch
     explain  say which algorithm a call would run and why, and what it costs, without running it
     check    self-test: every backend, op and algorithm against its oracle (see fastconv.check)
 
@@ -45,7 +46,7 @@ def main(argv=None) -> int:
 # ---- bench ---------------------------------------------------------------------------------
 
 def _bench_parser(commands):
-    from .bench import zoo
+    from .bench import timing, zoo
 
     bench = commands.add_parser(
         "bench", help="time the layer zoo (quick suite by default)",
@@ -54,6 +55,14 @@ def _bench_parser(commands):
                     "ratio fastconv/PyTorch (lower is better). Layers: "
                     + ", ".join(layer.name for layer in zoo.ZOO)
                     + f". The quick suite: {', '.join(zoo.QUICK)}.")
+    bench.add_argument("--models", nargs="*", metavar="NAME",
+                       help="time whole models instead of layers: a training step and "
+                            "inference after fastconv.torch.convert against plain PyTorch, "
+                            "same weights and batch (names or shell patterns of "
+                            "fastconv.bench.models; none: all)")
+    bench.add_argument("--profile", action="store_true",
+                       help="with --models: break a step down op by op (torch.profiler), "
+                            "fastconv against PyTorch")
     bench.add_argument("--suite", choices=sorted(zoo.SUITES), default="quick",
                        help="quick (default: one layer of each kind) or full (the whole zoo)")
     bench.add_argument("--layers", nargs="+", metavar="NAME",
@@ -74,6 +83,10 @@ def _bench_parser(commands):
     bench.add_argument("--min-time", type=float, default=None,
                        help="seconds of timed runs per call, at least (default: 0.2 quick, "
                             "1 full)")
+    bench.add_argument("--idle-gap", type=float, default=None, metavar="SECONDS",
+                       help="idle time before each block of timed runs, so that the previous "
+                            "contender's thread pools have stopped spinning (default: "
+                            f"{timing.IDLE_GAP_S:g})")
     bench.add_argument("--json", metavar="FILE", help="write every measurement to FILE")
     bench.add_argument("--plot", metavar="FILE.png",
                        help="write bars of GFLOP/s per call and a roofline chart (matplotlib)")
@@ -83,11 +96,22 @@ def _bench(args, argv) -> int:
     from . import bench
     from .bench import timing
 
+    command = ["python", "-m", "fastconv"] + list(sys.argv[1:] if argv is None else argv)
+    threads = timing.cores() if args.threads is None else args.threads
+    gap = {} if args.idle_gap is None else {"idle_gap": args.idle_gap}
+    if args.models is not None:
+        o = bench.ModelOptions(names=args.models or None, threads=threads, profile=args.profile,
+                               **({} if args.repeat is None else {"min_repeat": args.repeat}),
+                               **({} if args.min_time is None else {"min_time": args.min_time}),
+                               **gap)
+        return bench.main_models(o, args.json, args.plot, argv=" ".join(command))
+    if args.profile:
+        print("fastconv bench: error: --profile needs --models", file=sys.stderr)
+        return 2
     options = bench.Options(suite=args.suite, layers=args.layers, ops=args.ops, algo=args.algo,
                             backend=args.backend, dtype=args.dtype, vs_torch=args.vs == "torch",
-                            threads=timing.cores() if args.threads is None else args.threads,
-                            min_repeat=args.repeat, min_time=args.min_time)
-    command = ["python", "-m", "fastconv"] + list(sys.argv[1:] if argv is None else argv)
+                            threads=threads, min_repeat=args.repeat, min_time=args.min_time,
+                            **gap)
     return bench.main(options, args.json, args.plot, argv=" ".join(command))
 
 

@@ -135,12 +135,16 @@ def test_measure_warms_up_then_times_at_least_min_repeat_runs():
     assert 1 <= len(t.times) <= 50
 
 
-def test_measure_together_interleaves_rotating_rounds():
+def test_measure_together_times_blocks_after_idle_gaps_in_rotating_rounds():
     log = []
     fns = {name: (lambda name=name: log.append(name)) for name in "abc"}
-    timings = timing.measure_together(fns, min_repeat=3, min_time=0, rounds=3)
-    # warm-ups, then per round each contender once untimed and once timed, first one rotating
-    assert "".join(log) == "abc" + "aabbcc" + "bbccaa" + "ccaabb"
+    timings = timing.measure_together(fns, min_repeat=3, min_time=0, rounds=3, gap=0.5,
+                                      sleep=lambda s: log.append(f"|{s}|"))
+    # an idle gap before each warm-up and each block; per round each contender once untimed
+    # and once timed, first one rotating
+    gap = "|0.5|"
+    assert "".join(log) == gap.join(["", *"abc"]) + gap.join(
+        ["", "aa", "bb", "cc", "bb", "cc", "aa", "cc", "aa", "bb"])
     assert all(len(t.times) == 3 for t in timings.values())
     assert set(timings) == set("abc")
 
@@ -194,7 +198,7 @@ def test_progress_bar_draws_only_on_a_terminal():
 # ---- python -m fastconv bench ---------------------------------------------------------------
 
 def run_bench(capsys, *argv):
-    code = cli.main(["bench", "--repeat", "2", "--min-time", "0", *argv])
+    code = cli.main(["bench", "--repeat", "2", "--min-time", "0", "--idle-gap", "0", *argv])
     out = capsys.readouterr()
     return code, out.out, out.err
 
@@ -259,6 +263,7 @@ def test_bench_named_algorithm_skips_calls_it_cannot_serve(capsys):
     (["--layers", "maxpool-*", "--algo", "pointwise"], "algo must be 'auto', 'all' or one of"),
     (["--threads", "0"], "threads must be a positive int"),
     (["--repeat", "0"], "repeat must be >= 1"),
+    (["--idle-gap", "-1"], "idle-gap must be >= 0 seconds"),
     (["--json", "/no/such/folder/x.json"], "--json: folder '/no/such/folder' does not exist"),
     (["--layers", "resnet50-1x1-256-64@56", "--algo", "depthwise"],
      "algorithm 'depthwise' can serve none of the selected calls"),

@@ -1,10 +1,11 @@
 """The benchmark: ``python -m fastconv bench`` times the layer zoo (:mod:`.zoo`) with the
-chosen algorithms, next to PyTorch's kernels with ``--vs torch``.
+chosen algorithms, next to PyTorch's kernels with ``--vs torch``; ``bench --models`` times
+whole networks (:mod:`.models`) converted to fastconv against plain PyTorch.
 
-Modules: :mod:`.zoo` (the layers), :mod:`.timing` (how a call is timed; the machine's
-description, peak and bandwidth), :mod:`.baseline` (PyTorch's equivalent of each call),
-:mod:`.suite` (what runs, and one row per measurement), :mod:`.report` (table, JSON, plot).
-Nothing here is imported by ``import fastconv``.
+Modules: :mod:`.zoo` (the layers), :mod:`.models` (the networks), :mod:`.timing` (how a call is
+timed; the machine's description, peak and bandwidth), :mod:`.baseline` (PyTorch's equivalent
+of each call), :mod:`.suite` and :mod:`.model_suite` (what runs, and one row per measurement),
+:mod:`.report` (tables, JSON, plots). Nothing here is imported by ``import fastconv``.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import os
 import sys
 import time
 
+from .model_suite import ModelOptions
 from .suite import Options
 
 
@@ -22,15 +24,7 @@ def main(o: Options, json_path=None, plot_path=None, argv=None, out=None) -> int
     out = out or sys.stdout
     try:
         layers = suite.check_options(o)
-        for path, what in ((json_path, "--json"), (plot_path, "--plot")):
-            folder = os.path.dirname(os.path.abspath(path)) if path else None
-            if folder and not os.path.isdir(folder):
-                raise ValueError(f"{what}: folder {folder!r} does not exist")
-        if plot_path:
-            try:
-                import matplotlib  # noqa: F401
-            except ImportError as e:
-                raise ValueError("--plot needs matplotlib: pip install matplotlib") from e
+        _check_paths(json_path, plot_path)
         device = suite.device_for(o)
     except (ValueError, RuntimeError) as e:
         print(f"fastconv bench: error: {e}", file=sys.stderr)
@@ -70,4 +64,64 @@ def main(o: Options, json_path=None, plot_path=None, argv=None, out=None) -> int
     return 0
 
 
-__all__ = ["Options", "main"]
+def main_models(o: ModelOptions, json_path=None, plot_path=None, argv=None, out=None) -> int:
+    """Time the model zoo (``bench --models``); print the table (and profiles); write the files
+    asked for."""
+    from . import model_suite, report
+
+    out = out or sys.stdout
+    try:
+        selected = model_suite.check_options(o)
+        _check_paths(json_path, plot_path)
+        import torch  # noqa: F401
+    except ImportError:
+        print("fastconv bench: error: --models needs PyTorch: pip install torch==2.13.0",
+              file=sys.stderr)
+        return 2
+    except ValueError as e:
+        print(f"fastconv bench: error: {e}", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    meta = model_suite.metadata(o, argv)
+    table = report.ModelTable()
+    print(report.model_header(meta), file=out)
+    print(file=out)
+    print(table.head(), file=out)
+    print(table.rule(), file=out, flush=True)
+    progress = report.Progress(len(selected) * len(o.modes))
+    rows = []
+    for row in model_suite.run(o, selected, progress):
+        rows.append(row)
+        progress.clear()
+        print(table.format(row), file=out, flush=True)
+    progress.clear()
+    summary = model_suite.summarise(rows)
+    print(table.rule(), file=out)
+    print(report.model_footer(summary, time.perf_counter() - started, len(rows)), file=out)
+    for row in rows:
+        if "profile" in row:
+            print(file=out)
+            print(report.profile_text(row), file=out)
+    if json_path:
+        report.write_json(json_path, meta, rows, summary)
+        print(f"wrote {json_path}", file=out)
+    if plot_path:
+        report.model_plot(plot_path, meta, rows)
+        print(f"wrote {plot_path}", file=out)
+    return 0
+
+
+def _check_paths(json_path, plot_path):
+    """ValueError naming an output file that cannot be written, or --plot without matplotlib."""
+    for path, what in ((json_path, "--json"), (plot_path, "--plot")):
+        folder = os.path.dirname(os.path.abspath(path)) if path else None
+        if folder and not os.path.isdir(folder):
+            raise ValueError(f"{what}: folder {folder!r} does not exist")
+    if plot_path:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError as e:
+            raise ValueError("--plot needs matplotlib: pip install matplotlib") from e
+
+
+__all__ = ["ModelOptions", "Options", "main", "main_models"]

@@ -19,11 +19,9 @@ def header(meta: dict) -> str:
     if "torch" in meta:
         extra = f", cuDNN {meta['cudnn']}" if "cudnn" in meta else ""
         lines.append(f"baseline: PyTorch {meta['torch']} ({meta['torch_threads']} threads{extra})")
-    lines.append(f"timing: a warm-up call each, then {meta['rounds']} interleaved rounds of "
-                 f"fastconv and PyTorch, at least {meta['min_repeat']} runs and "
-                 f"{meta['min_time_s']:g} s per call in all; median ms, interquartile spread"
-                 if "torch" in meta else
-                 f"timing: a warm-up call each, then {meta['rounds']} interleaved rounds, at "
+    who = "of fastconv and PyTorch " if "torch" in meta else ""
+    lines.append(f"timing: a warm-up call each, then {meta['rounds']} rounds of blocks {who}"
+                 f"(one contender at a time, each after {meta['idle_gap_s']:g} s idle), at "
                  f"least {meta['min_repeat']} runs and {meta['min_time_s']:g} s per call in "
                  f"all; median ms, interquartile spread")
     return "\n".join(lines)
@@ -258,8 +256,113 @@ def _notes(meta) -> str:
     if "torch" in meta:
         lines.append(f"baseline: PyTorch {meta['torch']}, {meta['torch_threads']} threads")
     lines += [f"{meta['threads']} threads; median of >= {meta['min_repeat']} runs and "
-              f">= {meta['min_time_s']:g} s per call, in {meta['rounds']} interleaved rounds",
+              f">= {meta['min_time_s']:g} s per call, in {meta['rounds']} rounds of blocks",
+              f"(one contender at a time, each after {meta['idle_gap_s']:g} s idle)",
               "GFLOP/s counts a multiply-add as 2; intensity = FLOPs / minimum bytes;",
               "points above the bandwidth roof ran from cache",
               *textwrap.wrap(f"command: {meta['command']}", 80)]
     return "\n".join(lines)
+
+
+# ---- whole models ------------------------------------------------------------------------------
+
+def model_header(meta: dict) -> str:
+    return "\n".join([
+        f"fastconv {meta['fastconv']} bench: whole models, fastconv.torch.convert against "
+        f"plain PyTorch {meta['torch']}, same weights, batch and {meta['threads']} threads",
+        f"machine: {meta['machine_line']}",
+        "train: zero_grad, forward, cross-entropy, backward, SGD step; infer: eval() forward "
+        "under no_grad",
+        f"timing: a warm-up step each, then {meta['rounds']} rounds of blocks (one contender at "
+        f"a time, each after {meta['idle_gap_s']:g} s idle), at least {meta['min_repeat']} "
+        f"steps and {meta['min_time_s']:g} s each; median ms, interquartile spread"])
+
+
+class ModelTable:
+    """One line per (model, mode), the model's name only on its first line."""
+
+    COLUMNS = (("model", 16, "<"), ("mode", 6, "<"), ("batch", 12, "<"), ("fastconv ms", 12, ">"),
+               ("±", 5, ">"), ("torch ms", 10, ">"), ("±", 5, ">"), ("ratio", 6, ">"))
+
+    def __init__(self):
+        self.last = None
+
+    def _line(self, cells) -> str:
+        return " ".join(f"{c:{align}{width}}" for c, (_, width, align) in zip(cells, self.COLUMNS))
+
+    def head(self) -> str:
+        return self._line([name for name, _, _ in self.COLUMNS]).rstrip()
+
+    def rule(self) -> str:
+        return "-" * len(self.head())
+
+    def format(self, row: dict) -> str:
+        shown = row["model"] if row["model"] != self.last else ""
+        self.last = row["model"]
+        shape = "x".join(str(s) for s in row["input_shape"])
+        f, t = row["fastconv"], row["torch"]
+        return self._line([shown, row["mode"], shape, f"{f['median_ms']:.2f}",
+                           f"{f['spread']:.0%}", f"{t['median_ms']:.2f}", f"{t['spread']:.0%}",
+                           f"{row['ratio']:.2f}"]).rstrip()
+
+
+def model_footer(summary: dict, wall_s: float, rows: int) -> str:
+    lines = [f"fastconv/PyTorch median-time ratio, {mode}: geometric mean "
+             f"{s['geomean_ratio']:.2f}, worst {s['worst_ratio']:.2f} over {s['models']} models"
+             for mode, s in summary.items()]
+    lines.append(f"{rows} rows in {wall_s:.0f} s")
+    return "\n".join(lines)
+
+
+def profile_text(row: dict) -> str:
+    """The op-by-op breakdown of one row: self CPU ms per step by op family, both contenders
+    side by side, then each contender's most expensive ops."""
+    prof = row["profile"]
+    keys = sorted({k for c in prof.values() for k in c["families"]},
+                  key=lambda k: -max(c["families"].get(k, 0.0) for c in prof.values()))
+    lines = [f"profile {row['model']} {row['mode']}: self CPU ms per step (torch.profiler)",
+             f"  {'op family':22} {'fastconv':>9} {'torch':>9} {'ratio':>6}"]
+    for key in keys:
+        f, t = (prof[c]["families"].get(key, 0.0) for c in ("fastconv", "torch"))
+        ratio = f"{f / t:6.2f}" if t > 0 else "     -"
+        lines.append(f"  {key:22} {f:9.2f} {t:9.2f} {ratio}")
+    lines.append(f"  {'all':22} {prof['fastconv']['total']:9.2f} {prof['torch']['total']:9.2f}")
+    for contender in ("fastconv", "torch"):
+        lines.append(f"  top {contender} ops: " + ", ".join(
+            f"{name} {ms:.2f}" for name, ms in prof[contender]["ops"][:6]))
+    return "\n".join(lines)
+
+
+def model_plot(path: str, meta: dict, rows: list[dict]) -> None:
+    """Bars of the median step time of each model and mode, fastconv beside PyTorch (log
+    scale), with the ratio written on each pair."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len({r["mode"] for r in rows}), figsize=(14, 1.2 + 0.9 * len(
+        {r["model"] for r in rows})), squeeze=False)
+    colors = {"fastconv": plt.get_cmap("tab10")(0), "torch": (0.25, 0.25, 0.25, 1.0)}
+    for ax, mode in zip(axes[0], [m for m in ("train", "infer") if any(r["mode"] == m
+                                                                       for r in rows)]):
+        mine = [r for r in rows if r["mode"] == mode]
+        for i, row in enumerate(mine):
+            for j, name in enumerate(("fastconv", "torch")):
+                t = row[name]
+                ax.barh(i - 0.2 + 0.4 * j, t["median_ms"], height=0.38, color=colors[name],
+                        xerr=[[t["median_ms"] - t["q1_ms"]], [t["q3_ms"] - t["median_ms"]]],
+                        label=name if i == 0 else None)
+            ax.text(max(row["fastconv"]["median_ms"], row["torch"]["median_ms"]) * 1.15, i,
+                    f"{row['ratio']:.2f}x", va="center", fontsize=9)
+        ax.set_yticks(range(len(mine)), [r["model"] for r in mine])
+        ax.set_ylim(len(mine) - 0.5, -0.5)
+        ax.set_xscale("log")
+        ax.set_xlabel("median ms per step (log scale; lower is better)")
+        ax.set_title(f"{mode}: fastconv.torch.convert vs PyTorch")
+        ax.grid(axis="x", which="both", alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+    fig.suptitle(f"fastconv {meta['fastconv']}, {meta['date']}: {meta['machine_line']}",
+                 fontsize=8, wrap=True)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)

@@ -33,6 +33,7 @@ class Options:
     threads: int = field(default_factory=timing.cores)
     min_repeat: int | None = None       # None: the suite's default
     min_time: float | None = None
+    idle_gap: float = timing.IDLE_GAP_S  # seconds idle before each timed block
 
     # (min_repeat, min_time in seconds) of each suite: the quick one for a first look, the
     # full one for numbers to quote
@@ -54,6 +55,8 @@ def check_options(o: Options) -> list:
     n, t = o.repeats()
     if n < 1 or t < 0:
         raise ValueError(f"repeat must be >= 1 and min-time >= 0, got {n} and {t}")
+    if not o.idle_gap >= 0:
+        raise ValueError(f"idle-gap must be >= 0 seconds, got {o.idle_gap}")
     layers = zoo.select(o.suite, o.layers, o.ops)
     missing = sorted({layer.op for layer in layers if not dispatch.algorithms(layer.op, o.backend)})
     if missing:
@@ -154,7 +157,7 @@ def _time_plan(o: Options, pl: Plan, device, roofs, torch_call, progress) -> lis
     if torch_call is not None:
         contenders[TORCH] = torch_call(call)
     timings = timing.measure_together(contenders, device.sync, min_repeat=min_repeat,
-                                      min_time=min_time)
+                                      min_time=min_time, gap=o.idle_gap)
     rows = []
     for algo in pl.algos:
         name = pl.info["algo"] if algo == "auto" else algo
@@ -249,7 +252,8 @@ def metadata(o: Options, device: timing.Device, roofs: dict, argv=None) -> dict:
     meta = {"fastconv": fastconv.__version__, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
             "command": argv, "suite": o.suite, "backend": o.backend, "dtype": o.dtype,
             "algo": o.algo, "threads": o.threads, "min_repeat": min_repeat,
-            "min_time_s": min_time, "rounds": timing.ROUNDS, "batch": zoo.BATCH,
+            "min_time_s": min_time, "rounds": timing.ROUNDS, "idle_gap_s": o.idle_gap,
+            "batch": zoo.BATCH,
             "machine": device.description, "machine_line": device.line(), **roofs}
     if o.vs_torch:
         import torch

@@ -8,10 +8,13 @@ the launch and the kernels' completion. The garbage collector is off while timin
 the median and the interquartile range (the spread), never the mean or the best.
 
 Contenders for the same call (fastconv's algorithms and PyTorch) are timed by
-:func:`measure_together`: in rounds, each contender in turn, the order rotating from round to
-round, so that a slow spell of the machine (another process, a thread pool still spinning
-from the previous kernel, which on 2 cores costs up to 3x) falls on all of them alike instead of
-on whichever happened to run then.
+:func:`measure_together`: in blocks, one contender at a time, each block after an idle gap of
+``IDLE_GAP_S``, in rounds whose order rotates. The gap is there because the libraries' thread
+pools spin after their work (OpenBLAS's workers ~0.13 s after a product, GNU OpenMP's ~6 ms
+at its default, PyTorch's among them): timed right after another library's call, a contender
+shares the cores with those spinning workers and, on 2 cores, ran up to 2.5x slower (PyTorch's
+1x1 forward on 8x64x56x56: 15 ms alone in a fresh process, 37 ms right after a fastconv
+call). The rounds spread a slow spell of the machine over all contenders alike.
 
 The machine: its description (CPU or GPU model, cores, library versions and thread counts), its
 measured peak (a large GEMM through NumPy's BLAS, or cuBLAS through CuPy, in the benchmark's
@@ -30,7 +33,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 CLOCK = time.perf_counter
-ROUNDS = 3  # interleaved rounds of measure_together
+ROUNDS = 3  # rounds of measure_together
+IDLE_GAP_S = 0.25  # idle before each block of measure_together: every pool's spinning is over
 PEAK_GEMM_ORDER = 2048  # the square GEMM that measures the peak
 COPY_BYTES = 256 * 2**20  # the array copy that measures the bandwidth
 
@@ -100,20 +104,26 @@ def measure(fn, sync=lambda: None, *, min_repeat=5, min_time=0.25, max_repeat=10
 
 
 def measure_together(fns: dict, sync=lambda: None, *, min_repeat=5, min_time=0.25,
-                     rounds=ROUNDS, max_repeat=1000) -> dict[str, Timing]:
-    """Time every function of ``{name: fn}`` in ``rounds`` interleaved rounds.
+                     rounds=ROUNDS, max_repeat=1000, gap=IDLE_GAP_S,
+                     sleep=time.sleep) -> dict[str, Timing]:
+    """Time every function of ``{name: fn}`` in ``rounds`` rounds of blocks.
 
-    Each is warmed up once; then in each round each function in turn (the first one rotating)
-    makes one untimed call, to start from its own state rather than the previous contender's,
-    and timed calls until its share of ``min_repeat`` calls and ``min_time`` seconds. Returns
+    Each is warmed up once (after ``gap`` seconds idle); then in each round each function in
+    turn (the first one rotating) waits ``gap`` seconds idle, so that the previous contender's
+    workers have stopped spinning, makes one untimed call, to start from its own state, and
+    timed calls until its share of ``min_repeat`` calls and ``min_time`` seconds. Returns
     ``{name: Timing}`` over all its timed calls.
     """
     names = list(fns)
-    first = {name: _once(fns[name], sync) for name in names}
+    first = {}
+    for name in names:
+        sleep(gap)
+        first[name] = _once(fns[name], sync)
     times: dict[str, list[float]] = {name: [] for name in names}
     share = (-(-min_repeat // rounds), min_time / rounds, max(1, max_repeat // rounds))
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
+            sleep(gap)
             _once(fns[name], sync)
             _block(fns[name], sync, times[name], *share)
     return {name: Timing(times[name], first[name]) for name in names}
