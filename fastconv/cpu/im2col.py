@@ -15,22 +15,25 @@ parallel pass moves y from (and grad_y into) that order (a no-op for a single im
 
 Threads: the tiles are the tasks of one parallel loop on Numba's threads, each building its own
 columns and running its own single-threaded GEMM (``_blas.gemm``), so the copies run in
-parallel and no second thread pool (BLAS's) ever starts. The slots of the loop take the tasks
-round-robin, each with its own column buffer. Backward-data's tasks are whole images (a run of
+parallel and no second thread pool (BLAS's) ever starts. Tasks go to threads one at a time as
+they come free (a parallel chunk size of 1), and each thread builds columns in its own buffer
+(``numba.get_thread_id``). Backward-data's tasks are whole images (a run of
 them, or one image done tile by tile), so the col2im scatters of overlapping windows never
 meet; backward-weight's are (group, block of K rows of the columns) pairs, each summing over
 every tile in order, so the weight gradient needs no reduction between threads. No result
 depends on which thread ran a task or on how many threads there are: bitwise repeatable.
 
-Workspace: one column buffer per slot of at most ``config.IM2COL_TILE_BYTES`` (a tile holds as
-many output rows as fit, at least one), the channel-major output or output gradient (unless
+Workspace: one column buffer per thread of at most ``config.IM2COL_TILE_BYTES`` (a tile holds as
+many output rows as fit, at least one, split as evenly as the rows allow), the channel-major output or output gradient (unless
 N == 1), and the zero-padded copy of the input (backward-data: its padded gradient).
 """
 from __future__ import annotations
 
+import contextlib
+
 import numba
 import numpy as np
-from numba import njit, prange, uint64
+from numba import get_thread_id, njit, prange, uint64
 
 from .. import config
 from ._blas import gemm, single_threaded
@@ -121,15 +124,13 @@ def _forward(xp, w2, yt, buffers, groups, tile_rows, geometry):
     n_, ho_, wo_ = xp.shape[0], geometry[2], geometry[3]
     og, k_, cg = w2.shape[0] // groups, w2.shape[1], xp.shape[1] // groups
     tiles = _tile_count(n_, ho_, tile_rows)
-    slots = buffers.shape[0]
-    for s in prange(slots):
-        for task in range(s, groups * tiles, slots):
-            g = task // tiles
-            r0, rows = _tile(task % tiles, n_, ho_, tile_rows)
-            cols = buffers[s, :k_ * rows * wo_].reshape(k_, rows * wo_)
-            _fill_columns(xp, cols, g * cg, 0, r0, rows, geometry)
-            gemm(w2[g * og:(g + 1) * og], cols,
-                 yt[g * og:(g + 1) * og, r0 * wo_:(r0 + rows) * wo_], 0.0)
+    for task in prange(groups * tiles):
+        g = task // tiles
+        r0, rows = _tile(task % tiles, n_, ho_, tile_rows)
+        cols = buffers[get_thread_id(), :k_ * rows * wo_].reshape(k_, rows * wo_)
+        _fill_columns(xp, cols, g * cg, 0, r0, rows, geometry)
+        gemm(w2[g * og:(g + 1) * og], cols, yt[g * og:(g + 1) * og, r0 * wo_:(r0 + rows) * wo_],
+             0.0)
 
 
 @njit(parallel=True, cache=True)
@@ -140,16 +141,15 @@ def _backward_data(gyt, w2, gxp, buffers, groups, tile_rows, geometry):
     tiles = _tile_count(n_, ho_, tile_rows)
     per_task = 1 if tile_rows >= ho_ else tiles // n_  # tiles of one task: whole images
     tasks = tiles // per_task
-    slots = buffers.shape[0]
-    for s in prange(slots):
-        for task in range(s, groups * tasks, slots):
-            g = task // tasks
-            wgt = w2[g * og:(g + 1) * og].T  # (K, Og), contiguous columns
-            for t in range(task % tasks * per_task, (task % tasks + 1) * per_task):
-                r0, rows = _tile(t, n_, ho_, tile_rows)
-                dcols = buffers[s, :k_ * rows * wo_].reshape(k_, rows * wo_)
-                gemm(wgt, gyt[g * og:(g + 1) * og, r0 * wo_:(r0 + rows) * wo_], dcols, 0.0)
-                _spread_columns(dcols, gxp, g * cg, r0, rows, geometry)
+    for task in prange(groups * tasks):
+        g = task // tasks
+        wgt = w2[g * og:(g + 1) * og].T  # (K, Og), contiguous columns
+        buffer = buffers[get_thread_id()]
+        for t in range(task % tasks * per_task, (task % tasks + 1) * per_task):
+            r0, rows = _tile(t, n_, ho_, tile_rows)
+            dcols = buffer[:k_ * rows * wo_].reshape(k_, rows * wo_)
+            gemm(wgt, gyt[g * og:(g + 1) * og, r0 * wo_:(r0 + rows) * wo_], dcols, 0.0)
+            _spread_columns(dcols, gxp, g * cg, r0, rows, geometry)
 
 
 @njit(parallel=True, cache=True)
@@ -159,18 +159,17 @@ def _backward_weight(xp, gyt, gw2, buffers, groups, block, tile_rows, geometry):
     og, k_, cg = gw2.shape[0] // groups, gw2.shape[1], xp.shape[1] // groups
     tiles = _tile_count(n_, ho_, tile_rows)
     blocks = (k_ + block - 1) // block
-    slots = buffers.shape[0]
-    for s in prange(slots):
-        for task in range(s, groups * blocks, slots):
-            g, k0 = task // blocks, task % blocks * block
-            kc = min(block, k_ - k0)
-            out = gw2[g * og:(g + 1) * og, k0:k0 + kc]
-            out[:, :] = 0
-            for t in range(tiles):
-                r0, rows = _tile(t, n_, ho_, tile_rows)
-                cols = buffers[s, :kc * rows * wo_].reshape(kc, rows * wo_)
-                _fill_columns(xp, cols, g * cg, k0, r0, rows, geometry)
-                gemm(gyt[g * og:(g + 1) * og, r0 * wo_:(r0 + rows) * wo_], cols.T, out, 1.0)
+    for task in prange(groups * blocks):
+        g, k0 = task // blocks, task % blocks * block
+        kc = min(block, k_ - k0)
+        out = gw2[g * og:(g + 1) * og, k0:k0 + kc]
+        out[:, :] = 0
+        buffer = buffers[get_thread_id()]
+        for t in range(tiles):
+            r0, rows = _tile(t, n_, ho_, tile_rows)
+            cols = buffer[:kc * rows * wo_].reshape(kc, rows * wo_)
+            _fill_columns(xp, cols, g * cg, k0, r0, rows, geometry)
+            gemm(gyt[g * og:(g + 1) * og, r0 * wo_:(r0 + rows) * wo_], cols.T, out, 1.0)
 
 
 @njit(parallel=True, cache=True)
@@ -191,6 +190,19 @@ def _from_channel_major(at, out, bias):
         n, o = task // o_, task % o_
         for j in range(p_):
             out[n, o, j] = at[o, n * p_ + j] + bias[o]
+
+
+@contextlib.contextmanager
+def _tasks_as_threads_come_free():
+    """Hand the tasks of the parallel loops to threads one at a time as they come free
+    (Numba's parallel chunk size 1, for this Python thread), rather than in equal shares up
+    front: a tile's cost depends on where it falls. Set from Python, because a kernel that sets
+    it itself cannot be cached."""
+    previous = numba.set_parallel_chunksize(1)
+    try:
+        yield
+    finally:
+        numba.set_parallel_chunksize(previous)
 
 
 def _geometry(p):
@@ -214,32 +226,21 @@ def rows_per_tile(p, itemsize, k_rows=None) -> int:
     """Output rows per tile: as many as keep the (k_rows, rows*Wo) columns within
     ``config.IM2COL_TILE_BYTES``, at least one (k_rows: K by default); from a whole image up,
     whole images."""
-    ho = p.y_shape[2]
-    per_row = (_k(p) if k_rows is None else k_rows) * p.y_shape[3] * itemsize
-    rows = max(1, min(p.y_shape[0] * ho, config.IM2COL_TILE_BYTES // max(1, per_row)))
-    return rows if rows < ho else rows // ho * ho
-
-
-def _tasks(kernel, p, itemsize) -> int:
     n, ho = p.y_shape[0], p.y_shape[2]
-    if kernel == "backward_weight":
-        return p.groups * -(-_k(p) // weight_block(p))
-    rows = rows_per_tile(p, itemsize)
-    if kernel == "backward_data":
-        return p.groups * (-(-n * ho // rows) if rows >= ho else n)
-    return p.groups * (-(-n * ho // rows) if rows >= ho else n * -(-ho // rows))
+    per_row = (_k(p) if k_rows is None else k_rows) * p.y_shape[3] * itemsize
+    rows = max(1, min(n * ho, config.IM2COL_TILE_BYTES // max(1, per_row)))
+    if rows < ho:  # blocks of rows of one image, as equal as they can be
+        return -(-ho // -(-ho // rows))
+    images = rows // ho  # runs of whole images, as equal as they can be
+    return -(-n // -(-n // images)) * ho
 
 
-def _slots(kernel, p, itemsize) -> int:
-    """Buffers, one per concurrent task: the threads, or fewer when there are fewer tasks."""
-    return max(1, min(numba.get_num_threads(), _tasks(kernel, p, itemsize)))
-
-
-def _buffers(kernel, p, dtype, k_rows):
-    """One column buffer per slot, and the output rows of a tile."""
+def _buffers(p, dtype, k_rows):
+    """One column buffer per thread, and the output rows of a tile."""
     itemsize = np.dtype(dtype).itemsize
     rows = rows_per_tile(p, itemsize, k_rows)
-    return np.empty((_slots(kernel, p, itemsize), k_rows * rows * p.y_shape[3]), dtype), rows
+    # numba.get_thread_id picks a thread's own; untouched buffers take no physical memory
+    return np.empty((numba.get_num_threads(), k_rows * rows * p.y_shape[3]), dtype), rows
 
 
 def _channel_major(a):
@@ -258,8 +259,8 @@ def forward(x, w, b, p):
     y = np.empty(p.y_shape, dtype=x.dtype)
     in_place = n == 1 and b is None  # y is already channel-major
     yt = y.reshape(o, -1) if in_place else np.empty((o, y.size // o), x.dtype)
-    buffers, rows = _buffers("forward", p, x.dtype, _k(p))
-    with single_threaded():
+    buffers, rows = _buffers(p, x.dtype, _k(p))
+    with single_threaded(), _tasks_as_threads_come_free():
         _forward(padded(x, p.padding), w.reshape(o, -1), yt, buffers, p.groups, rows,
                  _geometry(p))
     if not in_place:
@@ -270,8 +271,8 @@ def forward(x, w, b, p):
 def backward_data(gy, w, p):
     """dL/dx via dcols = w_g^T @ gy_g and col2im; -> (N, C, H, W)."""
     gxp = np.zeros(p.x_shape[:2] + p.padded_size, dtype=gy.dtype)
-    buffers, rows = _buffers("backward_data", p, gy.dtype, _k(p))
-    with single_threaded():
+    buffers, rows = _buffers(p, gy.dtype, _k(p))
+    with single_threaded(), _tasks_as_threads_come_free():
         _backward_data(_channel_major(gy), w.reshape(p.w_shape[0], -1), gxp, buffers, p.groups,
                        rows, _geometry(p))
     return cropped(gxp, p.padding, p.x_shape[2:])
@@ -281,8 +282,8 @@ def backward_weight(x, gy, p):
     """dL/dw = sum over the tiles of gy_g @ cols^T; -> (O, C/G, kh, kw)."""
     gw = np.empty((p.y_shape[1], _k(p)), dtype=x.dtype)
     block = weight_block(p)
-    buffers, rows = _buffers("backward_weight", p, x.dtype, block)
-    with single_threaded():
+    buffers, rows = _buffers(p, x.dtype, block)
+    with single_threaded(), _tasks_as_threads_come_free():
         _backward_weight(padded(x, p.padding), _channel_major(gy), gw, buffers, p.groups, block,
                          rows, _geometry(p))
     return gw.reshape(p.w_shape)
@@ -310,4 +311,4 @@ def _kernel_workspace(kernel, p, itemsize):
     # y (forward, unless one image without bias) or grad_y (backward) in channel-major order
     channel_major = p.y_shape[0] > 1 or (kernel == "forward" and p.has_bias)
     outputs = np.prod(p.y_shape, dtype=np.int64) * itemsize if channel_major else 0
-    return _slots(kernel, p, itemsize) * tile + pad + int(outputs)
+    return numba.get_num_threads() * tile + pad + int(outputs)
