@@ -5,6 +5,7 @@ a tile is one block of rows of one image, or, when a whole image fits the tile b
 whole images. Per group g, with K = Cg*kh*kw and a tile's T pixels as columns::
 
     cols   (K, T)      cols[(c, a, e), (n, i, j)] = xp[n, g*Cg + c, i*sh + a*dh, j*sw + e*dw]
+                       (xp: x with its zero padding)
     yt_g   (Og, T)     = w_g (Og, K) @ cols                            forward
     dcols  (K, T)      = w_g^T (K, Og) @ gyt_g (Og, T), then col2im     backward-data
     gw_g   (Og, K)    += gyt_g (Og, T) @ cols^T (T, K), over the tiles  backward-weight
@@ -17,15 +18,19 @@ Threads: the tiles are the tasks of one parallel loop on Numba's threads, each b
 columns and running its own single-threaded GEMM (``_blas.gemm``), so the copies run in
 parallel and no second thread pool (BLAS's) ever starts. Tasks go to threads one at a time as
 they come free (a parallel chunk size of 1), and each thread builds columns in its own buffer
-(``numba.get_thread_id``). Backward-data's tasks are whole images (a run of
-them, or one image done tile by tile), so the col2im scatters of overlapping windows never
-meet; backward-weight's are (group, block of K rows of the columns) pairs, each summing over
-every tile in order, so the weight gradient needs no reduction between threads. No result
-depends on which thread ran a task or on how many threads there are: bitwise repeatable.
+(``numba.get_thread_id``). Backward-data's tasks are whole images (a run of them, or one image
+done tile by tile), so the col2im scatters of overlapping windows never meet; backward-weight's
+are (group, block of K rows of the columns) pairs, each summing over every tile in order, so
+the weight gradient needs no reduction between threads. No result depends on which thread ran
+a task or on how many threads there are: bitwise repeatable.
+
+The zero padding is never copied: the column copies write zeros where a window hangs over the
+edge of x (per tap, the output rows and columns whose input lies inside are known in advance),
+and col2im drops what falls there.
 
 Workspace: one column buffer per thread of at most ``config.IM2COL_TILE_BYTES`` (a tile holds as
-many output rows as fit, at least one, split as evenly as the rows allow), the channel-major output or output gradient (unless
-N == 1), and the zero-padded copy of the input (backward-data: its padded gradient).
+many output rows as fit, at least one, split as evenly as the rows allow) and the channel-major
+output or output gradient (unless N == 1).
 """
 from __future__ import annotations
 
@@ -37,7 +42,7 @@ from numba import get_thread_id, njit, prange, uint64
 
 from .. import config
 from ._blas import gemm, single_threaded
-from ._loops import FASTMATH, bias_or_zeros, channel_sum, cropped, padded
+from ._loops import FASTMATH, bias_or_zeros, channel_sum, taps
 
 # backward-weight splits the K = Cg*kh*kw rows of the columns into blocks of about this many,
 # one task per block and group (fixed, so that no sum depends on the thread count)
@@ -68,6 +73,12 @@ def _gather(dst, d0, src, s0, count, step):
         dst[d0 + j] = src[s0 + j * step]
 
 
+@njit(inline="always")
+def _zero(dst, d0, count):
+    for j in range(count):
+        dst[d0 + j] = 0
+
+
 @njit(fastmath=FASTMATH, inline="always")
 def _spread(dst, d0, step, src, s0, count):
     for j in range(count):
@@ -75,69 +86,86 @@ def _spread(dst, d0, step, src, s0, count):
 
 
 @njit(inline="always")
-def _fill_columns(xp, cols, c_first, k_first, r0, rows, geometry):
-    # xp (N, C, Hp, Wp) -> cols (kc, rows*Wo): rows k_first.. of the tile's columns
-    kh_, kw_, ho_, wo_, sh, sw, dh, dw = geometry
-    _, c_, hp, wp = xp.shape
-    flat, out = xp.reshape(-1), cols.reshape(-1)
+def _fill_columns(x, cols, c_first, k_first, r0, rows, geometry):
+    # x (N, C, H, W) -> cols (kc, rows*Wo): rows k_first.. of the tile's columns, with the
+    # zero padding written as zeros (no padded copy of x): per tap, the output columns whose
+    # input column lies inside x, [j0, j1), are copied, the rest are zero
+    kh_, kw_, ho_, wo_, sh, sw, dh, dw, top, left = geometry
+    _, c_, h_, w_ = x.shape
+    flat, out = x.reshape(-1), cols.reshape(-1)
     wou, swu = uint64(wo_), uint64(sw)
     for kk in range(cols.shape[0]):
         k = k_first + kk
         c, a, e = k // (kh_ * kw_), k // kw_ % kh_, k % kw_
+        j0, j1 = taps(e * dw - left, sw, w_, wo_)
+        i0, i1 = taps(a * dh - top, sh, h_, ho_)
         for t in range(rows):
             n, i = (r0 + t) // ho_, (r0 + t) % ho_
-            src = uint64(((n * c_ + c_first + c) * hp + i * sh + a * dh) * wp + e * dw)
             dst = uint64(kk * cols.shape[1] + t * wo_)
+            if i < i0 or i >= i1:
+                _zero(out, dst, wou)
+                continue
+            src = uint64(((n * c_ + c_first + c) * h_ + i * sh + a * dh - top) * w_
+                         + j0 * sw + e * dw - left)
+            _zero(out, dst, uint64(j0))
             if sw == 1:
-                _gather(out, dst, flat, src, wou, uint64(1))
+                _gather(out, dst + uint64(j0), flat, src, uint64(j1 - j0), uint64(1))
             elif sw == 2:
-                _gather(out, dst, flat, src, wou, uint64(2))
+                _gather(out, dst + uint64(j0), flat, src, uint64(j1 - j0), uint64(2))
             else:
-                _gather(out, dst, flat, src, wou, swu)
+                _gather(out, dst + uint64(j0), flat, src, uint64(j1 - j0), swu)
+            _zero(out, dst + uint64(j1), uint64(wo_ - j1))
 
 
 @njit(fastmath=FASTMATH, inline="always")
-def _spread_columns(dcols, gxp, c_first, r0, rows, geometry):
-    # dcols (K, rows*Wo) -> gxp (N, C, Hp, Wp) += ; the adjoint of _fill_columns, in a fixed
-    # order (channel, tap, row, column), so overlapping windows add up the same way every time
-    kh_, kw_, ho_, wo_, sh, sw, dh, dw = geometry
-    _, c_, hp, wp = gxp.shape
-    flat, src_all = gxp.reshape(-1), dcols.reshape(-1)
-    wou, swu = uint64(wo_), uint64(sw)
+def _spread_columns(dcols, gx, c_first, r0, rows, geometry):
+    # dcols (K, rows*Wo) -> gx (N, C, H, W) += ; the adjoint of _fill_columns (what fell on the
+    # padding is dropped), in a fixed order (channel, tap, row, column), so overlapping windows
+    # add up the same way every time
+    kh_, kw_, ho_, wo_, sh, sw, dh, dw, top, left = geometry
+    _, c_, h_, w_ = gx.shape
+    flat, src_all = gx.reshape(-1), dcols.reshape(-1)
+    swu = uint64(sw)
     for k in range(dcols.shape[0]):
         c, a, e = k // (kh_ * kw_), k // kw_ % kh_, k % kw_
+        j0, j1 = taps(e * dw - left, sw, w_, wo_)
+        i0, i1 = taps(a * dh - top, sh, h_, ho_)
+        count = uint64(j1 - j0)
         for t in range(rows):
             n, i = (r0 + t) // ho_, (r0 + t) % ho_
-            dst = uint64(((n * c_ + c_first + c) * hp + i * sh + a * dh) * wp + e * dw)
-            src = uint64(k * dcols.shape[1] + t * wo_)
+            if i < i0 or i >= i1:
+                continue
+            dst = uint64(((n * c_ + c_first + c) * h_ + i * sh + a * dh - top) * w_
+                         + j0 * sw + e * dw - left)
+            src = uint64(k * dcols.shape[1] + t * wo_ + j0)
             if sw == 1:
-                _spread(flat, dst, uint64(1), src_all, src, wou)
+                _spread(flat, dst, uint64(1), src_all, src, count)
             elif sw == 2:
-                _spread(flat, dst, uint64(2), src_all, src, wou)
+                _spread(flat, dst, uint64(2), src_all, src, count)
             else:
-                _spread(flat, dst, swu, src_all, src, wou)
+                _spread(flat, dst, swu, src_all, src, count)
 
 
 @njit(parallel=True, cache=True)
-def _forward(xp, w2, yt, buffers, groups, tile_rows, geometry):
+def _forward(x, w2, yt, buffers, groups, tile_rows, geometry):
     # yt (O, N*Ho*Wo) = w_g @ the columns of each (group, tile) task
-    n_, ho_, wo_ = xp.shape[0], geometry[2], geometry[3]
-    og, k_, cg = w2.shape[0] // groups, w2.shape[1], xp.shape[1] // groups
+    n_, ho_, wo_ = x.shape[0], geometry[2], geometry[3]
+    og, k_, cg = w2.shape[0] // groups, w2.shape[1], x.shape[1] // groups
     tiles = _tile_count(n_, ho_, tile_rows)
     for task in prange(groups * tiles):
         g = task // tiles
         r0, rows = _tile(task % tiles, n_, ho_, tile_rows)
         cols = buffers[get_thread_id(), :k_ * rows * wo_].reshape(k_, rows * wo_)
-        _fill_columns(xp, cols, g * cg, 0, r0, rows, geometry)
+        _fill_columns(x, cols, g * cg, 0, r0, rows, geometry)
         gemm(w2[g * og:(g + 1) * og], cols, yt[g * og:(g + 1) * og, r0 * wo_:(r0 + rows) * wo_],
              0.0)
 
 
 @njit(parallel=True, cache=True)
-def _backward_data(gyt, w2, gxp, buffers, groups, tile_rows, geometry):
-    # gxp (N, C, Hp, Wp) += col2im(w_g^T @ gyt_g) per (group, whole images) task, tile by tile
-    n_, ho_, wo_ = gxp.shape[0], geometry[2], geometry[3]
-    og, k_, cg = w2.shape[0] // groups, w2.shape[1], gxp.shape[1] // groups
+def _backward_data(gyt, w2, gx, buffers, groups, tile_rows, geometry):
+    # gx (N, C, H, W) += col2im(w_g^T @ gyt_g) per (group, whole images) task, tile by tile
+    n_, ho_, wo_ = gx.shape[0], geometry[2], geometry[3]
+    og, k_, cg = w2.shape[0] // groups, w2.shape[1], gx.shape[1] // groups
     tiles = _tile_count(n_, ho_, tile_rows)
     per_task = 1 if tile_rows >= ho_ else tiles // n_  # tiles of one task: whole images
     tasks = tiles // per_task
@@ -149,14 +177,14 @@ def _backward_data(gyt, w2, gxp, buffers, groups, tile_rows, geometry):
             r0, rows = _tile(t, n_, ho_, tile_rows)
             dcols = buffer[:k_ * rows * wo_].reshape(k_, rows * wo_)
             gemm(wgt, gyt[g * og:(g + 1) * og, r0 * wo_:(r0 + rows) * wo_], dcols, 0.0)
-            _spread_columns(dcols, gxp, g * cg, r0, rows, geometry)
+            _spread_columns(dcols, gx, g * cg, r0, rows, geometry)
 
 
 @njit(parallel=True, cache=True)
-def _backward_weight(xp, gyt, gw2, buffers, groups, block, tile_rows, geometry):
+def _backward_weight(x, gyt, gw2, buffers, groups, block, tile_rows, geometry):
     # gw2 (O, K) = sum over the tiles of gyt_g @ cols^T, per (group, block of K rows) task
-    n_, ho_, wo_ = xp.shape[0], geometry[2], geometry[3]
-    og, k_, cg = gw2.shape[0] // groups, gw2.shape[1], xp.shape[1] // groups
+    n_, ho_, wo_ = x.shape[0], geometry[2], geometry[3]
+    og, k_, cg = gw2.shape[0] // groups, gw2.shape[1], x.shape[1] // groups
     tiles = _tile_count(n_, ho_, tile_rows)
     blocks = (k_ + block - 1) // block
     for task in prange(groups * blocks):
@@ -168,7 +196,7 @@ def _backward_weight(xp, gyt, gw2, buffers, groups, block, tile_rows, geometry):
         for t in range(tiles):
             r0, rows = _tile(t, n_, ho_, tile_rows)
             cols = buffer[:kc * rows * wo_].reshape(kc, rows * wo_)
-            _fill_columns(xp, cols, g * cg, k0, r0, rows, geometry)
+            _fill_columns(x, cols, g * cg, k0, r0, rows, geometry)
             gemm(gyt[g * og:(g + 1) * og, r0 * wo_:(r0 + rows) * wo_], cols.T, out, 1.0)
 
 
@@ -206,8 +234,8 @@ def _tasks_as_threads_come_free():
 
 
 def _geometry(p):
-    """(kh, kw, Ho, Wo, sh, sw, dh, dw): what the column copies need."""
-    return (*p.kernel, *p.y_shape[2:], *p.stride, *p.dilation)
+    """(kh, kw, Ho, Wo, sh, sw, dh, dw, top, left): what the column copies need."""
+    return (*p.kernel, *p.y_shape[2:], *p.stride, *p.dilation, p.padding[0][0], p.padding[1][0])
 
 
 def _k(p):
@@ -226,7 +254,7 @@ def rows_per_tile(p, itemsize, k_rows=None) -> int:
     """Output rows per tile: as many as keep the (k_rows, rows*Wo) columns within
     ``config.IM2COL_TILE_BYTES``, at least one (k_rows: K by default); from a whole image up,
     whole images."""
-    n, ho = p.y_shape[0], p.y_shape[2]
+    n, ho = max(1, p.y_shape[0]), p.y_shape[2]  # an empty batch has no tiles, sizes aside
     per_row = (_k(p) if k_rows is None else k_rows) * p.y_shape[3] * itemsize
     rows = max(1, min(n * ho, config.IM2COL_TILE_BYTES // max(1, per_row)))
     if rows < ho:  # blocks of rows of one image, as equal as they can be
@@ -243,13 +271,19 @@ def _buffers(p, dtype, k_rows):
     return np.empty((numba.get_num_threads(), k_rows * rows * p.y_shape[3]), dtype), rows
 
 
+def _planes(a):
+    """(N, O, H, W) -> (N, O, H*W), a view (sizes explicit: N may be 0)."""
+    n, o, h, w = a.shape
+    return a.reshape(n, o, h * w)
+
+
 def _channel_major(a):
     """(N, O, Ho, Wo) -> (O, N*Ho*Wo): a copy, or a view for one image."""
-    n, o = a.shape[:2]
+    n, o, ho, wo = a.shape
     if n == 1:
-        return a.reshape(o, -1)
-    out = np.empty((o, a.size // o), dtype=a.dtype)
-    _to_channel_major(a.reshape(n, o, -1), out)
+        return a.reshape(o, ho * wo)
+    out = np.empty((o, n * ho * wo), dtype=a.dtype)
+    _to_channel_major(_planes(a), out)
     return out
 
 
@@ -258,24 +292,23 @@ def forward(x, w, b, p):
     n, o = p.y_shape[:2]
     y = np.empty(p.y_shape, dtype=x.dtype)
     in_place = n == 1 and b is None  # y is already channel-major
-    yt = y.reshape(o, -1) if in_place else np.empty((o, y.size // o), x.dtype)
+    yt = y.reshape(o, y.size // o) if in_place else np.empty((o, y.size // o), x.dtype)
     buffers, rows = _buffers(p, x.dtype, _k(p))
     with single_threaded(), _tasks_as_threads_come_free():
-        _forward(padded(x, p.padding), w.reshape(o, -1), yt, buffers, p.groups, rows,
-                 _geometry(p))
+        _forward(x, w.reshape(o, _k(p)), yt, buffers, p.groups, rows, _geometry(p))
     if not in_place:
-        _from_channel_major(yt, y.reshape(n, o, -1), bias_or_zeros(b, p, x.dtype))
+        _from_channel_major(yt, _planes(y), bias_or_zeros(b, p, x.dtype))
     return y
 
 
 def backward_data(gy, w, p):
     """dL/dx via dcols = w_g^T @ gy_g and col2im; -> (N, C, H, W)."""
-    gxp = np.zeros(p.x_shape[:2] + p.padded_size, dtype=gy.dtype)
+    gx = np.zeros(p.x_shape, dtype=gy.dtype)
     buffers, rows = _buffers(p, gy.dtype, _k(p))
     with single_threaded(), _tasks_as_threads_come_free():
-        _backward_data(_channel_major(gy), w.reshape(p.w_shape[0], -1), gxp, buffers, p.groups,
+        _backward_data(_channel_major(gy), w.reshape(p.w_shape[0], _k(p)), gx, buffers, p.groups,
                        rows, _geometry(p))
-    return cropped(gxp, p.padding, p.x_shape[2:])
+    return gx
 
 
 def backward_weight(x, gy, p):
@@ -284,8 +317,8 @@ def backward_weight(x, gy, p):
     block = weight_block(p)
     buffers, rows = _buffers(p, x.dtype, block)
     with single_threaded(), _tasks_as_threads_come_free():
-        _backward_weight(padded(x, p.padding), _channel_major(gy), gw, buffers, p.groups, block,
-                         rows, _geometry(p))
+        _backward_weight(x, _channel_major(gy), gw, buffers, p.groups, block, rows,
+                         _geometry(p))
     return gw.reshape(p.w_shape)
 
 
@@ -303,12 +336,7 @@ def workspace_bytes(op, p, itemsize):
 def _kernel_workspace(kernel, p, itemsize):
     k_rows = weight_block(p) if kernel == "backward_weight" else _k(p)
     tile = k_rows * rows_per_tile(p, itemsize, k_rows) * p.y_shape[3] * itemsize
-    n, c = p.x_shape[:2]
-    # forward and backward-weight pad a copy of x; backward-data accumulates into a padded
-    # gradient (always allocated, padded or not)
-    padded_copy = kernel == "backward_data" or p.padding != ((0, 0), (0, 0))
-    pad = n * c * p.padded_size[0] * p.padded_size[1] * itemsize if padded_copy else 0
     # y (forward, unless one image without bias) or grad_y (backward) in channel-major order
     channel_major = p.y_shape[0] > 1 or (kernel == "forward" and p.has_bias)
     outputs = np.prod(p.y_shape, dtype=np.int64) * itemsize if channel_major else 0
-    return numba.get_num_threads() * tile + pad + int(outputs)
+    return numba.get_num_threads() * tile + int(outputs)

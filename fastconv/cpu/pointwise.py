@@ -84,7 +84,13 @@ def _columns(k, p, itemsize) -> int:
 def _read(x, p):
     """xs (N, C, P): the pixels the kernel reads (a view of x when that is all of x)."""
     xs = np.ascontiguousarray(x[pixels(p)]) if subsampled(p) else x
-    return xs.reshape(p.x_shape[0], p.x_shape[1], -1)
+    return _planes(xs)
+
+
+def _planes(a):
+    """(N, C, H, W) -> (N, C, H*W), a view (sizes explicit: N may be 0)."""
+    n, c, h, w = a.shape
+    return a.reshape(n, c, h * w)
 
 
 def _grouped_weights(w, p):
@@ -98,8 +104,8 @@ def forward(x, w, b, p):
     y = np.empty(p.y_shape, dtype=x.dtype)
     bias = np.zeros(1, x.dtype) if b is None else b
     with single_threaded():
-        _products(_grouped_weights(w, p), _read(x, p), y.reshape(p.y_shape[0], p.y_shape[1], -1),
-                  bias, b is not None, p.groups, _columns(p.w_shape[1], p, x.itemsize), False)
+        _products(_grouped_weights(w, p), _read(x, p), _planes(y), bias, b is not None,
+                  p.groups, _columns(p.w_shape[1], p, x.itemsize), False)
     return y
 
 
@@ -109,8 +115,8 @@ def backward_data(gy, w, p):
     gxs = np.empty((n, c) + p.y_shape[2:], dtype=gy.dtype)
     og = p.y_shape[1] // p.groups
     with single_threaded():
-        _products(_grouped_weights(w, p), gy.reshape(n, p.y_shape[1], -1), gxs.reshape(n, c, -1),
-                  np.zeros(1, gy.dtype), False, p.groups, _columns(og, p, gy.itemsize), True)
+        _products(_grouped_weights(w, p), _planes(gy), _planes(gxs), np.zeros(1, gy.dtype),
+                  False, p.groups, _columns(og, p, gy.itemsize), True)
     if not subsampled(p):
         return gxs
     gx = np.zeros(p.x_shape, dtype=gy.dtype)
@@ -123,8 +129,7 @@ def backward_weight(x, gy, p):
     gw = np.empty(p.w_shape[:2], dtype=x.dtype)
     columns = _columns(min(BLOCK, p.w_shape[1]), p, x.itemsize)
     with single_threaded():
-        _weight_products(gy.reshape(gy.shape[0], gy.shape[1], -1), _read(x, p), gw, p.groups,
-                         columns, BLOCK)
+        _weight_products(_planes(gy), _read(x, p), gw, p.groups, columns, BLOCK)
     return gw.reshape(p.w_shape)
 
 

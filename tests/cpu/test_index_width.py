@@ -42,8 +42,12 @@ PROBE = textwrap.dedent('''
             for algo in fastconv.explain(op, *shapes, **k)["candidates"]:
                 if algo != "reference":
                     getattr(fastconv, op)(*a, **k, algo=algo)
+    x, w = rng.standard_normal((2, 3, 6, 6)), rng.standard_normal((4, 3, 3, 3))
+    fastconv.conv2d_backward(rng.standard_normal((2, 4, 4, 4)), x, w, algo="im2col")  # N > 1
 
     kernels, narrow, missing = 0, [], []
+    # not _blas: its gemm hands sizes to BLAS as BLAS's own 32-bit ints (after checking that
+    # they fit), which is the interface, not index arithmetic
     for name in ("_loops", "_threads", "batchnorm", "depthwise", "direct", "im2col",
                  "pointwise", "pool"):
         module = importlib.import_module("fastconv.cpu." + name)
