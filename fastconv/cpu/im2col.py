@@ -16,12 +16,14 @@ parallel pass moves y from (and grad_y into) that order (a no-op for a single im
 
 Threads: the tiles are the tasks of one parallel loop on Numba's threads, each building its own
 columns and running its own single-threaded GEMM (``_blas.gemm``), so the copies run in
-parallel and no second thread pool (BLAS's) ever starts. Tasks go to threads one at a time as
-they come free (a parallel chunk size of 1), and each thread builds columns in its own buffer
-(``numba.get_thread_id``). Backward-data's tasks are whole images (a run of them, or one image
-done tile by tile), so the col2im scatters of overlapping windows never meet; backward-weight's
-are (group, block of K rows of the columns) pairs, each summing over every tile in order, so
-the weight gradient needs no reduction between threads. No result depends on which thread ran
+parallel and no second thread pool (BLAS's) ever starts. The tiles are as equal as the rows
+allow, so the threads' equal shares of them are equal work, and each thread builds columns in
+its own buffer (``numba.get_thread_id``). (Handing tasks out one at a time as threads come free,
+Numba's parallel chunk size 1, cost more than it balanced: 2x on a one-tile call.)
+Backward-data's tasks are whole images (a run of them, or one image done tile by tile), so the
+col2im scatters of overlapping windows never meet; backward-weight's are (group, block of K
+rows of the columns) pairs, each summing over every tile in order, so the weight gradient
+needs no reduction between threads. No result depends on which thread ran
 a task or on how many threads there are: bitwise repeatable.
 
 The zero padding is never copied: the column copies write zeros where a window hangs over the
@@ -33,8 +35,6 @@ many output rows as fit, at least one, split as evenly as the rows allow) and th
 output or output gradient (unless N == 1).
 """
 from __future__ import annotations
-
-import contextlib
 
 import numba
 import numpy as np
@@ -88,8 +88,8 @@ def _spread(dst, d0, step, src, s0, count):
 @njit(inline="always")
 def _fill_columns(x, cols, c_first, k_first, r0, rows, geometry):
     # x (N, C, H, W) -> cols (kc, rows*Wo): rows k_first.. of the tile's columns, with the
-    # zero padding written as zeros (no padded copy of x): per tap, the output columns whose
-    # input column lies inside x, [j0, j1), are copied, the rest are zero
+    # zero padding written as zeros (no padded copy of x): per tap, the output rows [i0, i1)
+    # and columns [j0, j1) whose input lies inside x are copied, the rest are zero
     kh_, kw_, ho_, wo_, sh, sw, dh, dw, top, left = geometry
     _, c_, h_, w_ = x.shape
     flat, out = x.reshape(-1), cols.reshape(-1)
@@ -99,22 +99,27 @@ def _fill_columns(x, cols, c_first, k_first, r0, rows, geometry):
         c, a, e = k // (kh_ * kw_), k // kw_ % kh_, k % kw_
         j0, j1 = taps(e * dw - left, sw, w_, wo_)
         i0, i1 = taps(a * dh - top, sh, h_, ho_)
-        for t in range(rows):
-            n, i = (r0 + t) // ho_, (r0 + t) % ho_
-            dst = uint64(kk * cols.shape[1] + t * wo_)
+        ju0, ju1, count = uint64(j0), uint64(j1), uint64(j1 - j0)
+        n, i = r0 // ho_, r0 % ho_  # the (image, row) of each tile row, stepped along
+        dst = uint64(kk * cols.shape[1])
+        for _ in range(rows):
             if i < i0 or i >= i1:
                 _zero(out, dst, wou)
-                continue
-            src = uint64(((n * c_ + c_first + c) * h_ + i * sh + a * dh - top) * w_
-                         + j0 * sw + e * dw - left)
-            _zero(out, dst, uint64(j0))
-            if sw == 1:
-                _gather(out, dst + uint64(j0), flat, src, uint64(j1 - j0), uint64(1))
-            elif sw == 2:
-                _gather(out, dst + uint64(j0), flat, src, uint64(j1 - j0), uint64(2))
             else:
-                _gather(out, dst + uint64(j0), flat, src, uint64(j1 - j0), swu)
-            _zero(out, dst + uint64(j1), uint64(wo_ - j1))
+                src = uint64(((n * c_ + c_first + c) * h_ + i * sh + a * dh - top) * w_
+                             + j0 * sw + e * dw - left)
+                _zero(out, dst, ju0)
+                if sw == 1:
+                    _gather(out, dst + ju0, flat, src, count, uint64(1))
+                elif sw == 2:
+                    _gather(out, dst + ju0, flat, src, count, uint64(2))
+                else:
+                    _gather(out, dst + ju0, flat, src, count, swu)
+                _zero(out, dst + ju1, wou - ju1)
+            dst += wou
+            i += 1
+            if i == ho_:
+                n, i = n + 1, 0
 
 
 @njit(fastmath=FASTMATH, inline="always")
@@ -125,25 +130,28 @@ def _spread_columns(dcols, gx, c_first, r0, rows, geometry):
     kh_, kw_, ho_, wo_, sh, sw, dh, dw, top, left = geometry
     _, c_, h_, w_ = gx.shape
     flat, src_all = gx.reshape(-1), dcols.reshape(-1)
-    swu = uint64(sw)
+    wou, swu = uint64(wo_), uint64(sw)
     for k in range(dcols.shape[0]):
         c, a, e = k // (kh_ * kw_), k // kw_ % kh_, k % kw_
         j0, j1 = taps(e * dw - left, sw, w_, wo_)
         i0, i1 = taps(a * dh - top, sh, h_, ho_)
         count = uint64(j1 - j0)
-        for t in range(rows):
-            n, i = (r0 + t) // ho_, (r0 + t) % ho_
-            if i < i0 or i >= i1:
-                continue
-            dst = uint64(((n * c_ + c_first + c) * h_ + i * sh + a * dh - top) * w_
-                         + j0 * sw + e * dw - left)
-            src = uint64(k * dcols.shape[1] + t * wo_ + j0)
-            if sw == 1:
-                _spread(flat, dst, uint64(1), src_all, src, count)
-            elif sw == 2:
-                _spread(flat, dst, uint64(2), src_all, src, count)
-            else:
-                _spread(flat, dst, swu, src_all, src, count)
+        n, i = r0 // ho_, r0 % ho_
+        src = uint64(k * dcols.shape[1] + j0)
+        for _ in range(rows):
+            if i0 <= i < i1:
+                dst = uint64(((n * c_ + c_first + c) * h_ + i * sh + a * dh - top) * w_
+                             + j0 * sw + e * dw - left)
+                if sw == 1:
+                    _spread(flat, dst, uint64(1), src_all, src, count)
+                elif sw == 2:
+                    _spread(flat, dst, uint64(2), src_all, src, count)
+                else:
+                    _spread(flat, dst, swu, src_all, src, count)
+            src += wou
+            i += 1
+            if i == ho_:
+                n, i = n + 1, 0
 
 
 @njit(parallel=True, cache=True)
@@ -220,19 +228,6 @@ def _from_channel_major(at, out, bias):
             out[n, o, j] = at[o, n * p_ + j] + bias[o]
 
 
-@contextlib.contextmanager
-def _tasks_as_threads_come_free():
-    """Hand the tasks of the parallel loops to threads one at a time as they come free
-    (Numba's parallel chunk size 1, for this Python thread), rather than in equal shares up
-    front: a tile's cost depends on where it falls. Set from Python, because a kernel that sets
-    it itself cannot be cached."""
-    previous = numba.set_parallel_chunksize(1)
-    try:
-        yield
-    finally:
-        numba.set_parallel_chunksize(previous)
-
-
 def _geometry(p):
     """(kh, kw, Ho, Wo, sh, sw, dh, dw, top, left): what the column copies need."""
     return (*p.kernel, *p.y_shape[2:], *p.stride, *p.dilation, p.padding[0][0], p.padding[1][0])
@@ -294,7 +289,7 @@ def forward(x, w, b, p):
     in_place = n == 1 and b is None  # y is already channel-major
     yt = y.reshape(o, y.size // o) if in_place else np.empty((o, y.size // o), x.dtype)
     buffers, rows = _buffers(p, x.dtype, _k(p))
-    with single_threaded(), _tasks_as_threads_come_free():
+    with single_threaded():
         _forward(x, w.reshape(o, _k(p)), yt, buffers, p.groups, rows, _geometry(p))
     if not in_place:
         _from_channel_major(yt, _planes(y), bias_or_zeros(b, p, x.dtype))
@@ -305,7 +300,7 @@ def backward_data(gy, w, p):
     """dL/dx via dcols = w_g^T @ gy_g and col2im; -> (N, C, H, W)."""
     gx = np.zeros(p.x_shape, dtype=gy.dtype)
     buffers, rows = _buffers(p, gy.dtype, _k(p))
-    with single_threaded(), _tasks_as_threads_come_free():
+    with single_threaded():
         _backward_data(_channel_major(gy), w.reshape(p.w_shape[0], _k(p)), gx, buffers, p.groups,
                        rows, _geometry(p))
     return gx
@@ -316,7 +311,7 @@ def backward_weight(x, gy, p):
     gw = np.empty((p.y_shape[1], _k(p)), dtype=x.dtype)
     block = weight_block(p)
     buffers, rows = _buffers(p, x.dtype, block)
-    with single_threaded(), _tasks_as_threads_come_free():
+    with single_threaded():
         _backward_weight(x, _channel_major(gy), gw, buffers, p.groups, block, rows,
                          _geometry(p))
     return gw.reshape(p.w_shape)
