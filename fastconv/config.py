@@ -16,3 +16,9 @@ CUDA_IM2COL_WORKSPACE_BYTES = 256 * 2**20
 # direct: accumulator elements per output channel that a task keeps at once (whole output
 # rows, at least one); with the channel block they should fit in L1.
 DIRECT_CHUNK = 512
+
+
+def tunables() -> tuple:
+    """The current values of every tunable above, as a tuple (a key of remembered plans, so
+    that a patched tunable takes effect at once)."""
+    return tuple(v for k, v in globals().items() if k.isupper())

@@ -19,7 +19,7 @@ from math import prod
 
 import numpy as np
 
-from . import dispatch, params
+from . import config, dispatch, params
 from .params import ALL_OUTPUTS
 
 
@@ -55,17 +55,40 @@ def _kernels(op, backend, algo, p, *inputs):
     """The kernels of the algorithm that runs this call, once the memory the call needs is
     known to exist: its outputs, the algorithm's workspace, and the contiguous copies that
     :func:`_prepared` makes of non-contiguous inputs."""
-    algorithm = dispatch.select(op, backend, algo, p)
-    itemsize = inputs[0].dtype.itemsize
-    outputs = [prod(s) * itemsize for s in dispatch.output_shapes(op, p) if s is not None]
-    if getattr(p, "return_indices", False):
-        outputs[-1] *= 8 // itemsize  # int64 indices
-    params.check_memory(op, backend, {
-        "outputs": sum(outputs),
-        "workspace": dispatch.workspace_bytes(algorithm, op, p, itemsize),
-        "input copies": sum(a.nbytes for a in inputs if a is not None and not a.flags.c_contiguous),
-    })
+    algorithm, needs = _plan(op, backend, algo, p, inputs[0].dtype.itemsize)
+    copies = sum(a.nbytes for a in inputs if a is not None and not a.flags.c_contiguous)
+    params.check_memory(op, backend, {**needs, "input copies": copies})
     return algorithm.kernels
+
+
+_PLANS: dict = {}  # (op, backend, algo, p, itemsize, settings) -> (algorithm, memory needs)
+
+
+def _plan(op, backend, algo, p, itemsize):
+    """The algorithm that runs a call and the memory it needs besides input copies, found
+    once per kind of call: the choice and the workspace depend only on the parameter object,
+    the element size, the kernels' tunables (``config``) and the CPU threads (per-thread
+    buffers)."""
+    threads = _cpu_threads() if backend == "cpu" else None
+    key = (op, backend, algo, p, itemsize, config.tunables(), threads)
+    plan = _PLANS.get(key)
+    if plan is None:
+        algorithm = dispatch.select(op, backend, algo, p)
+        outputs = [prod(s) * itemsize for s in dispatch.output_shapes(op, p) if s is not None]
+        if getattr(p, "return_indices", False):
+            outputs[-1] *= 8 // itemsize  # int64 indices
+        plan = algorithm, {"outputs": sum(outputs),
+                           "workspace": dispatch.workspace_bytes(algorithm, op, p, itemsize)}
+        if len(_PLANS) >= params.REMEMBERED:
+            _PLANS.clear()
+        _PLANS[key] = plan
+    return plan
+
+
+def _cpu_threads():
+    import numba
+
+    return numba.get_num_threads()
 
 
 def _shape(a):

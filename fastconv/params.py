@@ -19,6 +19,10 @@ Normal forms the kernels see:
   :class:`ConvParams`);
 * the stride is 1 along any dimension with a single output (convolution and pooling), where
   it is never used; int arguments are at most ``INT_ARG_LIMIT`` (2**31 - 1) in magnitude.
+
+The builders are pure functions of their arguments and their results are frozen, so each
+remembers the parameter objects it built (:func:`_remembered`): a training loop that makes the
+same call again and again validates it once (40-50 us a call saved on small layers).
 """
 from __future__ import annotations
 
@@ -36,6 +40,44 @@ ALL_OUTPUTS = (True, True, True)
 # hold these in 32-bit ints, and the bound keeps every sum and product of them that a kernel
 # forms far inside 64 bits.
 INT_ARG_LIMIT = 2**31 - 1
+REMEMBERED = 4096  # parameter objects kept per builder; the memory is cleared when full
+
+
+def _key(value):
+    """A hashable stand-in for an argument that tells apart what validation tells apart: the
+    type with the value (2, 2.0, True and np.int64(2) differ), sequences element by element;
+    TypeError for what cannot be a key (an array, say)."""
+    kind = type(value)
+    if kind is tuple or kind is list:
+        if all(type(v) is int for v in value):  # shapes, and most spatial arguments
+            return kind, tuple(value)
+        return kind, tuple(map(_key, value))
+    hash(value)
+    return kind, value
+
+
+def _remembered(builder):
+    """``builder`` with a memory of the objects it returned for the arguments seen so far.
+    Calls that raise are not remembered (they raise again), nor calls whose arguments cannot
+    be keys."""
+    memory: dict = {}
+
+    @functools.wraps(builder)
+    def remembering(*args, **kwargs):
+        try:
+            key = (_key(args), _key(tuple(kwargs.items())) if kwargs else None)
+        except TypeError:
+            return builder(*args, **kwargs)
+        found = memory.get(key)
+        if found is None:
+            found = builder(*args, **kwargs)
+            if len(memory) >= REMEMBERED:
+                memory.clear()
+            memory[key] = found
+        return found
+
+    remembering.forget = memory.clear
+    return remembering
 
 
 # --------------------------------------------------------------------------------------------
@@ -358,10 +400,12 @@ def _conv(op, spatial_dims, x_shape, weight_shape, bias_shape, stride, padding, 
                       unbatched=unbatched)
 
 
+@_remembered
 def conv2d(x_shape, weight_shape, bias_shape=None, stride=1, padding=0, dilation=1, groups=1):
     return _conv("conv2d", 2, x_shape, weight_shape, bias_shape, stride, padding, dilation, groups)
 
 
+@_remembered
 def conv1d(x_shape, weight_shape, bias_shape=None, stride=1, padding=0, dilation=1, groups=1):
     return _conv("conv1d", 1, x_shape, weight_shape, bias_shape, stride, padding, dilation, groups)
 
@@ -373,12 +417,14 @@ def _conv_backward(op, spatial_dims, grad_y_shape, x_shape, weight_shape, stride
     return replace(p, output_mask=_mask(op, mask))
 
 
+@_remembered
 def conv2d_backward(grad_y_shape, x_shape, weight_shape, stride=1, padding=0, dilation=1,
                     groups=1, output_mask=ALL_OUTPUTS):
     return _conv_backward("conv2d_backward", 2, grad_y_shape, x_shape, weight_shape, stride,
                           padding, dilation, groups, output_mask)
 
 
+@_remembered
 def conv1d_backward(grad_y_shape, x_shape, weight_shape, stride=1, padding=0, dilation=1,
                     groups=1, output_mask=ALL_OUTPUTS):
     return _conv_backward("conv1d_backward", 1, grad_y_shape, x_shape, weight_shape, stride,
@@ -432,12 +478,14 @@ def _conv_transpose(op, x_shape, weight_shape, bias_shape, stride, padding, outp
                       has_bias=bias_shape is not None, transposed=True, unbatched=unbatched)
 
 
+@_remembered
 def conv_transpose2d(x_shape, weight_shape, bias_shape=None, stride=1, padding=0,
                      output_padding=0, groups=1, dilation=1):
     return _conv_transpose("conv_transpose2d", x_shape, weight_shape, bias_shape, stride,
                            padding, output_padding, groups, dilation)
 
 
+@_remembered
 def conv_transpose2d_backward(grad_y_shape, x_shape, weight_shape, stride=1, padding=0,
                               output_padding=0, groups=1, dilation=1, output_mask=ALL_OUTPUTS):
     op = "conv_transpose2d_backward"
@@ -503,12 +551,14 @@ def _pool(op, x_shape, kernel_size, stride, padding, dilation, ceil_mode, **extr
                       unbatched=unbatched, **extra)
 
 
+@_remembered
 def max_pool2d(x_shape, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False):
     return _pool("max_pool2d", x_shape, kernel_size, stride, padding, dilation, ceil_mode,
                  return_indices=_flag("max_pool2d", "return_indices", return_indices))
 
 
+@_remembered
 def max_pool2d_backward(grad_y_shape, x_shape, kernel_size, stride=None, padding=0, dilation=1,
                         ceil_mode=False, *, indices_shape=None):
     op = "max_pool2d_backward"
@@ -533,6 +583,7 @@ def _avg_options(op, count_include_pad, divisor_override):
     return dict(count_include_pad=count_include_pad, divisor_override=divisor_override)
 
 
+@_remembered
 def avg_pool2d(x_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
                count_include_pad=True, divisor_override=None):
     op = "avg_pool2d"
@@ -540,6 +591,7 @@ def avg_pool2d(x_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
                  **_avg_options(op, count_include_pad, divisor_override))
 
 
+@_remembered
 def avg_pool2d_backward(grad_y_shape, x_shape, kernel_size, stride=None, padding=0,
                         ceil_mode=False, count_include_pad=True, divisor_override=None):
     op = "avg_pool2d_backward"
@@ -565,10 +617,12 @@ def _adaptive(op, x_shape, output_size):
     return AdaptivePoolParams(x_shape=x_shape, y_shape=x_shape[:2] + out, unbatched=unbatched)
 
 
+@_remembered
 def adaptive_avg_pool2d(x_shape, output_size):
     return _adaptive("adaptive_avg_pool2d", x_shape, output_size)
 
 
+@_remembered
 def adaptive_avg_pool2d_backward(grad_y_shape, x_shape):
     op = "adaptive_avg_pool2d_backward"
     x4, unbatched = _batched(op, "x", x_shape, 2)
@@ -617,6 +671,7 @@ def _batch_norm(op, x_shape, running_mean_shape, running_var_shape, weight_shape
     return p
 
 
+@_remembered
 def batch_norm(x_shape, running_mean_shape=None, running_var_shape=None, weight_shape=None,
                bias_shape=None, training=False, momentum=0.1, eps=1e-5):
     op = "batch_norm"
@@ -624,6 +679,7 @@ def batch_norm(x_shape, running_mean_shape=None, running_var_shape=None, weight_
                        bias_shape, training, eps, momentum=_real(op, "momentum", momentum))
 
 
+@_remembered
 def batch_norm_backward(grad_y_shape, x_shape, weight_shape=None, running_mean_shape=None,
                         running_var_shape=None, training=True, eps=1e-5,
                         output_mask=ALL_OUTPUTS):
