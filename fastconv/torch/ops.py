@@ -8,6 +8,16 @@ Every operator hands its tensors to fastconv without copying (see ``_handover``)
 as NumPy views, CUDA tensors as CuPy arrays through DLPack, on PyTorch's current stream.
 fastconv validates every argument and raises ``ValueError``/``TypeError`` naming it.
 
+Two ways in, one implementation (:class:`_Operator`). Under ``torch.compile``, on fake or meta
+tensors, on tensor subclasses and under functorch transforms, a call goes through the
+registered operator (``torch.ops.fastconv.*``), which PyTorch's dispatcher, fake tensors and
+``opcheck`` understand. A plain eager call on CPU or CUDA tensors skips the dispatcher: it runs
+the same implementation directly (no gradient wanted) or inside an ``autograd.Function`` built
+from the same setup and formula, whose backward calls the backward implementation directly.
+On LeNet's max pooling, forward and backward through the registered operators cost about
+300 us more than the NumPy calls themselves, more than PyTorch's whole op (measured; most of it
+the custom-op and autograd-wrapper machinery, re-entered once more for the backward operator).
+
 Backward operators return an empty tensor in place of a gradient ``output_mask`` leaves out
 (custom operators cannot return None); the autograd formulas turn those into None. Double
 backward is not supported: the backward operators have no autograd formula of their own.
@@ -51,6 +61,60 @@ def _fake_gradients(like, shapes, mask):
 
 
 # --------------------------------------------------------------------------------------------
+# One operator, two ways in
+# --------------------------------------------------------------------------------------------
+_PLAIN = (Tensor, torch.nn.Parameter)
+_DEVICES = ("cpu", "cuda")
+
+
+def _plain(args) -> bool:
+    """Whether a call can skip PyTorch's dispatcher: eager (not compiling), and every tensor a
+    plain tensor (no subclass, fake or functorch wrapper) on the CPU or a CUDA device."""
+    if torch.compiler.is_compiling():
+        return False
+    wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+    return all(type(a) in _PLAIN and a.device.type in _DEVICES and not wrapped(a)
+               for a in args if isinstance(a, Tensor))
+
+
+class _Operator:
+    """``fastconv::<name>``: ``impl`` registered as a custom operator with ``fake``; with
+    ``formula`` (a function of the backward callable that returns the autograd formula) and
+    ``setup``, differentiable through ``backward`` (another :class:`_Operator`): the registered
+    operator's formula calls the registered backward operator, the eager ``autograd.Function``'s
+    calls the backward implementation."""
+
+    def __init__(self, name, impl, fake, *, backward=None, setup=None, formula=None):
+        self.impl = impl
+        self.registered = torch.library.custom_op(f"fastconv::{name}", impl, mutates_args=())
+        self.registered.register_fake(fake)
+        self.function = None
+        if formula is not None:
+            self.registered.register_autograd(formula(backward.registered), setup_context=setup)
+            self.function = _function(name, impl, setup, formula(backward.impl))
+
+    def __call__(self, *args):
+        if not _plain(args):
+            return self.registered(*args)
+        if self.function is not None and torch.is_grad_enabled() and any(
+                isinstance(a, Tensor) and a.requires_grad for a in args):
+            return self.function.apply(*args)
+        return self.impl(*args)
+
+
+def _function(name, impl, setup, differentiate):
+    """An ``autograd.Function`` running ``impl`` forward, ``setup`` on its context and
+    ``differentiate`` backward: the custom operator's autograd, without the dispatcher."""
+    def forward(ctx, *inputs):
+        output = impl(*inputs)
+        setup(ctx, inputs, output)
+        return output
+
+    return type(f"fastconv_{name}", (torch.autograd.Function,),
+                {"forward": staticmethod(forward), "backward": staticmethod(differentiate)})
+
+
+# --------------------------------------------------------------------------------------------
 # Output shapes for the fake implementations (plain arithmetic, so symbolic sizes work)
 # --------------------------------------------------------------------------------------------
 def _conv_sizes(x, weight, stride, padding, padding_rule, dilation):
@@ -86,41 +150,6 @@ def _padding_of(padding, padding_rule):
     return padding_rule or list(padding)
 
 
-def _define_conv(name):
-    """fastconv::{name} and fastconv::{name}_backward for conv2d and conv1d (same signature)."""
-    forward_fn = getattr(fastconv, name)
-    backward_fn = getattr(fastconv, name + "_backward")
-
-    @torch.library.custom_op(f"fastconv::{name}", mutates_args=())
-    def forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: Sequence[int],
-                padding: Sequence[int], padding_rule: str, dilation: Sequence[int], groups: int,
-                algo: str) -> Tensor:
-        return _call(forward_fn, (x, weight, bias), list(stride),
-                     _padding_of(padding, padding_rule), list(dilation), groups, algo=algo)
-
-    @forward.register_fake
-    def _(x, weight, bias, stride, padding, padding_rule, dilation, groups, algo):
-        return x.new_empty(_conv_sizes(x, weight, stride, padding, padding_rule, dilation))
-
-    @torch.library.custom_op(f"fastconv::{name}_backward", mutates_args=())
-    def backward(grad_y: Tensor, x: Tensor, weight: Tensor, stride: Sequence[int],
-                 padding: Sequence[int], padding_rule: str, dilation: Sequence[int],
-                 groups: int, output_mask: Sequence[bool],
-                 algo: str) -> tuple[Tensor, Tensor, Tensor]:
-        out = _call(backward_fn, (grad_y, x, weight), list(stride),
-                    _padding_of(padding, padding_rule), list(dilation), groups,
-                    output_mask=tuple(output_mask), algo=algo)
-        return _or_empty(out, x)
-
-    @backward.register_fake
-    def _(grad_y, x, weight, stride, padding, padding_rule, dilation, groups, output_mask,
-          algo):
-        return _fake_gradients(x, (x.shape, weight.shape, (weight.shape[0],)), output_mask)
-
-    forward.register_autograd(_conv_autograd(backward), setup_context=_conv_setup)
-    return forward, backward
-
-
 # Every convolution operator takes (x, weight, bias, *settings, algo) and its backward operator
 # (grad_y, x, weight, *settings, output_mask, algo).
 def _conv_setup(ctx, inputs, output):
@@ -143,65 +172,99 @@ def _conv_autograd(backward):
     return differentiate
 
 
+def _define_conv(name):
+    """fastconv::{name} and fastconv::{name}_backward for conv2d and conv1d (same signature)."""
+    forward_fn = getattr(fastconv, name)
+    backward_fn = getattr(fastconv, name + "_backward")
+
+    def forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: Sequence[int],
+                padding: Sequence[int], padding_rule: str, dilation: Sequence[int], groups: int,
+                algo: str) -> Tensor:
+        return _call(forward_fn, (x, weight, bias), list(stride),
+                     _padding_of(padding, padding_rule), list(dilation), groups, algo=algo)
+
+    def forward_fake(x, weight, bias, stride, padding, padding_rule, dilation, groups, algo):
+        return x.new_empty(_conv_sizes(x, weight, stride, padding, padding_rule, dilation))
+
+    def backward(grad_y: Tensor, x: Tensor, weight: Tensor, stride: Sequence[int],
+                 padding: Sequence[int], padding_rule: str, dilation: Sequence[int],
+                 groups: int, output_mask: Sequence[bool],
+                 algo: str) -> tuple[Tensor, Tensor, Tensor]:
+        out = _call(backward_fn, (grad_y, x, weight), list(stride),
+                    _padding_of(padding, padding_rule), list(dilation), groups,
+                    output_mask=tuple(output_mask), algo=algo)
+        return _or_empty(out, x)
+
+    def backward_fake(grad_y, x, weight, stride, padding, padding_rule, dilation, groups,
+                      output_mask, algo):
+        return _fake_gradients(x, (x.shape, weight.shape, (weight.shape[0],)), output_mask)
+
+    gradients = _Operator(f"{name}_backward", backward, backward_fake)
+    return _Operator(name, forward, forward_fake, backward=gradients, setup=_conv_setup,
+                     formula=_conv_autograd), gradients
+
+
 _conv2d, _conv2d_backward = _define_conv("conv2d")
 _conv1d, _conv1d_backward = _define_conv("conv1d")
 
 
-@torch.library.custom_op("fastconv::conv_transpose2d", mutates_args=())
-def _conv_transpose2d(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: Sequence[int],
-                      padding: Sequence[int], output_padding: Sequence[int], groups: int,
-                      dilation: Sequence[int], algo: str) -> Tensor:
+def _conv_transpose2d_impl(x: Tensor, weight: Tensor, bias: Optional[Tensor],
+                           stride: Sequence[int], padding: Sequence[int],
+                           output_padding: Sequence[int], groups: int, dilation: Sequence[int],
+                           algo: str) -> Tensor:
     return _call(fastconv.conv_transpose2d, (x, weight, bias), list(stride), list(padding),
                  list(output_padding), groups, list(dilation), algo=algo)
 
 
-@_conv_transpose2d.register_fake
-def _(x, weight, bias, stride, padding, output_padding, groups, dilation, algo):
+def _conv_transpose2d_fake(x, weight, bias, stride, padding, output_padding, groups, dilation,
+                           algo):
     return x.new_empty(_transposed_sizes(x, weight, stride, padding, output_padding, groups,
                                          dilation))
 
 
-@torch.library.custom_op("fastconv::conv_transpose2d_backward", mutates_args=())
-def _conv_transpose2d_backward(grad_y: Tensor, x: Tensor, weight: Tensor, stride: Sequence[int],
-                               padding: Sequence[int], output_padding: Sequence[int],
-                               groups: int, dilation: Sequence[int], output_mask: Sequence[bool],
-                               algo: str) -> tuple[Tensor, Tensor, Tensor]:
+def _conv_transpose2d_backward_impl(grad_y: Tensor, x: Tensor, weight: Tensor,
+                                    stride: Sequence[int], padding: Sequence[int],
+                                    output_padding: Sequence[int], groups: int,
+                                    dilation: Sequence[int], output_mask: Sequence[bool],
+                                    algo: str) -> tuple[Tensor, Tensor, Tensor]:
     out = _call(fastconv.conv_transpose2d_backward, (grad_y, x, weight), list(stride),
                 list(padding), list(output_padding), groups, list(dilation),
                 output_mask=tuple(output_mask), algo=algo)
     return _or_empty(out, x)
 
 
-@_conv_transpose2d_backward.register_fake
-def _(grad_y, x, weight, stride, padding, output_padding, groups, dilation, output_mask, algo):
+def _conv_transpose2d_backward_fake(grad_y, x, weight, stride, padding, output_padding, groups,
+                                    dilation, output_mask, algo):
     return _fake_gradients(x, (x.shape, weight.shape, (weight.shape[1] * groups,)), output_mask)
 
 
-_conv_transpose2d.register_autograd(_conv_autograd(_conv_transpose2d_backward),
-                                   setup_context=_conv_setup)
+_conv_transpose2d_backward = _Operator("conv_transpose2d_backward",
+                                       _conv_transpose2d_backward_impl,
+                                       _conv_transpose2d_backward_fake)
+_conv_transpose2d = _Operator("conv_transpose2d", _conv_transpose2d_impl, _conv_transpose2d_fake,
+                              backward=_conv_transpose2d_backward, setup=_conv_setup,
+                              formula=_conv_autograd)
 
 
 # --------------------------------------------------------------------------------------------
 # Pooling
 # --------------------------------------------------------------------------------------------
-@torch.library.custom_op("fastconv::max_pool2d", mutates_args=())
-def _max_pool2d(x: Tensor, kernel_size: Sequence[int], stride: Sequence[int],
-                padding: Sequence[int], dilation: Sequence[int], ceil_mode: bool,
-                algo: str) -> tuple[Tensor, Tensor]:
+def _max_pool2d_impl(x: Tensor, kernel_size: Sequence[int], stride: Sequence[int],
+                     padding: Sequence[int], dilation: Sequence[int], ceil_mode: bool,
+                     algo: str) -> tuple[Tensor, Tensor]:
     return _call(fastconv.max_pool2d, (x,), list(kernel_size), list(stride), list(padding),
                  list(dilation), ceil_mode, True, algo=algo)
 
 
-@_max_pool2d.register_fake
-def _(x, kernel_size, stride, padding, dilation, ceil_mode, algo):
+def _max_pool2d_fake(x, kernel_size, stride, padding, dilation, ceil_mode, algo):
     shape = _pool_sizes(x, kernel_size, stride, padding, dilation, ceil_mode)
     return x.new_empty(shape), x.new_empty(shape, dtype=torch.int64)
 
 
-@torch.library.custom_op("fastconv::max_pool2d_backward", mutates_args=())
-def _max_pool2d_backward(grad_y: Tensor, x: Tensor, indices: Tensor, kernel_size: Sequence[int],
-                         stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
-                         ceil_mode: bool, algo: str) -> Tensor:
+def _max_pool2d_backward_impl(grad_y: Tensor, x: Tensor, indices: Tensor,
+                              kernel_size: Sequence[int], stride: Sequence[int],
+                              padding: Sequence[int], dilation: Sequence[int], ceil_mode: bool,
+                              algo: str) -> Tensor:
     with on_device(device_of(x)):
         gx = fastconv.max_pool2d_backward(
             to_array(grad_y), to_array(x), list(kernel_size), list(stride), list(padding),
@@ -209,8 +272,8 @@ def _max_pool2d_backward(grad_y: Tensor, x: Tensor, indices: Tensor, kernel_size
     return to_tensor(gx)
 
 
-@_max_pool2d_backward.register_fake
-def _(grad_y, x, indices, kernel_size, stride, padding, dilation, ceil_mode, algo):
+def _max_pool2d_backward_fake(grad_y, x, indices, kernel_size, stride, padding, dilation,
+                              ceil_mode, algo):
     return x.new_empty(x.shape)
 
 
@@ -221,42 +284,19 @@ def _max_pool_setup(ctx, inputs, output):
     ctx.settings = settings
 
 
-def _max_pool_differentiate(ctx, grad_y, _grad_indices):
-    x, indices = ctx.saved_tensors
-    gx = _max_pool2d_backward(grad_y, x, indices, *ctx.settings) if ctx.needs_input_grad[0] \
-        else None
-    return (gx,) + (None,) * len(ctx.settings)
+def _max_pool_autograd(backward):
+    def differentiate(ctx, grad_y, _grad_indices):
+        x, indices = ctx.saved_tensors
+        gx = backward(grad_y, x, indices, *ctx.settings) if ctx.needs_input_grad[0] else None
+        return (gx,) + (None,) * len(ctx.settings)
+    return differentiate
 
 
-_max_pool2d.register_autograd(_max_pool_differentiate, setup_context=_max_pool_setup)
-
-
-@torch.library.custom_op("fastconv::avg_pool2d", mutates_args=())
-def _avg_pool2d(x: Tensor, kernel_size: Sequence[int], stride: Sequence[int],
-                padding: Sequence[int], ceil_mode: bool, count_include_pad: bool,
-                divisor_override: Optional[int], algo: str) -> Tensor:
-    return _call(fastconv.avg_pool2d, (x,), list(kernel_size), list(stride), list(padding),
-                 ceil_mode, count_include_pad, divisor_override, algo=algo)
-
-
-@_avg_pool2d.register_fake
-def _(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, algo):
-    return x.new_empty(_pool_sizes(x, kernel_size, stride, padding, (1, 1), ceil_mode))
-
-
-@torch.library.custom_op("fastconv::avg_pool2d_backward", mutates_args=())
-def _avg_pool2d_backward(grad_y: Tensor, x: Tensor, kernel_size: Sequence[int],
-                         stride: Sequence[int], padding: Sequence[int], ceil_mode: bool,
-                         count_include_pad: bool, divisor_override: Optional[int],
-                         algo: str) -> Tensor:
-    return _call(fastconv.avg_pool2d_backward, (grad_y, x), list(kernel_size), list(stride),
-                 list(padding), ceil_mode, count_include_pad, divisor_override, algo=algo)
-
-
-@_avg_pool2d_backward.register_fake
-def _(grad_y, x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override,
-      algo):
-    return x.new_empty(x.shape)
+_max_pool2d_backward = _Operator("max_pool2d_backward", _max_pool2d_backward_impl,
+                                 _max_pool2d_backward_fake)
+_max_pool2d = _Operator("max_pool2d", _max_pool2d_impl, _max_pool2d_fake,
+                        backward=_max_pool2d_backward, setup=_max_pool_setup,
+                        formula=_max_pool_autograd)
 
 
 def _save_input(ctx, inputs, output):
@@ -265,52 +305,82 @@ def _save_input(ctx, inputs, output):
     ctx.settings = settings
 
 
-def _avg_pool_differentiate(ctx, grad_y):
-    (x,) = ctx.saved_tensors
-    gx = _avg_pool2d_backward(grad_y, x, *ctx.settings) if ctx.needs_input_grad[0] else None
-    return (gx,) + (None,) * len(ctx.settings)
+def _input_autograd(backward):
+    """The formula of an operator (x, *settings) whose input gradient is
+    ``backward(grad_y, x, *settings)``."""
+    def differentiate(ctx, grad_y):
+        (x,) = ctx.saved_tensors
+        gx = backward(grad_y, x, *ctx.settings) if ctx.needs_input_grad[0] else None
+        return (gx,) + (None,) * len(ctx.settings)
+    return differentiate
 
 
-_avg_pool2d.register_autograd(_avg_pool_differentiate, setup_context=_save_input)
+def _avg_pool2d_impl(x: Tensor, kernel_size: Sequence[int], stride: Sequence[int],
+                     padding: Sequence[int], ceil_mode: bool, count_include_pad: bool,
+                     divisor_override: Optional[int], algo: str) -> Tensor:
+    return _call(fastconv.avg_pool2d, (x,), list(kernel_size), list(stride), list(padding),
+                 ceil_mode, count_include_pad, divisor_override, algo=algo)
 
 
-@torch.library.custom_op("fastconv::adaptive_avg_pool2d", mutates_args=())
-def _adaptive_avg_pool2d(x: Tensor, output_size: Sequence[int], algo: str) -> Tensor:
-    return _call(fastconv.adaptive_avg_pool2d, (x,), list(output_size), algo=algo)
+def _avg_pool2d_fake(x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                     divisor_override, algo):
+    return x.new_empty(_pool_sizes(x, kernel_size, stride, padding, (1, 1), ceil_mode))
 
 
-@_adaptive_avg_pool2d.register_fake
-def _(x, output_size, algo):
-    return x.new_empty(tuple(x.shape[:-2]) + tuple(output_size))
+def _avg_pool2d_backward_impl(grad_y: Tensor, x: Tensor, kernel_size: Sequence[int],
+                              stride: Sequence[int], padding: Sequence[int], ceil_mode: bool,
+                              count_include_pad: bool, divisor_override: Optional[int],
+                              algo: str) -> Tensor:
+    return _call(fastconv.avg_pool2d_backward, (grad_y, x), list(kernel_size), list(stride),
+                 list(padding), ceil_mode, count_include_pad, divisor_override, algo=algo)
 
 
-@torch.library.custom_op("fastconv::adaptive_avg_pool2d_backward", mutates_args=())
-def _adaptive_avg_pool2d_backward(grad_y: Tensor, x: Tensor, algo: str) -> Tensor:
-    return _call(fastconv.adaptive_avg_pool2d_backward, (grad_y, x), algo=algo)
-
-
-@_adaptive_avg_pool2d_backward.register_fake
-def _(grad_y, x, algo):
+def _like_input(grad_y, x, *settings):
+    """The fake of an operator whose result is an input gradient."""
     return x.new_empty(x.shape)
 
 
-def _adaptive_differentiate(ctx, grad_y):
-    (x,) = ctx.saved_tensors
-    (algo,) = ctx.settings[1:]
-    gx = _adaptive_avg_pool2d_backward(grad_y, x, algo) if ctx.needs_input_grad[0] else None
-    return gx, None, None
+_avg_pool2d_backward = _Operator("avg_pool2d_backward", _avg_pool2d_backward_impl, _like_input)
+_avg_pool2d = _Operator("avg_pool2d", _avg_pool2d_impl, _avg_pool2d_fake,
+                        backward=_avg_pool2d_backward, setup=_save_input,
+                        formula=_input_autograd)
 
 
-_adaptive_avg_pool2d.register_autograd(_adaptive_differentiate, setup_context=_save_input)
+def _adaptive_avg_pool2d_impl(x: Tensor, output_size: Sequence[int], algo: str) -> Tensor:
+    return _call(fastconv.adaptive_avg_pool2d, (x,), list(output_size), algo=algo)
+
+
+def _adaptive_avg_pool2d_fake(x, output_size, algo):
+    return x.new_empty(tuple(x.shape[:-2]) + tuple(output_size))
+
+
+def _adaptive_avg_pool2d_backward_impl(grad_y: Tensor, x: Tensor, algo: str) -> Tensor:
+    return _call(fastconv.adaptive_avg_pool2d_backward, (grad_y, x), algo=algo)
+
+
+def _adaptive_autograd(backward):
+    def differentiate(ctx, grad_y):
+        (x,) = ctx.saved_tensors
+        (algo,) = ctx.settings[1:]
+        gx = backward(grad_y, x, algo) if ctx.needs_input_grad[0] else None
+        return gx, None, None
+    return differentiate
+
+
+_adaptive_avg_pool2d_backward = _Operator("adaptive_avg_pool2d_backward",
+                                          _adaptive_avg_pool2d_backward_impl, _like_input)
+_adaptive_avg_pool2d = _Operator("adaptive_avg_pool2d", _adaptive_avg_pool2d_impl,
+                                 _adaptive_avg_pool2d_fake,
+                                 backward=_adaptive_avg_pool2d_backward, setup=_save_input,
+                                 formula=_adaptive_autograd)
 
 
 # --------------------------------------------------------------------------------------------
 # Batch normalization
 # --------------------------------------------------------------------------------------------
-@torch.library.custom_op("fastconv::batch_norm", mutates_args=())
-def _batch_norm(x: Tensor, running_mean: Optional[Tensor], running_var: Optional[Tensor],
-                weight: Optional[Tensor], bias: Optional[Tensor], training: bool,
-                momentum: float, eps: float, algo: str) -> tuple[Tensor, Tensor, Tensor]:
+def _batch_norm_impl(x: Tensor, running_mean: Optional[Tensor], running_var: Optional[Tensor],
+                     weight: Optional[Tensor], bias: Optional[Tensor], training: bool,
+                     momentum: float, eps: float, algo: str) -> tuple[Tensor, Tensor, Tensor]:
     """Functional: returns (y, updated running_mean, updated running_var), the statistics
     empty when not updated; :func:`batch_norm` writes them back. (An operator that mutates its
     inputs cannot have an autograd formula.)"""
@@ -322,25 +392,23 @@ def _batch_norm(x: Tensor, running_mean: Optional[Tensor], running_var: Optional
     return (y, mean, var) if updating else (y, x.new_empty(0), x.new_empty(0))
 
 
-@_batch_norm.register_fake
-def _(x, running_mean, running_var, weight, bias, training, momentum, eps, algo):
+def _batch_norm_fake(x, running_mean, running_var, weight, bias, training, momentum, eps, algo):
     updating = training and running_mean is not None
     stats = running_mean.shape if updating else (0,)
     return x.new_empty(x.shape), x.new_empty(stats), x.new_empty(stats)
 
 
-@torch.library.custom_op("fastconv::batch_norm_backward", mutates_args=())
-def _batch_norm_backward(grad_y: Tensor, x: Tensor, weight: Optional[Tensor],
-                         running_mean: Optional[Tensor], running_var: Optional[Tensor],
-                         training: bool, eps: float, output_mask: Sequence[bool],
-                         algo: str) -> tuple[Tensor, Tensor, Tensor]:
+def _batch_norm_backward_impl(grad_y: Tensor, x: Tensor, weight: Optional[Tensor],
+                              running_mean: Optional[Tensor], running_var: Optional[Tensor],
+                              training: bool, eps: float, output_mask: Sequence[bool],
+                              algo: str) -> tuple[Tensor, Tensor, Tensor]:
     out = _call(fastconv.batch_norm_backward, (grad_y, x, weight, running_mean, running_var),
                 training, eps, output_mask=tuple(output_mask), algo=algo)
     return _or_empty(out, x)
 
 
-@_batch_norm_backward.register_fake
-def _(grad_y, x, weight, running_mean, running_var, training, eps, output_mask, algo):
+def _batch_norm_backward_fake(grad_y, x, weight, running_mean, running_var, training, eps,
+                              output_mask, algo):
     return _fake_gradients(x, (x.shape, (x.shape[1],), (x.shape[1],)), output_mask)
 
 
@@ -355,18 +423,24 @@ def _batch_norm_setup(ctx, inputs, output):
     ctx.training, ctx.eps, ctx.algo = training, eps, algo
 
 
-def _batch_norm_differentiate(ctx, grad_y, _grad_mean, _grad_var):
-    x, weight, running_mean, running_var = ctx.saved_tensors
-    wanted = ctx.needs_input_grad
-    mask = [wanted[0], ctx.has_weight and wanted[3], ctx.has_bias and wanted[4]]
-    gx = gw = gb = None
-    if any(mask):
-        gx, gw, gb = _masked(_batch_norm_backward(grad_y, x, weight, running_mean, running_var,
-                                                  ctx.training, ctx.eps, mask, ctx.algo), mask)
-    return gx, None, None, gw, gb, None, None, None, None
+def _batch_norm_autograd(backward):
+    def differentiate(ctx, grad_y, _grad_mean, _grad_var):
+        x, weight, running_mean, running_var = ctx.saved_tensors
+        wanted = ctx.needs_input_grad
+        mask = [wanted[0], ctx.has_weight and wanted[3], ctx.has_bias and wanted[4]]
+        gx = gw = gb = None
+        if any(mask):
+            gx, gw, gb = _masked(backward(grad_y, x, weight, running_mean, running_var,
+                                          ctx.training, ctx.eps, mask, ctx.algo), mask)
+        return gx, None, None, gw, gb, None, None, None, None
+    return differentiate
 
 
-_batch_norm.register_autograd(_batch_norm_differentiate, setup_context=_batch_norm_setup)
+_batch_norm_backward = _Operator("batch_norm_backward", _batch_norm_backward_impl,
+                                 _batch_norm_backward_fake)
+_batch_norm = _Operator("batch_norm", _batch_norm_impl, _batch_norm_fake,
+                        backward=_batch_norm_backward, setup=_batch_norm_setup,
+                        formula=_batch_norm_autograd)
 
 
 # --------------------------------------------------------------------------------------------
