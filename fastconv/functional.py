@@ -86,9 +86,9 @@ def _plan(op, backend, algo, p, itemsize):
 
 
 def _cpu_threads():
-    import numba
+    from .cpu import _threads
 
-    return numba.get_num_threads()
+    return _threads.threads()
 
 
 def _shape(a):

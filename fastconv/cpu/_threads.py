@@ -86,13 +86,18 @@ def layer() -> str | None:
     return _LAYER
 
 
-@contextlib.contextmanager
-def limited(threads: int):
-    """Run the block's CPU kernels on at most ``threads`` threads (Numba's count is per Python
-    thread, so other threads' calls are not affected); never more than Numba has."""
+def threads() -> int:
+    """The threads the CPU kernels of this Python thread run on (after :func:`start`)."""
     start()
-    before = numba.get_num_threads()
-    wanted = max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS))
+    return numba.get_num_threads()
+
+
+@contextlib.contextmanager
+def limited(count: int):
+    """Run the block's CPU kernels on at most ``count`` threads (Numba's count is per Python
+    thread, so other threads' calls are not affected); never more than Numba has."""
+    before = threads()
+    wanted = max(1, min(int(count), numba.config.NUMBA_NUM_THREADS))
     if wanted == before:
         yield
         return
