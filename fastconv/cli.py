@@ -60,6 +60,8 @@ def _bench_parser(commands):
                             "inference after fastconv.torch.convert against plain PyTorch, "
                             "same weights and batch (names or shell patterns of "
                             "fastconv.bench.models; none: all)")
+    bench.add_argument("--modes", nargs="+", choices=["train", "infer"],
+                       help="with --models: which to time (default: both)")
     bench.add_argument("--profile", action="store_true",
                        help="with --models: break a step down op by op (torch.profiler), "
                             "fastconv against PyTorch")
@@ -100,13 +102,16 @@ def _bench(args, argv) -> int:
     threads = timing.cores() if args.threads is None else args.threads
     gap = {} if args.idle_gap is None else {"idle_gap": args.idle_gap}
     if args.models is not None:
+        modes = {} if not args.modes else {"modes": tuple(dict.fromkeys(args.modes))}
         o = bench.ModelOptions(names=args.models or None, threads=threads, profile=args.profile,
+                               **modes,
                                **({} if args.repeat is None else {"min_repeat": args.repeat}),
                                **({} if args.min_time is None else {"min_time": args.min_time}),
                                **gap)
         return bench.main_models(o, args.json, args.plot, argv=" ".join(command))
-    if args.profile:
-        print("fastconv bench: error: --profile needs --models", file=sys.stderr)
+    if args.profile or args.modes:
+        print(f"fastconv bench: error: {'--profile' if args.profile else '--modes'} needs "
+              f"--models", file=sys.stderr)
         return 2
     options = bench.Options(suite=args.suite, layers=args.layers, ops=args.ops, algo=args.algo,
                             backend=args.backend, dtype=args.dtype, vs_torch=args.vs == "torch",

@@ -92,11 +92,19 @@ def test_bench_models_prints_the_table_profile_json_and_plot(tmp_path, capsys):
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_bench_models_modes_selects_what_is_timed(capsys):
+    code = cli.main(["bench", "--models", "lenet-digits", "--modes", "infer", "--repeat", "1",
+                     "--min-time", "0", "--idle-gap", "0"])
+    out = capsys.readouterr().out
+    assert code == 0 and "infer" in out and " train " not in out
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--models", "nope"], "'nope' matches no model"),
     (["--models", "--threads", "0"], "threads must be a positive int"),
     (["--models", "--idle-gap", "-1"], "idle-gap must be >= 0"),
     (["--profile"], "--profile needs --models"),
+    (["--modes", "train"], "--modes needs --models"),
 ])
 def test_bench_models_rejects_bad_options_before_timing(capsys, argv, message):
     code = cli.main(["bench", *argv])
