@@ -50,18 +50,25 @@ def main(argv=None) -> int:
     parser.add_argument("--min-time", type=float, default=0.5)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--models", nargs="*", default=[])
+    parser.add_argument("--settings", type=int, nargs="+", metavar="INDEX",
+                        help="only these settings (0-based indices of SETTINGS; 0 and 1 are the "
+                             "contention check); default: all")
     parser.add_argument("--out", help="also write the table to this file")
     args = parser.parse_args(argv)
-    results = {label: [] for label, _ in SETTINGS}
+    settings = [SETTINGS[i] for i in args.settings] if args.settings else SETTINGS
+    if settings[:2] != SETTINGS[:2]:
+        raise SystemExit("threads.py: the settings must start with 0 1 (the default and "
+                         "OPENBLAS_NUM_THREADS=1)")
+    results = {label: [] for label, _ in settings}
     meta = None
     for r in range(args.rounds):
-        order = SETTINGS[r % len(SETTINGS):] + SETTINGS[:r % len(SETTINGS)]
+        order = settings[r % len(settings):] + settings[:r % len(settings)]
         for label, env in order:
             data = run(env, args.models, args.min_time, args.repeat)
             meta = meta or data["meta"]
             results[label].append({row["model"]: row for row in data["rows"]})
             print(f"round {r + 1}: {label} done", file=sys.stderr, flush=True)
-    models = list(results[SETTINGS[0][0]][0])
+    models = list(results[settings[0][0]][0])
     lines = ["threading options, training step, fastconv.torch.convert against plain PyTorch "
              "(python -m fastconv bench --models --modes train)",
              f"machine: {meta['machine_line']}",
@@ -70,7 +77,7 @@ def main(argv=None) -> int:
     head = f"{'setting':46}" + "".join(f" {m:>27}" for m in models)
     lines += [head, f"{'':46}" + " ".join(f"{'fastconv  torch  ratio':>27}" for _ in models)]
     table = {}
-    for label, _ in SETTINGS:
+    for label, _ in settings:
         cells = ""
         for m in models:
             f = float(np.median([run_[m]["fastconv"]["median_ms"] for run_ in results[label]]))
@@ -83,6 +90,10 @@ def main(argv=None) -> int:
     lines.append("")
     lines.append("contention: fastconv's step at default settings / with OPENBLAS_NUM_THREADS=1: "
                  + ", ".join(f"{m} {table[default, m][0] / table[single, m][0]:.2f}"
+                             for m in models))
+    lines.append("  the same, each normalised by PyTorch's step in its own run (PyTorch uses MKL, "
+                 "not OpenBLAS; this takes out the machine's drift between runs): "
+                 + ", ".join(f"{m} {table[default, m][2] / table[single, m][2]:.2f}"
                              for m in models))
     text = "\n".join(lines)
     print(text)

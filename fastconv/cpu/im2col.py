@@ -41,7 +41,7 @@ import numpy as np
 from numba import get_thread_id, njit, prange, uint64
 
 from .. import config
-from ._blas import gemm, single_threaded
+from ._blas import gemm, library, single_threaded
 from ._loops import FASTMATH, bias_or_zeros, channel_sum, taps
 
 # backward-weight splits the K = Cg*kh*kw rows of the columns into blocks of about this many,
@@ -155,7 +155,7 @@ def _spread_columns(dcols, gx, c_first, r0, rows, geometry):
 
 
 @njit(parallel=True, cache=True)
-def _forward(x, w2, yt, buffers, groups, tile_rows, geometry):
+def _forward(blas, x, w2, yt, buffers, groups, tile_rows, geometry):
     # yt (O, N*Ho*Wo) = w_g @ the columns of each (group, tile) task
     n_, ho_, wo_ = x.shape[0], geometry[2], geometry[3]
     og, k_, cg = w2.shape[0] // groups, w2.shape[1], x.shape[1] // groups
@@ -165,12 +165,12 @@ def _forward(x, w2, yt, buffers, groups, tile_rows, geometry):
         r0, rows = _tile(task % tiles, n_, ho_, tile_rows)
         cols = buffers[get_thread_id(), :k_ * rows * wo_].reshape(k_, rows * wo_)
         _fill_columns(x, cols, g * cg, 0, r0, rows, geometry)
-        gemm(w2[g * og:(g + 1) * og], cols, yt[g * og:(g + 1) * og, r0 * wo_:(r0 + rows) * wo_],
-             0.0)
+        gemm(blas, w2[g * og:(g + 1) * og], cols,
+             yt[g * og:(g + 1) * og, r0 * wo_:(r0 + rows) * wo_], 0.0)
 
 
 @njit(parallel=True, cache=True)
-def _backward_data(gyt, w2, gx, buffers, groups, tile_rows, geometry):
+def _backward_data(blas, gyt, w2, gx, buffers, groups, tile_rows, geometry):
     # gx (N, C, H, W) += col2im(w_g^T @ gyt_g) per (group, whole images) task, tile by tile
     n_, ho_, wo_ = gx.shape[0], geometry[2], geometry[3]
     og, k_, cg = w2.shape[0] // groups, w2.shape[1], gx.shape[1] // groups
@@ -184,12 +184,12 @@ def _backward_data(gyt, w2, gx, buffers, groups, tile_rows, geometry):
         for t in range(task % tasks * per_task, (task % tasks + 1) * per_task):
             r0, rows = _tile(t, n_, ho_, tile_rows)
             dcols = buffer[:k_ * rows * wo_].reshape(k_, rows * wo_)
-            gemm(wgt, gyt[g * og:(g + 1) * og, r0 * wo_:(r0 + rows) * wo_], dcols, 0.0)
+            gemm(blas, wgt, gyt[g * og:(g + 1) * og, r0 * wo_:(r0 + rows) * wo_], dcols, 0.0)
             _spread_columns(dcols, gx, g * cg, r0, rows, geometry)
 
 
 @njit(parallel=True, cache=True)
-def _backward_weight(x, gyt, gw2, buffers, groups, block, tile_rows, geometry):
+def _backward_weight(blas, x, gyt, gw2, buffers, groups, block, tile_rows, geometry):
     # gw2 (O, K) = sum over the tiles of gyt_g @ cols^T, per (group, block of K rows) task
     n_, ho_, wo_ = x.shape[0], geometry[2], geometry[3]
     og, k_, cg = gw2.shape[0] // groups, gw2.shape[1], x.shape[1] // groups
@@ -205,7 +205,8 @@ def _backward_weight(x, gyt, gw2, buffers, groups, block, tile_rows, geometry):
             r0, rows = _tile(t, n_, ho_, tile_rows)
             cols = buffer[:kc * rows * wo_].reshape(kc, rows * wo_)
             _fill_columns(x, cols, g * cg, k0, r0, rows, geometry)
-            gemm(gyt[g * og:(g + 1) * og, r0 * wo_:(r0 + rows) * wo_], cols.T, out, 1.0)
+            gemm(blas, gyt[g * og:(g + 1) * og, r0 * wo_:(r0 + rows) * wo_], cols.T, out,
+                 1.0)
 
 
 @njit(parallel=True, cache=True)
@@ -290,7 +291,7 @@ def forward(x, w, b, p):
     yt = y.reshape(o, y.size // o) if in_place else np.empty((o, y.size // o), x.dtype)
     buffers, rows = _buffers(p, x.dtype, _k(p))
     with single_threaded():
-        _forward(x, w.reshape(o, _k(p)), yt, buffers, p.groups, rows, _geometry(p))
+        _forward(library(), x, w.reshape(o, _k(p)), yt, buffers, p.groups, rows, _geometry(p))
     if not in_place:
         _from_channel_major(yt, _planes(y), bias_or_zeros(b, p, x.dtype))
     return y
@@ -301,8 +302,8 @@ def backward_data(gy, w, p):
     gx = np.zeros(p.x_shape, dtype=gy.dtype)
     buffers, rows = _buffers(p, gy.dtype, _k(p))
     with single_threaded():
-        _backward_data(_channel_major(gy), w.reshape(p.w_shape[0], _k(p)), gx, buffers, p.groups,
-                       rows, _geometry(p))
+        _backward_data(library(), _channel_major(gy), w.reshape(p.w_shape[0], _k(p)), gx,
+                       buffers, p.groups, rows, _geometry(p))
     return gx
 
 
@@ -312,7 +313,7 @@ def backward_weight(x, gy, p):
     block = weight_block(p)
     buffers, rows = _buffers(p, x.dtype, block)
     with single_threaded():
-        _backward_weight(x, _channel_major(gy), gw, buffers, p.groups, block, rows,
+        _backward_weight(library(), x, _channel_major(gy), gw, buffers, p.groups, block, rows,
                          _geometry(p))
     return gw.reshape(p.w_shape)
 

@@ -21,7 +21,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..common.pointwise import pixels, subsampled, why_not
-from ._blas import gemm, single_threaded
+from ._blas import gemm, library, single_threaded
 from ._loops import channel_sum
 
 __all__ = ["forward", "backward_data", "backward_weight", "backward_bias", "why_not",
@@ -35,7 +35,7 @@ BLOCK = 128
 
 
 @njit(parallel=True, cache=True)
-def _products(a3, b3, c3, bias, has_bias, groups, columns, transpose_a):
+def _products(blas, a3, b3, c3, bias, has_bias, groups, columns, transpose_a):
     # c3[n, g] (M, P) = op(a3[g]) @ b3[n, g] (K, P) per (image, group, block of columns) task:
     # forward (a3 = w as (G, Og, Cg)) and backward-data (a3 the same w, transposed)
     n_, rows, pixels_ = c3.shape
@@ -51,11 +51,11 @@ def _products(a3, b3, c3, bias, has_bias, groups, columns, transpose_a):
             for o in range(m):
                 out[o, :] = bias[g * m + o]
         a = a3[g].T if transpose_a else a3[g]
-        gemm(a, b3[n, g * k:(g + 1) * k, p0:p1], out, 1.0 if has_bias else 0.0)
+        gemm(blas, a, b3[n, g * k:(g + 1) * k, p0:p1], out, 1.0 if has_bias else 0.0)
 
 
 @njit(parallel=True, cache=True)
-def _weight_products(gy3, xs3, gw2, groups, columns, block):
+def _weight_products(blas, gy3, xs3, gw2, groups, columns, block):
     # gw2 (O, Cg) = sum over n and column blocks of gy[n, g] @ xs[n, g]^T, per (group, block of
     # rows, block of columns of gw) task
     n_, o_, pixels_ = gy3.shape
@@ -71,7 +71,7 @@ def _weight_products(gy3, xs3, gw2, groups, columns, block):
         for n in range(n_):
             for p0 in range(0, pixels_, columns):
                 p1 = min(pixels_, p0 + columns)
-                gemm(gy3[n, g * og + o0:g * og + o1, p0:p1],
+                gemm(blas, gy3[n, g * og + o0:g * og + o1, p0:p1],
                      xs3[n, g * cg + c0:g * cg + c1, p0:p1].T, out, 1.0)
 
 
@@ -104,7 +104,7 @@ def forward(x, w, b, p):
     y = np.empty(p.y_shape, dtype=x.dtype)
     bias = np.zeros(1, x.dtype) if b is None else b
     with single_threaded():
-        _products(_grouped_weights(w, p), _read(x, p), _planes(y), bias, b is not None,
+        _products(library(), _grouped_weights(w, p), _read(x, p), _planes(y), bias, b is not None,
                   p.groups, _columns(p.w_shape[1], p, x.itemsize), False)
     return y
 
@@ -115,8 +115,8 @@ def backward_data(gy, w, p):
     gxs = np.empty((n, c) + p.y_shape[2:], dtype=gy.dtype)
     og = p.y_shape[1] // p.groups
     with single_threaded():
-        _products(_grouped_weights(w, p), _planes(gy), _planes(gxs), np.zeros(1, gy.dtype),
-                  False, p.groups, _columns(og, p, gy.itemsize), True)
+        _products(library(), _grouped_weights(w, p), _planes(gy), _planes(gxs),
+                  np.zeros(1, gy.dtype), False, p.groups, _columns(og, p, gy.itemsize), True)
     if not subsampled(p):
         return gxs
     gx = np.zeros(p.x_shape, dtype=gy.dtype)
@@ -129,7 +129,7 @@ def backward_weight(x, gy, p):
     gw = np.empty(p.w_shape[:2], dtype=x.dtype)
     columns = _columns(min(BLOCK, p.w_shape[1]), p, x.itemsize)
     with single_threaded():
-        _weight_products(_planes(gy), _read(x, p), gw, p.groups, columns, BLOCK)
+        _weight_products(library(), _planes(gy), _read(x, p), gw, p.groups, columns, BLOCK)
     return gw.reshape(p.w_shape)
 
 
