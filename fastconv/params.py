@@ -76,7 +76,6 @@ def _remembered(builder):
             memory[key] = found
         return found
 
-    remembering.forget = memory.clear
     return remembering
 
 

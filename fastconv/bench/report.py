@@ -358,6 +358,8 @@ def model_plot(path: str, meta: dict, rows: list[dict]) -> None:
         ax.set_yticks(range(len(mine)), [r["model"] for r in mine])
         ax.set_ylim(len(mine) - 0.5, -0.5)
         ax.set_xscale("log")
+        longest = max(max(r["fastconv"]["q3_ms"], r["torch"]["q3_ms"]) for r in mine)
+        ax.set_xlim(right=longest * 4)  # room for the ratio written after the bars
         ax.set_xlabel("median ms per step (log scale; lower is better)")
         ax.set_title(f"{mode}: fastconv.torch.convert vs PyTorch")
         ax.grid(axis="x", which="both", alpha=0.3)
