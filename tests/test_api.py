@@ -199,6 +199,16 @@ def test_inputs_are_not_modified_and_may_be_read_only(op, algo, i):
             np.testing.assert_array_equal(a, original)
 
 
+@pytest.mark.parametrize("op, algo, i", SERVED, ids=SERVED_IDS)
+def test_writeable_inputs_stay_writeable(op, algo, i):
+    """The CPU kernels take read-only views of the inputs (functional._prepared); the caller's
+    arrays keep their flags."""
+    args, kwargs = ALL_CASES[op][i]
+    args = [None if a is None else a.copy() for a in args]
+    call(op, args, kwargs, algo=algo)
+    assert all(a.flags.writeable for a in args if a is not None)
+
+
 def test_batch_norm_updates_running_stats_in_place_only_when_training():
     (x, rm, rv, w, b), _ = CASES["batch_norm"]
     rm, rv = rm.copy(), rv.copy()

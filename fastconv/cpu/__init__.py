@@ -1,5 +1,6 @@
-"""The CPU backend: Numba kernels (and NumPy's BLAS for the matrix products), one module per
-algorithm family, each with the entry points of its family (see ``fastconv.reference``).
+"""The CPU backend: Numba kernels (the matrix products among them single-threaded BLAS GEMMs
+inside Numba's parallel loops, ``_blas``), one module per algorithm family, each with the entry
+points of its family (see ``fastconv.reference``).
 
 Convolution: ``direct``, ``im2col``, ``depthwise``, ``pointwise``. Pooling and batch norm:
 ``direct``. :func:`choose` is the ``auto`` rule for convolutions.

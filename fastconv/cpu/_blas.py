@@ -65,52 +65,89 @@ def _fortran_gemm(typingctx, address, transa, transb, m, n, k, alpha, a, lda, b,
     return sig, codegen
 
 
+@intrinsic
+def _address(typingctx, data):
+    """An integer address as the ``void *`` that BLAS takes."""
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], ir.IntType(8).as_pointer())
+    if not isinstance(data, types.Integer):
+        return None
+    return types.voidptr(data), codegen
+
+
+@intrinsic
+def _alive(typingctx, arrays):
+    """Nothing: a use of a tuple of arrays after a product that read them through their
+    addresses, so that none of them (a temporary view, say) is released before BLAS is done."""
+    def codegen(context, builder, signature, args):
+        return context.get_dummy_value()
+    return types.void(arrays), codegen
+
+
 @njit(inline="always")
 def _operand(x):
-    """(transpose flag, leading dimension) of row-major x as BLAS's column-major x^T."""
+    """(transpose flag, leading dimension) of row-major x as BLAS's column-major x^T; flag 0
+    when x has neither contiguous rows nor contiguous columns (:func:`_product` refuses it)."""
     r, s = x.shape
     item = x.itemsize
+    flag, ld = 0, 1
     if s == 1 or x.strides[1] == item:
-        ld = x.strides[0] // item if r > 1 else s
-        return _N, max(ld, s, 1)
-    if r == 1 or x.strides[0] == item:
-        ld = x.strides[1] // item if s > 1 else r
-        return _T, max(ld, r, 1)
-    raise ValueError("gemm: an operand has neither contiguous rows nor contiguous columns")
+        flag, ld = _N, max(x.strides[0] // item if r > 1 else s, s, 1)
+    elif r == 1 or x.strides[0] == item:
+        flag, ld = _T, max(x.strides[1] // item if s > 1 else r, r, 1)
+    return flag, ld
 
 
 @njit(cache=True)
 def gemm(blas, a, b, c, beta):
     """c = a @ b + beta * c, in place; a (m, k), b (k, n), c (m, n) of one float dtype, c with
     contiguous rows, a and b with contiguous rows or columns. beta 0 ignores c's contents.
-    ``blas``: :func:`library`'s addresses."""
-    m, k = a.shape
-    n = b.shape[1]
-    if m == 0 or n == 0:
-        return
+    ``blas``: :func:`library`'s addresses.
+
+    Numba compiles this once per combination of the operands' types (dtype, layout,
+    read-only), so it is kept small: it reads the layouts and addresses, and the product and
+    its checks are one compiled function for all of them (:func:`_product`). Not inlined:
+    inside the callers' ``prange`` bodies it compiled slower, and a loop body that may raise
+    or return early is one Numba runs serially."""
     tb, ldb = _operand(b)
     ta, lda = _operand(a)
     tc, ldc = _operand(c)
-    if tc != _N:
+    _product(blas, c.itemsize, tb, ta, b.shape[1], a.shape[0], a.shape[1], b.ctypes.data, ldb,
+             a.ctypes.data, lda, beta, c.ctypes.data, ldc, tc)
+    _alive((a, b, c))
+
+
+@njit(cache=True)
+def _product(blas, itemsize, transa, transb, m, n, k, a, lda, b, ldb, beta, c, ldc, transc):
+    """The column-major ``c = a @ b + beta * c`` of Fortran ?gemm on raw addresses, ``itemsize``
+    4 for float32, 8 for float64 (C = A @ B row-major reaches here as C^T = B^T @ A^T)."""
+    if transa == 0 or transb == 0:
+        raise ValueError("gemm: an operand has neither contiguous rows nor contiguous columns")
+    if transc != _N:
         raise ValueError("gemm: the result needs contiguous rows")
-    scalars = np.empty(2, c.dtype)
-    scalars[0], scalars[1] = 1.0, beta
-    address = blas[0] if c.itemsize == 4 else blas[1]
+    if m == 0 or n == 0:
+        return
+    alpha32, alpha64 = np.empty(2, np.float32), np.empty(2, np.float64)  # [alpha, beta]
+    alpha32[0], alpha32[1], alpha64[0], alpha64[1] = 1.0, beta, 1.0, beta
+    alpha = alpha32.ctypes.data if itemsize == 4 else alpha64.ctypes.data
+    address = blas[0] if itemsize == 4 else blas[1]
     if address != 0:  # NumPy's OpenBLAS, 64-bit ints
         flags = np.empty(2, np.uint8)
-        flags[0], flags[1] = tb, ta
+        flags[0], flags[1] = transa, transb
         ints = np.empty(6, np.int64)
-        ints[0], ints[1], ints[2], ints[3], ints[4], ints[5] = n, m, k, ldb, lda, ldc
+        ints[0], ints[1], ints[2], ints[3], ints[4], ints[5] = m, n, k, lda, ldb, ldc
         _fortran_gemm(address, flags[0:].ctypes, flags[1:].ctypes, ints[0:].ctypes,
-                      ints[1:].ctypes, ints[2:].ctypes, scalars[0:].ctypes, b.ctypes,
-                      ints[3:].ctypes, a.ctypes, ints[4:].ctypes, scalars[1:].ctypes, c.ctypes,
-                      ints[5:].ctypes)
+                      ints[1:].ctypes, ints[2:].ctypes, _address(alpha), _address(a),
+                      ints[3:].ctypes, _address(b), ints[4:].ctypes, _address(alpha + itemsize),
+                      _address(c), ints[5:].ctypes)
+        _alive((alpha32, alpha64))
         return
     if max(m, n, k, lda, ldb, ldc) > BLAS_INT_MAX:
         raise ValueError("gemm: a dimension exceeds BLAS's 32-bit ints")
-    kind = 115 if c.itemsize == 4 else 100  # ord("s"), ord("d")
-    status = _xxgemm(kind, tb, ta, n, m, k, scalars[0:].ctypes, b.ctypes, ldb, a.ctypes, lda,
-                     scalars[1:].ctypes, c.ctypes, ldc)
+    kind = 115 if itemsize == 4 else 100  # ord("s"), ord("d")
+    status = _xxgemm(kind, transa, transb, m, n, k, _address(alpha), _address(a), lda,
+                     _address(b), ldb, _address(alpha + itemsize), _address(c), ldc)
+    _alive((alpha32, alpha64))
     if status != 0:
         raise RuntimeError("gemm: SciPy's BLAS could not be loaded")
 

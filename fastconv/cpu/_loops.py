@@ -25,20 +25,32 @@ FASTMATH = {"contract"}  # fused multiply-add only: no reassociation, NaN and In
 FASTMATH_SUM = {"contract", "reassoc"}
 
 
+def frozen(a):
+    """A read-only view of a. The kernels take every input read-only (``functional._prepared``
+    hands them over so), and Numba compiles a kernel once per combination of argument types, a
+    writeable and a read-only array being two types: an input the backend makes itself (a
+    padded copy, zeros for a missing bias) goes through here, so that each kernel is compiled
+    once per dtype, not once per mix."""
+    v = a.view()
+    v.setflags(write=False)
+    return v
+
+
 def padded(x, padding):
-    """x (N, C, H, W) with zero padding ((top, bottom), (left, right)); x itself if none."""
+    """x (N, C, H, W) with zero padding ((top, bottom), (left, right)), read-only; x itself if
+    none."""
     (top, bottom), (left, right) = padding
     if top == bottom == left == right == 0:
         return x
     n, c, h, w = x.shape
     xp = np.zeros((n, c, h + top + bottom, w + left + right), dtype=x.dtype)
     xp[:, :, top:top + h, left:left + w] = x
-    return xp
+    return frozen(xp)
 
 
 def bias_or_zeros(b, p, dtype):
-    """The bias, or zeros when there is none: the kernels start their sums from it."""
-    return np.zeros(p.y_shape[1], dtype) if b is None else b
+    """The bias, or (read-only) zeros when there is none: the kernels start their sums from it."""
+    return frozen(np.zeros(p.y_shape[1], dtype)) if b is None else b
 
 
 def cropped(xp, padding, size):

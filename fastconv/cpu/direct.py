@@ -43,7 +43,7 @@ from numba import get_num_threads, njit, prange, uint64
 
 from .. import config
 from ._loops import (FASTMATH, FASTMATH_SUM, all_finite, bias_or_zeros, channel_sum, cropped,
-                     pad_plane, padded, row_copy)
+                     frozen, pad_plane, padded, row_copy)
 
 
 # --- row updates: the inner loops -----------------------------------------------------------
@@ -287,7 +287,7 @@ def _flipped(w, groups):
     """The filter of the adjoint: wt[g*Cg + c, o, a, e] = w[g*Og + o, c, kh-1-a, kw-1-e]."""
     o, cg, kh, kw = w.shape
     wt = w.reshape(groups, o // groups, cg, kh, kw).transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1]
-    return np.ascontiguousarray(wt).reshape(groups * cg, o // groups, kh, kw)
+    return frozen(np.ascontiguousarray(wt).reshape(groups * cg, o // groups, kh, kw))
 
 
 def backward_data(gy, w, p):
@@ -299,8 +299,8 @@ def backward_data(gy, w, p):
     does it. Other strides scatter (_backward_data_scatter)."""
     if p.stride == (1, 1):
         gx = np.empty(p.x_shape, dtype=gy.dtype)
-        return _run_forward(gy, _flipped(w, p.groups), np.zeros(p.x_shape[1], gy.dtype), gx,
-                            *_adjoint_padding(p), p)
+        no_bias = frozen(np.zeros(p.x_shape[1], gy.dtype))
+        return _run_forward(gy, _flipped(w, p.groups), no_bias, gx, *_adjoint_padding(p), p)
     gxp = np.zeros(p.x_shape[:2] + p.padded_size, dtype=gy.dtype)
     _backward_data_scatter(gy, w, gxp, *p.stride, *p.dilation, p.groups,
                            config.DIRECT_OUT_CHANNELS_PER_TASK)
@@ -318,7 +318,7 @@ def backward_weight(x, gy, p):
     gq = np.zeros((n, o, ho, grid), dtype=gy.dtype)  # gy on the forward's grid, zero past Wo
     gq[..., :wo] = gy
     gw = np.empty(p.w_shape, dtype=x.dtype)
-    _backward_weight(xq, gq.reshape(n, o, ho * grid), gw, row, grid, p.stride[1], *p.dilation,
+    _backward_weight(xq, frozen(gq.reshape(n, o, ho * grid)), gw, row, grid, p.stride[1], *p.dilation,
                      p.groups, ho, wo, not all_finite(x), gw.dtype.type(0))
     return gw
 

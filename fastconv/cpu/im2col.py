@@ -42,7 +42,7 @@ from numba import get_thread_id, njit, prange, uint64
 
 from .. import config
 from ._blas import gemm, library, single_threaded
-from ._loops import FASTMATH, bias_or_zeros, channel_sum, taps
+from ._loops import FASTMATH, bias_or_zeros, channel_sum, frozen, taps
 
 # backward-weight splits the K = Cg*kh*kw rows of the columns into blocks of about this many,
 # one task per block and group (fixed, so that no sum depends on the thread count)
@@ -280,7 +280,7 @@ def _channel_major(a):
         return a.reshape(o, ho * wo)
     out = np.empty((o, n * ho * wo), dtype=a.dtype)
     _to_channel_major(_planes(a), out)
-    return out
+    return frozen(out)
 
 
 def forward(x, w, b, p):

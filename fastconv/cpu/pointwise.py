@@ -22,7 +22,7 @@ from numba import njit, prange
 
 from ..common.pointwise import pixels, subsampled, why_not
 from ._blas import gemm, library, single_threaded
-from ._loops import channel_sum
+from ._loops import channel_sum, frozen
 
 __all__ = ["forward", "backward_data", "backward_weight", "backward_bias", "why_not",
            "workspace_bytes"]
@@ -83,7 +83,7 @@ def _columns(k, p, itemsize) -> int:
 
 def _read(x, p):
     """xs (N, C, P): the pixels the kernel reads (a view of x when that is all of x)."""
-    xs = np.ascontiguousarray(x[pixels(p)]) if subsampled(p) else x
+    xs = frozen(np.ascontiguousarray(x[pixels(p)])) if subsampled(p) else x
     return _planes(xs)
 
 
@@ -102,7 +102,7 @@ def _grouped_weights(w, p):
 def forward(x, w, b, p):
     """y = w @ x per pixel, plus b; x (N, C, H, W), w (O, C/G, 1, 1) -> (N, O, Ho, Wo)."""
     y = np.empty(p.y_shape, dtype=x.dtype)
-    bias = np.zeros(1, x.dtype) if b is None else b
+    bias = frozen(np.zeros(1, x.dtype)) if b is None else b
     with single_threaded():
         _products(library(), _grouped_weights(w, p), _read(x, p), _planes(y), bias, b is not None,
                   p.groups, _columns(p.w_shape[1], p, x.itemsize), False)
@@ -116,7 +116,7 @@ def backward_data(gy, w, p):
     og = p.y_shape[1] // p.groups
     with single_threaded():
         _products(library(), _grouped_weights(w, p), _planes(gy), _planes(gxs),
-                  np.zeros(1, gy.dtype), False, p.groups, _columns(og, p, gy.itemsize), True)
+                  frozen(np.zeros(1, gy.dtype)), False, p.groups, _columns(og, p, gy.itemsize), True)
     if not subsampled(p):
         return gxs
     gx = np.zeros(p.x_shape, dtype=gy.dtype)

@@ -5,7 +5,9 @@ intp (int64), and fastconv's kernels use no narrower int anywhere. The first tes
 the code as compiled, without 8 GB of data: in a fresh process (an empty Numba cache, so that
 every kernel is compiled there and keeps its typed IR) it calls every CPU algorithm of every op,
 then reads the type of every variable of every kernel, the inlined helpers and the parallel
-loop bodies included, and finds no integer narrower than 64 bits.
+loop bodies included, and finds no integer narrower than 64 bits. The same compilation is
+checked for Numba's performance warnings: a ``prange`` loop that Numba quietly runs serially
+(a body that may raise or return early does that) is a kernel on one core.
 
 The slow test runs the kernels whose indices are data (max-pool's flat indices into H*W) and
 the reductions over whole tensors on one plane of 46342 x 46342 > 2**31 float32 elements
@@ -24,13 +26,17 @@ import pytest
 import fastconv
 
 PROBE = textwrap.dedent('''
-    import importlib, json
+    import importlib, json, warnings
     import numpy as np
     from numba.core import types
+    from numba.core.errors import NumbaPerformanceWarning
     from numba.core.registry import CPUDispatcher
     import fastconv
     import grids
 
+    caught = warnings.catch_warnings(record=True)  # left at the end of the calls
+    compiled_warnings = caught.__enter__()
+    warnings.simplefilter("always", NumbaPerformanceWarning)
     rng = np.random.default_rng(0)
     for case in grids.CASES[::10]:   # every op, every CPU algorithm, forward and backward
         args = [None if a is None else a.astype(np.float32)
@@ -44,6 +50,9 @@ PROBE = textwrap.dedent('''
                     getattr(fastconv, op)(*a, **k, algo=algo)
     x, w = rng.standard_normal((2, 3, 6, 6)), rng.standard_normal((4, 3, 3, 3))
     fastconv.conv2d_backward(rng.standard_normal((2, 4, 4, 4)), x, w, algo="im2col")  # N > 1
+    caught.__exit__(None, None, None)
+    serial = sorted({" ".join(str(w.message).split())[:400] for w in compiled_warnings
+                     if issubclass(w.category, NumbaPerformanceWarning)})  # names the kernel
 
     kernels, narrow, missing = 0, [], []
     # not _blas: its gemm hands sizes to BLAS as BLAS's own 32-bit ints (after checking that
@@ -64,20 +73,32 @@ PROBE = textwrap.dedent('''
                     for leaf in [t, *getattr(t, "types", ())]:
                         if isinstance(leaf, types.Integer) and leaf.bitwidth < 64:
                             narrow.append(f"{name}.{attr}: {var} is {leaf}")
-    print(json.dumps(dict(kernels=kernels, missing=missing, narrow=narrow)))
+    print(json.dumps(dict(kernels=kernels, missing=missing, narrow=narrow, serial=serial)))
 ''')
 
 
-def test_every_cpu_kernel_indexes_with_64_bit_ints(tmp_path):
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path),
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    """What the probe found, compiling every CPU kernel in a fresh process."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path_factory.mktemp("numba-cache")),
                PYTHONPATH=str(pathlib.Path(__file__).parents[1]))  # tests/, for grids
     out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
                          timeout=900, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
-    found = json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_every_cpu_kernel_indexes_with_64_bit_ints(compiled):
+    found = compiled
     assert found["kernels"] >= 20, found
     assert not found["missing"], f"kernels never compiled: {found['missing']}"
     assert not found["narrow"], f"integers narrower than 64 bits: {found['narrow']}"
+
+
+def test_every_parallel_loop_compiles_parallel(compiled):
+    """No NumbaPerformanceWarning while compiling every kernel: no ``parallel=True`` kernel
+    that Numba could not parallelise, no ``prange`` it runs serially."""
+    assert not compiled["serial"], "\n".join(compiled["serial"])
 
 
 def test_explain_reports_the_index_width():
