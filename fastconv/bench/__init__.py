@@ -41,27 +41,41 @@ def main(o: Options, json_path=None, plot_path=None, argv=None, out=None) -> int
     roofs = suite.measure_machine(device, o.dtype)
     meta = suite.metadata(o, device, roofs, argv)
     table = report.Table(vs_torch=o.vs_torch, mark_auto=o.algo != "auto")
-    print(report.header(meta), file=out)
+    progress = report.Progress(sum(bool(pl.algos) for pl in plans))
+    rows = _table(report.header(meta), table, suite.run(o, plans, device, roofs, progress),
+                  progress, out)
+    summary = {**suite.summarise(rows), **suite.startup(o.backend)}
+    print(report.footer(meta, summary, skipped, time.perf_counter() - started), file=out)
+    _write(json_path, plot_path, report.plot, meta, rows, summary, out)
+    return 0
+
+
+def _table(header, table, measured, progress, out):
+    """Print the header and one table line per row as the rows come; the rows."""
+    print(header, file=out)
     print(file=out)
     print(table.head(), file=out)
     print(table.rule(), file=out, flush=True)
-    progress = report.Progress(sum(bool(pl.algos) for pl in plans))
     rows = []
-    for row in suite.run(o, plans, device, roofs, progress):
+    for row in measured:
         rows.append(row)
         progress.clear()
         print(table.format(row), file=out, flush=True)
     progress.clear()
-    summary = {**suite.summarise(rows), **suite.startup(o.backend)}
     print(table.rule(), file=out)
-    print(report.footer(meta, summary, skipped, time.perf_counter() - started), file=out)
+    return rows
+
+
+def _write(json_path, plot_path, plot, meta, rows, summary, out):
+    """The JSON and the plot, where asked for."""
+    from . import report
+
     if json_path:
         report.write_json(json_path, meta, rows, summary)
         print(f"wrote {json_path}", file=out)
     if plot_path:
-        report.plot(plot_path, meta, rows)
+        plot(plot_path, meta, rows)
         print(f"wrote {plot_path}", file=out)
-    return 0
 
 
 def main_models(o: ModelOptions, json_path=None, plot_path=None, argv=None, out=None) -> int:
@@ -84,30 +98,16 @@ def main_models(o: ModelOptions, json_path=None, plot_path=None, argv=None, out=
     started = time.perf_counter()
     meta = model_suite.metadata(o, argv)
     table = report.ModelTable()
-    print(report.model_header(meta), file=out)
-    print(file=out)
-    print(table.head(), file=out)
-    print(table.rule(), file=out, flush=True)
     progress = report.Progress(len(selected) * len(o.modes))
-    rows = []
-    for row in model_suite.run(o, selected, progress):
-        rows.append(row)
-        progress.clear()
-        print(table.format(row), file=out, flush=True)
-    progress.clear()
+    rows = _table(report.model_header(meta), table, model_suite.run(o, selected, progress),
+                  progress, out)
     summary = model_suite.summarise(rows)
-    print(table.rule(), file=out)
     print(report.model_footer(summary, time.perf_counter() - started, len(rows)), file=out)
     for row in rows:
         if "profile" in row:
             print(file=out)
             print(report.profile_text(row), file=out)
-    if json_path:
-        report.write_json(json_path, meta, rows, summary)
-        print(f"wrote {json_path}", file=out)
-    if plot_path:
-        report.model_plot(plot_path, meta, rows)
-        print(f"wrote {plot_path}", file=out)
+    _write(json_path, plot_path, report.model_plot, meta, rows, summary, out)
     return 0
 
 

@@ -138,8 +138,9 @@ class UNet(nn.Module):
         self.pool = nn.MaxPool2d(2)
         self.up = nn.ModuleList(nn.ConvTranspose2d(c, c // 2, 2, stride=2)
                                 for c in reversed(widths[1:]))
-        self.merge = nn.ModuleList(nn.Sequential(_conv_bn(c, c // 2, 3), _conv_bn(c // 2, c // 2, 3))
-                                   for c in reversed(widths[1:]))
+        self.merge = nn.ModuleList(
+            nn.Sequential(_conv_bn(c, c // 2, 3), _conv_bn(c // 2, c // 2, 3))
+            for c in reversed(widths[1:]))
         self.head = nn.Conv2d(width, classes, 1)
 
     def forward(self, x):

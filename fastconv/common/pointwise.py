@@ -16,6 +16,17 @@ def subsampled(p) -> bool:
     return p.x_shape[2:] != p.y_shape[2:]
 
 
+def spread(gxs, p, xp):
+    """The input gradient from gxs, the gradient at the pixels read: gxs itself when they are
+    all of the input, else zeros of the input's shape with gxs at those pixels (the pixels the
+    kernel skipped get no gradient). ``xp``: NumPy or CuPy."""
+    if not subsampled(p):
+        return gxs
+    gx = xp.zeros(p.x_shape, dtype=gxs.dtype)
+    gx[pixels(p)] = gxs
+    return gx
+
+
 def why_not(op, p):
     """Pointwise serves 1x1 kernels without padding (any stride and groups)."""
     if p.kernel == (1, 1) and p.padding == ((0, 0), (0, 0)):

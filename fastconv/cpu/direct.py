@@ -317,8 +317,9 @@ def backward_weight(x, gy, p):
     grid = p.stride[0] * row // p.stride[1]
     gq = np.zeros((n, o, ho, grid), dtype=gy.dtype)  # gy on the forward's grid, zero past Wo
     gq[..., :wo] = gy
+    gq = frozen(gq.reshape(n, o, ho * grid))
     gw = np.empty(p.w_shape, dtype=x.dtype)
-    _backward_weight(xq, frozen(gq.reshape(n, o, ho * grid)), gw, row, grid, p.stride[1], *p.dilation,
+    _backward_weight(xq, gq, gw, row, grid, p.stride[1], *p.dilation,
                      p.groups, ho, wo, not all_finite(x), gw.dtype.type(0))
     return gw
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ..common.pointwise import pixels, subsampled, why_not
+from ..common.pointwise import pixels, spread, subsampled, why_not
 from ._blas import gemm, library, single_threaded
 from ._loops import channel_sum, frozen
 
@@ -116,12 +116,9 @@ def backward_data(gy, w, p):
     og = p.y_shape[1] // p.groups
     with single_threaded():
         _products(library(), _grouped_weights(w, p), _planes(gy), _planes(gxs),
-                  frozen(np.zeros(1, gy.dtype)), False, p.groups, _columns(og, p, gy.itemsize), True)
-    if not subsampled(p):
-        return gxs
-    gx = np.zeros(p.x_shape, dtype=gy.dtype)
-    gx[pixels(p)] = gxs  # pixels the kernel skipped get no gradient
-    return gx
+                  frozen(np.zeros(1, gy.dtype)), False, p.groups, _columns(og, p, gy.itemsize),
+                  True)
+    return spread(gxs, p, np)
 
 
 def backward_weight(x, gy, p):

@@ -14,7 +14,7 @@ order, so results are bitwise repeatable.
 """
 from __future__ import annotations
 
-from ..common.pointwise import pixels, subsampled, why_not
+from ..common.pointwise import pixels, spread, subsampled, why_not
 from .direct import backward_bias
 
 __all__ = ["forward", "backward_data", "backward_weight", "backward_bias", "why_not",
@@ -59,11 +59,7 @@ def backward_data(gy, w, p):
     n, c = p.x_shape[:2]
     ho, wo = p.y_shape[2:]
     gxs = cupy.matmul(_weights(w, p).transpose(0, 2, 1), _grouped(gy, p)).reshape(n, c, ho, wo)
-    if not subsampled(p):
-        return gxs
-    gx = cupy.zeros(p.x_shape, dtype=gy.dtype)
-    gx[pixels(p)] = gxs  # pixels the kernel skipped get no gradient
-    return gx
+    return spread(gxs, p, cupy)
 
 
 def backward_weight(x, gy, p):
