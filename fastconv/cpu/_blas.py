@@ -130,6 +130,7 @@ def _product(blas, itemsize, transa, transb, m, n, k, a, lda, b, ldb, beta, c, l
     alpha32, alpha64 = np.empty(2, np.float32), np.empty(2, np.float64)  # [alpha, beta]
     alpha32[0], alpha32[1], alpha64[0], alpha64[1] = 1.0, beta, 1.0, beta
     alpha = alpha32.ctypes.data if itemsize == 4 else alpha64.ctypes.data
+    beta_at = alpha + np.uint64(itemsize)  # the next element
     address = blas[0] if itemsize == 4 else blas[1]
     if address != 0:  # NumPy's OpenBLAS, 64-bit ints
         flags = np.empty(2, np.uint8)
@@ -138,7 +139,7 @@ def _product(blas, itemsize, transa, transb, m, n, k, a, lda, b, ldb, beta, c, l
         ints[0], ints[1], ints[2], ints[3], ints[4], ints[5] = m, n, k, lda, ldb, ldc
         _fortran_gemm(address, flags[0:].ctypes, flags[1:].ctypes, ints[0:].ctypes,
                       ints[1:].ctypes, ints[2:].ctypes, _address(alpha), _address(a),
-                      ints[3:].ctypes, _address(b), ints[4:].ctypes, _address(alpha + itemsize),
+                      ints[3:].ctypes, _address(b), ints[4:].ctypes, _address(beta_at),
                       _address(c), ints[5:].ctypes)
         _alive((alpha32, alpha64))
         return
@@ -146,7 +147,7 @@ def _product(blas, itemsize, transa, transb, m, n, k, a, lda, b, ldb, beta, c, l
         raise ValueError("gemm: a dimension exceeds BLAS's 32-bit ints")
     kind = 115 if itemsize == 4 else 100  # ord("s"), ord("d")
     status = _xxgemm(kind, transa, transb, m, n, k, _address(alpha), _address(a), lda,
-                     _address(b), ldb, _address(alpha + itemsize), _address(c), ldc)
+                     _address(b), ldb, _address(beta_at), _address(c), ldc)
     _alive((alpha32, alpha64))
     if status != 0:
         raise RuntimeError("gemm: SciPy's BLAS could not be loaded")
