@@ -102,6 +102,13 @@ class _Operator:
         return self.impl(*args)
 
 
+def _differentiable(name, impl, fake, backward_impl, backward_fake, *, setup, formula):
+    """``fastconv::<name>`` and ``fastconv::<name>_backward``, the first differentiable through
+    the second: (forward, backward) :class:`_Operator` s."""
+    backward = _Operator(f"{name}_backward", backward_impl, backward_fake)
+    return _Operator(name, impl, fake, backward=backward, setup=setup, formula=formula), backward
+
+
 def _function(name, impl, setup, differentiate):
     """An ``autograd.Function`` running ``impl`` forward, ``setup`` on its context and
     ``differentiate`` backward: the custom operator's autograd, without the dispatcher."""
@@ -199,9 +206,8 @@ def _define_conv(name):
                       output_mask, algo):
         return _fake_gradients(x, (x.shape, weight.shape, (weight.shape[0],)), output_mask)
 
-    gradients = _Operator(f"{name}_backward", backward, backward_fake)
-    return _Operator(name, forward, forward_fake, backward=gradients, setup=_conv_setup,
-                     formula=_conv_autograd), gradients
+    return _differentiable(name, forward, forward_fake, backward, backward_fake,
+                           setup=_conv_setup, formula=_conv_autograd)
 
 
 _conv2d, _conv2d_backward = _define_conv("conv2d")
@@ -238,12 +244,10 @@ def _conv_transpose2d_backward_fake(grad_y, x, weight, stride, padding, output_p
     return _fake_gradients(x, (x.shape, weight.shape, (weight.shape[1] * groups,)), output_mask)
 
 
-_conv_transpose2d_backward = _Operator("conv_transpose2d_backward",
-                                       _conv_transpose2d_backward_impl,
-                                       _conv_transpose2d_backward_fake)
-_conv_transpose2d = _Operator("conv_transpose2d", _conv_transpose2d_impl, _conv_transpose2d_fake,
-                              backward=_conv_transpose2d_backward, setup=_conv_setup,
-                              formula=_conv_autograd)
+_conv_transpose2d, _conv_transpose2d_backward = _differentiable(
+    "conv_transpose2d", _conv_transpose2d_impl, _conv_transpose2d_fake,
+    _conv_transpose2d_backward_impl, _conv_transpose2d_backward_fake, setup=_conv_setup,
+    formula=_conv_autograd)
 
 
 # --------------------------------------------------------------------------------------------
@@ -292,11 +296,9 @@ def _max_pool_autograd(backward):
     return differentiate
 
 
-_max_pool2d_backward = _Operator("max_pool2d_backward", _max_pool2d_backward_impl,
-                                 _max_pool2d_backward_fake)
-_max_pool2d = _Operator("max_pool2d", _max_pool2d_impl, _max_pool2d_fake,
-                        backward=_max_pool2d_backward, setup=_max_pool_setup,
-                        formula=_max_pool_autograd)
+_max_pool2d, _max_pool2d_backward = _differentiable(
+    "max_pool2d", _max_pool2d_impl, _max_pool2d_fake, _max_pool2d_backward_impl,
+    _max_pool2d_backward_fake, setup=_max_pool_setup, formula=_max_pool_autograd)
 
 
 def _save_input(ctx, inputs, output):
@@ -340,10 +342,9 @@ def _like_input(grad_y, x, *settings):
     return x.new_empty(x.shape)
 
 
-_avg_pool2d_backward = _Operator("avg_pool2d_backward", _avg_pool2d_backward_impl, _like_input)
-_avg_pool2d = _Operator("avg_pool2d", _avg_pool2d_impl, _avg_pool2d_fake,
-                        backward=_avg_pool2d_backward, setup=_save_input,
-                        formula=_input_autograd)
+_avg_pool2d, _avg_pool2d_backward = _differentiable(
+    "avg_pool2d", _avg_pool2d_impl, _avg_pool2d_fake, _avg_pool2d_backward_impl, _like_input,
+    setup=_save_input, formula=_input_autograd)
 
 
 def _adaptive_avg_pool2d_impl(x: Tensor, output_size: Sequence[int], algo: str) -> Tensor:
@@ -367,12 +368,10 @@ def _adaptive_autograd(backward):
     return differentiate
 
 
-_adaptive_avg_pool2d_backward = _Operator("adaptive_avg_pool2d_backward",
-                                          _adaptive_avg_pool2d_backward_impl, _like_input)
-_adaptive_avg_pool2d = _Operator("adaptive_avg_pool2d", _adaptive_avg_pool2d_impl,
-                                 _adaptive_avg_pool2d_fake,
-                                 backward=_adaptive_avg_pool2d_backward, setup=_save_input,
-                                 formula=_adaptive_autograd)
+_adaptive_avg_pool2d, _adaptive_avg_pool2d_backward = _differentiable(
+    "adaptive_avg_pool2d", _adaptive_avg_pool2d_impl, _adaptive_avg_pool2d_fake,
+    _adaptive_avg_pool2d_backward_impl, _like_input, setup=_save_input,
+    formula=_adaptive_autograd)
 
 
 # --------------------------------------------------------------------------------------------
@@ -436,11 +435,9 @@ def _batch_norm_autograd(backward):
     return differentiate
 
 
-_batch_norm_backward = _Operator("batch_norm_backward", _batch_norm_backward_impl,
-                                 _batch_norm_backward_fake)
-_batch_norm = _Operator("batch_norm", _batch_norm_impl, _batch_norm_fake,
-                        backward=_batch_norm_backward, setup=_batch_norm_setup,
-                        formula=_batch_norm_autograd)
+_batch_norm, _batch_norm_backward = _differentiable(
+    "batch_norm", _batch_norm_impl, _batch_norm_fake, _batch_norm_backward_impl,
+    _batch_norm_backward_fake, setup=_batch_norm_setup, formula=_batch_norm_autograd)
 
 
 # --------------------------------------------------------------------------------------------
