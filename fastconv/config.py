@@ -1,6 +1,7 @@
 """Tunables of the kernels, in one place. Tests patch them (tiny tiles, so that small inputs still
 span many tiles); users may too, at their own risk.
 """
+import operator
 
 # im2col: the column buffer of one task (a tile of output rows of one image) is kept within this
 # many bytes, at least one output row's columns; one buffer per thread. See fastconv.cpu.im2col.
@@ -21,4 +22,7 @@ DIRECT_CHUNK = 512
 def tunables() -> tuple:
     """The current values of every tunable above, as a tuple (a key of remembered plans, so
     that a patched tunable takes effect at once)."""
-    return tuple(v for k, v in globals().items() if k.isupper())
+    return _values(globals())
+
+
+_values = operator.itemgetter(*(k for k in list(globals()) if k.isupper()))  # 0.1 us a call

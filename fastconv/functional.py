@@ -77,17 +77,19 @@ def _plan(op, backend, algo, p, itemsize):
         outputs = [prod(s) * itemsize for s in dispatch.output_shapes(op, p) if s is not None]
         if getattr(p, "return_indices", False):
             outputs[-1] *= 8 // itemsize  # int64 indices
-        plan = algorithm, {"outputs": sum(outputs),
-                           "workspace": dispatch.workspace_bytes(algorithm, op, p, itemsize)}
-        if len(_PLANS) >= params.REMEMBERED:
-            _PLANS.clear()
-        _PLANS[key] = plan
+        plan = params.remember(_PLANS, key, (algorithm, {
+            "outputs": sum(outputs),
+            "workspace": dispatch.workspace_bytes(algorithm, op, p, itemsize)}))
     return plan
 
 
-def _cpu_threads():
-    from .cpu import _threads
+_threads = None  # fastconv.cpu._threads, imported on the first CPU call (the backend is lazy)
 
+
+def _cpu_threads():
+    global _threads
+    if _threads is None:
+        from .cpu import _threads
     return _threads.threads()
 
 

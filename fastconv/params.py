@@ -69,14 +69,18 @@ def _remembered(builder):
         except TypeError:
             return builder(*args, **kwargs)
         found = memory.get(key)
-        if found is None:
-            found = builder(*args, **kwargs)
-            if len(memory) >= REMEMBERED:
-                memory.clear()
-            memory[key] = found
-        return found
+        return found if found is not None else remember(memory, key, builder(*args, **kwargs))
 
     return remembering
+
+
+def remember(memory: dict, key, value):
+    """``memory[key] = value``, the memory emptied first when it holds ``REMEMBERED`` entries
+    (the bound of every cache of the call path); returns value."""
+    if len(memory) >= REMEMBERED:
+        memory.clear()
+    memory[key] = value
+    return value
 
 
 # --------------------------------------------------------------------------------------------
