@@ -36,6 +36,12 @@ def frozen(a):
     return v
 
 
+def planes(a):
+    """a (N, C, ...) as (N, C, L), L the product of the spatial sizes: a view of a contiguous a
+    (the sizes explicit, so that an empty batch reshapes too)."""
+    return a.reshape(a.shape[0], a.shape[1], prod(a.shape[2:]))
+
+
 def padded(x, padding):
     """x (N, C, H, W) with zero padding ((top, bottom), (left, right)), read-only; x itself if
     none."""
@@ -110,7 +116,7 @@ def channel_sum(a):
     """Sum of a (N, K, ...) over every axis but 1, in a's dtype (float64 accumulation): the
     bias gradient of every convolution."""
     out = np.empty(a.shape[1], dtype=a.dtype)
-    _channel_sum(a.reshape(a.shape[0], a.shape[1], prod(a.shape[2:])), out)
+    _channel_sum(planes(a), out)
     return out
 
 

@@ -26,13 +26,11 @@ Evaluation backward: mean and var are the running ones, constants: gx = r*weight
 """
 from __future__ import annotations
 
-from math import prod
-
 import numpy as np
 from numba import njit, prange
 
 from ..reference.batchnorm import empty_batch_gradients, scale_and_shift, update_running_stats
-from ._loops import FASTMATH_SUM
+from ._loops import FASTMATH_SUM, planes
 
 
 @njit(inline="always")
@@ -108,10 +106,6 @@ def _backward(gy, x, training, eps, gamma, mean, var, s1, s2, gx):
                 gx[n, c, i] = k1 * gy[n, c, i] + k2 * (x[n, c, i] - mu) + k3
 
 
-def _as_ncl(a):
-    return a.reshape(a.shape[0], a.shape[1], prod(a.shape[2:]))
-
-
 def _statistics(x3, running_mean, running_var, p):
     """float64 (mean, var) to normalise with: the batch's, or the running ones."""
     if not p.training:
@@ -126,11 +120,11 @@ def forward(x, running_mean, running_var, weight, bias, p):
     y = np.empty(p.x_shape, dtype=x.dtype)
     if p.count == 0:  # an empty batch: nothing to normalise, nothing learned (as PyTorch)
         return y
-    x3 = _as_ncl(x)
+    x3 = planes(x)
     mean, var = _statistics(x3, running_mean, running_var, p)
     if p.training and p.has_running:
         update_running_stats(running_mean, running_var, mean, var, p)
-    _affine(x3, *scale_and_shift(mean, var, weight, bias, p.eps), _as_ncl(y))
+    _affine(x3, *scale_and_shift(mean, var, weight, bias, p.eps), planes(y))
     return y
 
 
@@ -147,7 +141,7 @@ def backward(gy, x, weight, running_mean, running_var, p):
     gamma = np.ones(c) if weight is None else weight.astype(np.float64)
     s1, s2 = np.empty(c), np.empty(c)
     gx = np.empty(p.x_shape if want_x else (0,) * x.ndim, dtype=dt)
-    _backward(_as_ncl(gy), _as_ncl(x), p.training, p.eps, gamma, mean, var, s1, s2, _as_ncl(gx))
+    _backward(planes(gy), planes(x), p.training, p.eps, gamma, mean, var, s1, s2, planes(gx))
     r = 1.0 / np.sqrt(var + p.eps)
     return (gx if want_x else None, (r * s2).astype(dt) if want_w else None,
             s1.astype(dt) if want_b else None)

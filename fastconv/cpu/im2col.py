@@ -36,13 +36,13 @@ output or output gradient (unless N == 1).
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
 from numba import get_thread_id, njit, prange, uint64
 
 from .. import config
 from ._blas import gemm, library, single_threaded
-from ._loops import FASTMATH, bias_or_zeros, channel_sum, frozen, taps
+from ._loops import FASTMATH, bias_or_zeros, channel_sum, frozen, planes, taps
+from ._threads import threads
 
 # backward-weight splits the K = Cg*kh*kw rows of the columns into blocks of about this many,
 # one task per block and group (fixed, so that no sum depends on the thread count)
@@ -264,13 +264,7 @@ def _buffers(p, dtype, k_rows):
     itemsize = np.dtype(dtype).itemsize
     rows = rows_per_tile(p, itemsize, k_rows)
     # numba.get_thread_id picks a thread's own; untouched buffers take no physical memory
-    return np.empty((numba.get_num_threads(), k_rows * rows * p.y_shape[3]), dtype), rows
-
-
-def _planes(a):
-    """(N, O, H, W) -> (N, O, H*W), a view (sizes explicit: N may be 0)."""
-    n, o, h, w = a.shape
-    return a.reshape(n, o, h * w)
+    return np.empty((threads(), k_rows * rows * p.y_shape[3]), dtype), rows
 
 
 def _channel_major(a):
@@ -279,7 +273,7 @@ def _channel_major(a):
     if n == 1:
         return a.reshape(o, ho * wo)
     out = np.empty((o, n * ho * wo), dtype=a.dtype)
-    _to_channel_major(_planes(a), out)
+    _to_channel_major(planes(a), out)
     return frozen(out)
 
 
@@ -293,7 +287,7 @@ def forward(x, w, b, p):
     with single_threaded():
         _forward(library(), x, w.reshape(o, _k(p)), yt, buffers, p.groups, rows, _geometry(p))
     if not in_place:
-        _from_channel_major(yt, _planes(y), bias_or_zeros(b, p, x.dtype))
+        _from_channel_major(yt, planes(y), bias_or_zeros(b, p, x.dtype))
     return y
 
 
@@ -335,4 +329,4 @@ def _kernel_workspace(kernel, p, itemsize):
     # y (forward, unless one image without bias) or grad_y (backward) in channel-major order
     channel_major = p.y_shape[0] > 1 or (kernel == "forward" and p.has_bias)
     outputs = np.prod(p.y_shape, dtype=np.int64) * itemsize if channel_major else 0
-    return numba.get_num_threads() * tile + int(outputs)
+    return threads() * tile + int(outputs)

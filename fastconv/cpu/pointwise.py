@@ -22,7 +22,7 @@ from numba import njit, prange
 
 from ..common.pointwise import pixels, spread, subsampled, why_not
 from ._blas import gemm, library, single_threaded
-from ._loops import channel_sum, frozen
+from ._loops import channel_sum, frozen, planes
 
 __all__ = ["forward", "backward_data", "backward_weight", "backward_bias", "why_not",
            "workspace_bytes"]
@@ -84,13 +84,7 @@ def _columns(k, p, itemsize) -> int:
 def _read(x, p):
     """xs (N, C, P): the pixels the kernel reads (a view of x when that is all of x)."""
     xs = frozen(np.ascontiguousarray(x[pixels(p)])) if subsampled(p) else x
-    return _planes(xs)
-
-
-def _planes(a):
-    """(N, C, H, W) -> (N, C, H*W), a view (sizes explicit: N may be 0)."""
-    n, c, h, w = a.shape
-    return a.reshape(n, c, h * w)
+    return planes(xs)
 
 
 def _grouped_weights(w, p):
@@ -104,7 +98,7 @@ def forward(x, w, b, p):
     y = np.empty(p.y_shape, dtype=x.dtype)
     bias = frozen(np.zeros(1, x.dtype)) if b is None else b
     with single_threaded():
-        _products(library(), _grouped_weights(w, p), _read(x, p), _planes(y), bias, b is not None,
+        _products(library(), _grouped_weights(w, p), _read(x, p), planes(y), bias, b is not None,
                   p.groups, _columns(p.w_shape[1], p, x.itemsize), False)
     return y
 
@@ -115,7 +109,7 @@ def backward_data(gy, w, p):
     gxs = np.empty((n, c) + p.y_shape[2:], dtype=gy.dtype)
     og = p.y_shape[1] // p.groups
     with single_threaded():
-        _products(library(), _grouped_weights(w, p), _planes(gy), _planes(gxs),
+        _products(library(), _grouped_weights(w, p), planes(gy), planes(gxs),
                   frozen(np.zeros(1, gy.dtype)), False, p.groups, _columns(og, p, gy.itemsize),
                   True)
     return spread(gxs, p, np)
@@ -126,7 +120,7 @@ def backward_weight(x, gy, p):
     gw = np.empty(p.w_shape[:2], dtype=x.dtype)
     columns = _columns(min(BLOCK, p.w_shape[1]), p, x.itemsize)
     with single_threaded():
-        _weight_products(library(), _planes(gy), _read(x, p), gw, p.groups, columns, BLOCK)
+        _weight_products(library(), planes(gy), _read(x, p), gw, p.groups, columns, BLOCK)
     return gw.reshape(p.w_shape)
 
 
