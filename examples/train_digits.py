@@ -21,6 +21,7 @@ import torch
 
 import fastconv.torch
 from fastconv.bench.models import LeNet  # the digits model of the bench's model zoo
+from fastconv.bench.timing import IDLE_GAP_S  # the bench's pause between contenders
 
 
 def load(seed: int):
@@ -91,9 +92,6 @@ def train(nn, data, epochs: int = 30, batch_size: int = 32, seed: int = 0, lr: f
     return run.result()
 
 
-IDLE_GAP_S = 0.25  # before each epoch, so that the other library's worker threads have gone idle
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=30)
@@ -108,7 +106,7 @@ def main(argv=None):
             for name, nn in (("fastconv", fastconv.torch.nn), ("torch", torch.nn))}
     for epoch in range(args.epochs):
         for name in list(runs)[::1 if epoch % 2 == 0 else -1]:  # who goes first alternates
-            time.sleep(IDLE_GAP_S)
+            time.sleep(IDLE_GAP_S)  # the other library's worker threads go idle
             runs[name].epoch()
     results = {name: run.result() for name, run in runs.items()}
     for name, result in results.items():
