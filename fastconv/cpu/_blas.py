@@ -239,7 +239,7 @@ def single_threaded():
             _saved = [(lib, lib.num_threads) for lib in _blas_libraries()]
             for lib, threads in _saved:
                 if threads != 1:
-                    lib.set_num_threads(1)
+                    _set_threads(lib, 1)
         _depth += 1
     try:
         yield
@@ -249,4 +249,18 @@ def single_threaded():
             if _depth == 0:
                 for lib, threads in _saved:
                     if threads != 1:
-                        lib.set_num_threads(threads)
+                        _set_threads(lib, threads)
+
+
+def _set_threads(lib, count):
+    """``lib.set_num_threads(count)`` from whichever Python thread runs fastconv. threadpoolctl
+    lets only one "controlling" thread set a process-wide OpenBLAS pool and silently ignores the
+    others, so a call from a second Python thread left BLAS at its full count under fastconv's
+    tasks; the control is taken for the change (under ``_lock``) and given up after it, so
+    that the user's own threadpoolctl calls keep working."""
+    release = getattr(lib, "clear_controlling_thread", None)  # OpenBLAS's controllers only
+    if release is not None:
+        release(force=True)
+    lib.set_num_threads(count)
+    if release is not None:
+        release(force=True)

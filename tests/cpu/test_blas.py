@@ -64,3 +64,30 @@ def test_convolutions_on_the_fallback_blas(monkeypatch):
         for got, want in zip(fastconv.conv2d_backward(gy, x, w, **kwargs, algo=algo),
                              fastconv.conv2d_backward(gy, x, w, **kwargs, algo="reference")):
             assert np.allclose(got, want, atol=1e-10)
+
+
+def test_blas_is_held_at_one_thread_from_any_python_thread():
+    """single_threaded holds every BLAS library at one thread whichever Python thread enters
+    it (threadpoolctl ignores OpenBLAS limits set from a second thread unless it takes the
+    control), and gives the counts back; the user's own limits work afterwards."""
+    import threading
+
+    from threadpoolctl import threadpool_limits
+
+    libraries = _blas._blas_libraries()
+    before = [lib.num_threads for lib in libraries]
+    seen = {}
+
+    def inside(name):
+        with _blas.single_threaded():
+            seen[name] = [lib.num_threads for lib in libraries]
+
+    inside("main")
+    worker = threading.Thread(target=inside, args=("worker",))
+    worker.start()
+    worker.join()
+    assert seen == {"main": [1] * len(libraries), "worker": [1] * len(libraries)}
+    assert [lib.num_threads for lib in libraries] == before
+    with threadpool_limits(1, user_api="blas"):
+        assert all(lib.num_threads == 1 for lib in libraries)
+    assert [lib.num_threads for lib in libraries] == before
