@@ -6,23 +6,12 @@ describes a call without running it. ``algo="reference"`` is the NumPy oracle th
 algorithm is tested against. The contract is API.md; ``python -m fastconv check`` self-tests an
 installation.
 """
+from .batchnorm import batch_norm, batch_norm_backward
+from .conv import (conv1d, conv1d_backward, conv2d, conv2d_backward, conv_transpose2d,
+                   conv_transpose2d_backward)
 from .dispatch import algorithms, explain
-from .functional import (
-    adaptive_avg_pool2d,
-    adaptive_avg_pool2d_backward,
-    avg_pool2d,
-    avg_pool2d_backward,
-    batch_norm,
-    batch_norm_backward,
-    conv1d,
-    conv1d_backward,
-    conv2d,
-    conv2d_backward,
-    conv_transpose2d,
-    conv_transpose2d_backward,
-    max_pool2d,
-    max_pool2d_backward,
-)
+from .pool import (adaptive_avg_pool2d, adaptive_avg_pool2d_backward, avg_pool2d,
+                   avg_pool2d_backward, max_pool2d, max_pool2d_backward)
 
 __version__ = "0.1.0"
 

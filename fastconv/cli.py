@@ -170,7 +170,7 @@ def _bools(text: str):
 
 
 def _explain_parser(commands):
-    from . import functional
+    import fastconv
 
     explain = commands.add_parser(
         "explain", help="which algorithm a call runs and why, its FLOPs, bytes and workspace",
@@ -180,13 +180,14 @@ def _explain_parser(commands):
                     "fastconv explain conv2d --input 8,64,56,56 --weight 64,64,3,3 --padding 1")
     ops = explain.add_subparsers(dest="op", required=True, metavar="OP",
                                  help=", ".join(OPS))
-    for op, (_, arrays) in OPS.items():
+    for op, spec in OPS.items():
+        arrays = spec.arrays
         sub = ops.add_parser(op, help=f"explain a {op} call")
         for name in arrays:
             flags = [f"--{name.replace('_', '-')}"] + (["--input"] if name == "x" else [])
             sub.add_argument(*flags, dest=f"array_{name}", type=_shape, metavar="SHAPE",
                              help=f"shape of {name}: comma-separated ints")
-        for name, param in inspect.signature(getattr(functional, op)).parameters.items():
+        for name, param in inspect.signature(getattr(fastconv, op)).parameters.items():
             if name in arrays or name == "algo":
                 continue
             default = param.default
@@ -210,7 +211,7 @@ def _explain(args) -> int:
 
     op = args.op
     values = vars(args)
-    shapes = [values[f"array_{name}"] for name in OPS[op][1]]
+    shapes = [values[f"array_{name}"] for name in OPS[op].arrays]
     while shapes and shapes[-1] is None:  # trailing optional arrays left out
         shapes.pop()
     kwargs = {k[len("param_"):]: v for k, v in values.items()
@@ -235,7 +236,7 @@ def _explain(args) -> int:
 
 def describe(info: dict, shapes, kwargs, others: dict) -> str:
     """The human-readable explanation of one call (``others``: explain of each candidate)."""
-    names = OPS[info["op"]][1]
+    names = OPS[info["op"]].arrays
     arrays = "  ".join(f"{name} {tuple(s)}" for name, s in zip(names, shapes) if s is not None)
     settings = "  ".join(f"{k}={v!r}" for k, v in kwargs.items())
     flops, moved, work = info["flops"], info["bytes"], info["workspace_bytes"]

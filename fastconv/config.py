@@ -18,6 +18,12 @@ CUDA_IM2COL_WORKSPACE_BYTES = 256 * 2**20
 # rows, at least one); with the channel block they should fit in L1.
 DIRECT_CHUNK = 512
 
+# A CPU call whose work (floating-point operations plus elements read and written) is below this
+# runs on one thread: starting a parallel loop's threads costs 2-4 us, which such a call does
+# not win back (PyTorch's grain size is the same 2**15 elements). Tests set it to 0, so that
+# their small inputs exercise the parallel loops as large ones do.
+CPU_ONE_THREAD_BELOW = 2**15
+
 
 def tunables() -> tuple:
     """The current values of every tunable above, as a tuple (a key of remembered plans, so

@@ -2,6 +2,8 @@ import os
 
 import numpy as np
 import pytest
+
+import fastconv.config
 from hypothesis import HealthCheck, settings
 
 # Hypothesis: a modest number of examples per drawn test in the default run (the slow sweeps set
@@ -14,6 +16,11 @@ settings.register_profile("slow", max_examples=1000, deadline=None,
 
 
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+# Tiny CPU calls normally run on one thread (fastconv.config.CPU_ONE_THREAD_BELOW); the tests'
+# inputs are nearly all tiny, and must exercise the parallel loops as large inputs do.
+# tests/test_threads.py tests the rule itself.
+fastconv.config.CPU_ONE_THREAD_BELOW = 0
 
 
 @pytest.fixture

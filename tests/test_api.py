@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import fastconv as fc
-from fastconv import dispatch
+from fastconv import dispatch, registry
 from fastconv.check import cases, serves
 from fastconv.reference import conv as reference_conv
 from fastconv.testing import assert_matches, error, fastconv_runner, reference_op, torch_op
@@ -91,16 +91,17 @@ def test_explain_forced_algorithm_says_so():
 def unit_stride_algorithm(monkeypatch):
     from fastconv.reference import pool as reference_pool
 
-    monkeypatch.setattr(dispatch, "_REGISTRY", {})
-    monkeypatch.setattr(dispatch, "_AUTO_RULES", {})
+    monkeypatch.setattr(registry, "ALGORITHMS", {})
+    monkeypatch.setattr(registry, "AUTO_RULES", {})
+    monkeypatch.setattr(registry, "epoch", registry.epoch + 1)  # plans made before are stale
     monkeypatch.setattr(dispatch, "_LOADED", {"cpu"})
 
     def why_not(op, p):
         return None if p.stride == (1, 1) else f"needs stride 1, got stride={p.stride}"
 
-    dispatch.register(dispatch.Algorithm("reference", "cpu", "conv", reference_conv, "oracle"))
-    dispatch.register(dispatch.Algorithm("reference", "cpu", "pool", reference_pool, "oracle"))
-    dispatch.register(dispatch.Algorithm("unitstride", "cpu", "conv", reference_conv,
+    registry.register(registry.Algorithm("reference", "cpu", "conv", reference_conv, "oracle"))
+    registry.register(registry.Algorithm("reference", "cpu", "pool", reference_pool, "oracle"))
+    registry.register(registry.Algorithm("unitstride", "cpu", "conv", reference_conv,
                                          "test stand-in (the reference kernels)", why_not=why_not))
 
 
@@ -133,7 +134,7 @@ def test_families_have_their_own_algorithms(unit_stride_algorithm):
 
 
 def test_auto_rule_of_a_backend_is_used(unit_stride_algorithm):
-    dispatch.set_auto_rule("cpu", lambda op, p, candidates: ("reference", "because"))
+    registry.set_auto_rule("cpu", lambda op, p, candidates: ("reference", "because"))
     info = fc.explain("conv2d", (1, 2, 5, 5), (3, 2, 3, 3))
     assert (info["algo"], info["reason"]) == ("reference", "because")
 
@@ -330,8 +331,8 @@ def test_conv_nan_spreads_only_to_the_outputs_it_touches():
 
 def test_reference_runs_through_the_public_api_and_directly_alike():
     (x, w, b), kwargs = CASES["conv2d"]
-    from fastconv import params
-    p = params.conv2d(x.shape, w.shape, b.shape, **kwargs)
+    from fastconv import conv
+    p = conv.conv2d_params(x.shape, w.shape, b.shape, **kwargs)
     np.testing.assert_array_equal(reference_conv.forward(x, w, b, p),
                                   reference_op("conv2d", x, w, b, **kwargs))
 

@@ -70,7 +70,7 @@ EXAMPLES = 50  # drawn calls per (op, change)
 # --------------------------------------------------------------------------------------------
 def _array_names(op):
     """The op's array arguments, in the order its positional arguments take them."""
-    return fastconv.dispatch.OPS[op][1]
+    return fastconv.registry.OPS[op].arrays
 
 
 def _positional_names(op):
@@ -499,9 +499,12 @@ def judge(op, args, kwargs, change, backend="cpu"):
 def small_memory(monkeypatch):
     """Every machine looks like one of 16 GiB: a huge padding then fails the memory check
     everywhere rather than running for minutes where the memory exists."""
-    from fastconv import params
+    from fastconv import _calls, _memory
 
-    monkeypatch.setattr(params, "memory_size", lambda backend: 16 * 2**30)
+    monkeypatch.setattr(_memory, "memory_size", lambda backend: 16 * 2**30)
+    _calls.forget()  # the memory is checked when a call's plan is made
+    yield
+    _calls.forget()
 
 
 @pytest.mark.parametrize("op, change", CALLS, ids=[f"{op}-{c}" for op, c in CALLS])

@@ -40,9 +40,9 @@ def broken_algorithm():
                                       ("backward_data", "backward_weight", "backward_bias")})
     broken.forward = lambda x, w, b, p: reference_conv.forward(x, w, b, p) + 1e-3
     dispatch.algorithms("conv2d")
-    dispatch.register(dispatch.Algorithm("broken", "cpu", "conv", broken, "deliberately wrong"))
+    registry.register(registry.Algorithm("broken", "cpu", "conv", broken, "deliberately wrong"))
     yield
-    dispatch.unregister("conv", "cpu", "broken")
+    registry.unregister("conv", "cpu", "broken")
 
 
 def test_check_reports_a_wrong_algorithm(broken_algorithm):

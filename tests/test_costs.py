@@ -88,7 +88,7 @@ def independent_bytes(layer, call):
     def size(a):
         return int(np.prod(a.shape)) * (8 if a.name == "indices" else ITEMSIZE)
 
-    args = dict(zip(fastconv.dispatch.OPS[call.op][1], call.args))
+    args = dict(zip(fastconv.registry.OPS[call.op].arrays, call.args))
     args.update({k: v for k, v in call.kwargs.items() if isinstance(v, zoo.Array)})
     if layer.is_conv and call.op.endswith("_backward"):
         want_x, want_w, _ = call.kwargs["output_mask"]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import fastconv as fc
-from fastconv import dispatch, params
+from fastconv import _calls, _memory, registry
 
 X = np.zeros((2, 4, 6, 6), np.float32)
 W = np.zeros((6, 4, 3, 3), np.float32)
@@ -53,10 +53,12 @@ def test_the_check_counts_outputs_workspace_and_input_copies(monkeypatch):
     explained = fc.explain("conv2d", x.shape, W.shape, padding=1, algo="im2col")
     outputs = int(np.prod(explained["output_shapes"][0])) * 4
     needed = outputs + explained["workspace_bytes"] + x.nbytes
-    monkeypatch.setattr(params, "memory_size", lambda backend: needed)
+    monkeypatch.setattr(_memory, "memory_size", lambda backend: needed)
+    _calls.forget()  # the memory is checked when a call's plan is made
     fc.conv2d(x, W, padding=1, algo="im2col")  # exactly fits
-    monkeypatch.setattr(params, "memory_size", lambda backend: needed - 1)
-    size = params._bytes
+    monkeypatch.setattr(_memory, "memory_size", lambda backend: needed - 1)
+    _calls.forget()
+    size = _memory.format_bytes
     with pytest.raises(MemoryError) as info:
         fc.conv2d(x, W, padding=1, algo="im2col")
     assert str(info.value).startswith(
@@ -72,11 +74,11 @@ def greedy_algorithm():
         def forward(self, x, w, b, p):
             raise MemoryError("Unable to allocate 9.00 GiB for an array with shape (3, 2**30)")
 
-    algorithm = dispatch.Algorithm("greedy", "cpu", "conv", Kernels(), "fails to allocate")
+    algorithm = registry.Algorithm("greedy", "cpu", "conv", Kernels(), "fails to allocate")
     fc.algorithms("conv2d")  # load the built-in ones first
-    dispatch.register(algorithm)
+    registry.register(algorithm)
     yield algorithm
-    dispatch.unregister("conv", "cpu", "greedy")
+    registry.unregister("conv", "cpu", "greedy")
 
 
 def test_an_allocation_that_fails_during_a_call_names_the_op(greedy_algorithm):

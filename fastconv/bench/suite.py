@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import dispatch, params
+from .. import dispatch
+from .._validate import check_dtype_name
 from . import timing, zoo
 
 TORCH = "torch"  # PyTorch's kernel, among the contenders of a call
@@ -49,7 +50,7 @@ def check_options(o: Options) -> list:
     """Validate before any work; returns the selected layers."""
     if o.backend not in dispatch.BACKENDS:
         raise ValueError(f"backend must be one of {dispatch.BACKENDS}, got {o.backend!r}")
-    params.check_dtype_name("bench", o.dtype)
+    check_dtype_name("bench", o.dtype)
     if not isinstance(o.threads, int) or o.threads < 1:
         raise ValueError(f"threads must be a positive int, got {o.threads!r}")
     n, t = o.repeats()

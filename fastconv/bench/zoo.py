@@ -64,7 +64,7 @@ class Layer:
         """``{direction: Call}`` with :class:`Array` descriptions in place of arrays."""
         import fastconv
 
-        names = fastconv.dispatch.OPS[self.op][1]
+        names = fastconv.registry.OPS[self.op].arrays
         a = {name: None if shape is None else Array(name, tuple(shape))
              for name, shape in zip(names, self.shapes)}
         y_shape = fastconv.explain(self.op, *self.shapes, **self.kwargs)["output_shapes"][0]

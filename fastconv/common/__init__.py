@@ -1,2 +1,3 @@
-"""Backend-neutral pieces that both backends' kernels use: the rules that say which calls an
-algorithm serves, and index arithmetic shared by its CPU and CUDA versions."""
+"""Backend-neutral code both backends use: the rules that say which calls an algorithm serves
+(``depthwise``, ``pointwise``), the pointwise GEMMs' pixel selection written for NumPy and CuPy
+alike, and batch norm's per-channel arithmetic (``batchnorm``)."""

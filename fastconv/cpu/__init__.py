@@ -3,11 +3,11 @@ inside Numba's parallel loops, ``_blas``), one module per algorithm family, each
 points of its family (see ``fastconv.reference``).
 
 Convolution: ``direct``, ``im2col``, ``depthwise``, ``pointwise``. Pooling and batch norm:
-``direct``. :func:`choose` is the ``auto`` rule for convolutions.
+``direct``. :func:`auto_rule` is the ``auto`` rule for convolutions.
 """
 from __future__ import annotations
 
-from ..dispatch import Algorithm
+from ..registry import Algorithm
 from . import batchnorm, depthwise, direct, im2col, pointwise, pool
 
 
@@ -17,7 +17,8 @@ def _numba_index_bits(op, p):
 
 def algorithms():
     """The CPU backend's algorithms, fastest-first for the default rule."""
-    common = dict(backend="cpu", index_bits=_numba_index_bits)
+    # quiet: Numba's arithmetic raises no NumPy floating-point warnings
+    common = dict(backend="cpu", index_bits=_numba_index_bits, quiet=True)
     return [
         Algorithm("depthwise", family="conv", kernels=depthwise, why_not=depthwise.why_not,
                   summary="one filter per channel: a per-row stencil, memory-bound",
@@ -34,11 +35,12 @@ def algorithms():
         Algorithm("direct", family="pool", kernels=pool,
                   summary="one pass over each window, one task per plane", **common),
         Algorithm("direct", family="batch_norm", kernels=batchnorm,
-                  summary="two-pass float64 statistics, one fused elementwise pass", **common),
+                  summary="two-pass float64 statistics, one fused elementwise pass",
+                  **dict(common, quiet=False)),  # its per-channel arithmetic is NumPy's
     ]
 
 
-def choose(op, p, candidates):
+def auto_rule(op, p, candidates):
     """``auto`` for CPU convolutions: the specialised kernels where they apply, otherwise the
     measured rule between im2col and direct (docs/algorithms.md). Pooling and batch norm have
     one Numba algorithm each: None leaves them to the dispatcher's default."""

@@ -26,7 +26,7 @@ FASTMATH_SUM = {"contract", "reassoc"}
 
 
 def frozen(a):
-    """A read-only view of a. The kernels take every input read-only (``functional._prepared``
+    """A read-only view of a. The kernels take every input read-only (``_calls.prepare``
     hands them over so), and Numba compiles a kernel once per combination of argument types, a
     writeable and a read-only array being two types: an input the backend makes itself (a
     padded copy, zeros for a missing bias) goes through here, so that each kernel is compiled

@@ -1,7 +1,7 @@
 """Batch normalization kernels over axis 1 of an (N, C, ...) input, seen as (N, C, L).
 
-The forward's per-channel rules (running-statistics update, scale and shift) are the
-reference's own functions: they are the definition, and cost O(C). Statistics are exact two-pass
+The forward's per-channel rules (running-statistics update, scale and shift) are
+fastconv.common.batchnorm's, shared with the CUDA backend; they cost O(C). Statistics are exact two-pass
 sums in float64 (mean first, then the squared deviations from it: no cancellation, unlike
 sum(x^2) - sum(x)^2), one parallel task per channel, whose second pass finds the channel still in
 cache; the sums are vectorised (``FASTMATH_SUM``) in a fixed order, so they are bitwise
@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ..reference.batchnorm import empty_batch_gradients, scale_and_shift, update_running_stats
+from ..common.batchnorm import empty_batch_gradients, scale_and_shift, update_running_stats
 from ._loops import FASTMATH_SUM, planes
 
 
@@ -75,7 +75,7 @@ def _backward(gy, x, training, eps, gamma, mean, var, s1, s2, gx):
     # are still in cache (x and gy come from memory once): the batch statistics (training; else
     # mean and var hold the running ones), s1 = sum(gy), s2 = sum(gy * (x - mean)), and then,
     # when gx is wanted (gx.size > 0), gx = k1 * gy + k2 * (x - mean) + k3 with the per-channel
-    # coefficients of fastconv.reference.batchnorm.input_gradient_coefficients.
+    # coefficients of fastconv.common.batchnorm.input_gradient_coefficients.
     n_, c_, l_ = x.shape
     m = n_ * l_
     for c in prange(c_):
@@ -133,7 +133,7 @@ def backward(gy, x, weight, running_mean, running_var, p):
     want_x, want_w, want_b = p.output_mask
     c, dt = p.channels, x.dtype
     if p.count == 0:
-        return empty_batch_gradients(p, dt)
+        return empty_batch_gradients(p, dt, np)
     if p.training:
         mean, var = np.empty(c), np.empty(c)
     else:

@@ -39,6 +39,7 @@ from __future__ import annotations
 import numpy as np
 from numba import get_num_threads, njit, prange, uint64
 
+from ..common.depthwise import why_not
 from ._loops import (FASTMATH, FASTMATH_SUM, all_finite, bias_or_zeros, channel_sum, row_copy,
                      row_place)
 
@@ -302,14 +303,6 @@ def backward_weight(x, gy, p):
 def backward_bias(gy, p):
     """dL/db = sum of gy over batch and space; gy (N, K, ...) -> (K,)."""
     return channel_sum(gy)
-
-
-def why_not(op, p):
-    """Depthwise serves convolutions with one input channel per group (groups == in_channels)."""
-    if p.w_shape[1] == 1:
-        return None
-    return (f"depthwise needs one input channel per group (groups == in_channels), got "
-            f"groups={p.groups} with {p.x_shape[1]} channels")
 
 
 def workspace_bytes(op, p, itemsize):

@@ -12,9 +12,8 @@ algorithms on any machine; CuPy and a GPU are needed only to run them.
 """
 from __future__ import annotations
 
-from ..dispatch import Algorithm
+from ..registry import Algorithm
 from . import batchnorm, depthwise, direct, im2col, implicit_gemm, pointwise, pool
-from ._loops import conv_index_bits
 
 
 def available() -> bool:
@@ -27,13 +26,9 @@ def available() -> bool:
         return False
 
 
-def _conv_bits(op, p):
-    return conv_index_bits(p)
-
-
 def algorithms():
     """The CUDA backend's algorithms, in the order the default rule tries them."""
-    conv = dict(backend="cuda", family="conv", index_bits=_conv_bits)
+    conv = dict(backend="cuda", family="conv")
     return [
         Algorithm("depthwise", kernels=depthwise, why_not=depthwise.why_not,
                   summary="one filter per channel: a stencil, one thread per output", **conv),
@@ -56,7 +51,7 @@ def algorithms():
     ]
 
 
-def choose(op, p, candidates):
+def auto_rule(op, p, candidates):
     """``auto`` for CUDA convolutions. Not yet measured on a GPU: the specialised kernels where
     they apply, otherwise im2col, whose GEMM runs in cuBLAS. Pooling and batch norm have one
     algorithm each (None: the dispatcher's default)."""

@@ -1,5 +1,5 @@
 """Shared pieces of the CUDA backend's Python side: the convolution geometry every conv kernel
-takes, and the per-channel sum (the bias gradient of every convolution)."""
+takes, its index width, and the per-channel sum (the bias gradient of every convolution)."""
 from __future__ import annotations
 
 from math import prod
@@ -24,8 +24,8 @@ def conv_geometry(p):
 
 
 def conv_index_bits(p) -> int:
-    """32-bit indices unless x, w or y has 2**31 elements or more."""
-    return index_bits(prod(p.x_shape), prod(p.w_shape), prod(p.y_shape))
+    """32-bit indices unless x, w, y or the padded extent of x has 2**31 elements or more."""
+    return index_bits(*p.sizes())
 
 
 def channel_sum(a):

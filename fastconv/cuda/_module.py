@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..dispatch import INDEX_LIMIT
+from ..registry import index_bits  # noqa: F401  (the kernels' index width, one rule)
 
 THREADS = 256          # threads per block: FC_THREADS in common.cuh
 MAX_BLOCKS = 65_535 * 32  # grid-stride loops cover the rest
@@ -120,11 +120,6 @@ def kernel(name: str, dtype, index_bits: int):
                                         name_expressions=expressions(filename))
                 _MODULES[key] = module
     return module.get_function(expression(name, dtype, index_bits))
-
-
-def index_bits(*sizes) -> int:
-    """32 while every element count given stays below 2**31, else 64."""
-    return 64 if max(sizes, default=0) > INDEX_LIMIT else 32
 
 
 def index(bits: int, value: int):

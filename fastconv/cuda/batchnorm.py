@@ -1,15 +1,15 @@
 """Batch normalization on the GPU over axis 1 of an (N, C, ...) input, seen as (N, C, L)
 (kernels/batchnorm.cu): per-channel statistics and gradient sums in double, one block per
 channel with a fixed-order tree; one elementwise pass per direction. The per-channel rules
-(running-statistics update, scale and shift, the gradient's coefficients) are the reference's
-own functions, run on CuPy vectors; see fastconv/cpu/batchnorm.py for the formulas."""
+(running-statistics update, scale and shift, the gradient's coefficients) are
+fastconv.common.batchnorm's, run on CuPy vectors; see fastconv/cpu/batchnorm.py for the formulas."""
 from __future__ import annotations
 
 from math import prod
 
 import numpy as np
 
-from ..reference.batchnorm import (
+from ..common.batchnorm import (
     empty_batch_gradients,
     input_gradient_coefficients,
     scale_and_shift,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..cpu.depthwise import why_not  # the same applicability rule on every backend
+from ..common.depthwise import why_not
 from . import direct
 from ._loops import conv_geometry, conv_index_bits
 from ._module import launch

@@ -16,6 +16,8 @@ missing bias 0. Arithmetic is in float64; results come back in the input dtype.
 """
 from __future__ import annotations
 
+from math import prod
+
 import numpy as np
 
 
@@ -52,19 +54,6 @@ def scale_and_shift(mean, var, weight, bias, eps):
     if bias is not None:
         shift = shift + bias
     return scale, shift
-
-
-def input_gradient_coefficients(var, weight, s1, s2, p):
-    """Per-channel ``(r, k1, k2, k3)`` of ``gx = k1*gy + k2*(x - mean) + k3``, with
-    ``r = 1/sqrt(var + eps)``, from the sums ``s1 = sum(gy)`` and ``s2 = sum(gy*(x - mean))``
-    (float64 vectors of any array module). Training: the full gradient through the batch
-    statistics (derived in :func:`backward`); evaluation: ``gx = r*weight*gy``."""
-    r = 1.0 / np.sqrt(var + p.eps)
-    gamma = np.ones_like(var) if weight is None else weight.astype(np.float64)
-    k1 = r * gamma
-    if p.training:
-        return r, k1, -r ** 3 * gamma * s2 / p.count, -r * gamma * s1 / p.count
-    return r, k1, np.zeros_like(var), np.zeros_like(var)
 
 
 def empty_batch_gradients(p, dtype, xp=np):
@@ -125,3 +114,11 @@ def backward(gy, x, weight, running_mean, running_var, p):
     if want_b:
         gb = gy64.sum(axis=axes).astype(dt)
     return gx, gw, gb
+
+
+# The reference favours clarity over memory: it works on float64 copies, and ``einsum`` copies
+# the window view into column matrices (twice, in NumPy 2.x). The multiples below of the arrays
+# involved were read off ``tracemalloc`` on the layer zoo; they are estimates, not bounds.
+def workspace_bytes(op, p, itemsize):
+    """Approximate peak of this module's temporaries beyond a call's inputs and outputs."""
+    return 8 * prod(p.x_shape) * (5 if op.endswith("_backward") else 2)

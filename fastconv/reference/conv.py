@@ -12,9 +12,11 @@ Output size per dimension: ``Ho = floor((H + top + bottom - dh*(kh - 1) - 1) / s
 
 All arithmetic is in float64; results come back in the input dtype. Transposed convolution
 needs nothing of its own: it is this module's functions with the roles swapped (see
-``fastconv.functional``).
+``fastconv.conv``).
 """
 from __future__ import annotations
+
+from math import prod
 
 import numpy as np
 
@@ -86,3 +88,19 @@ def backward_weight(x, gy, p):
 def backward_bias(gy, p):
     """dL/db; gy (N, O, Ho, Wo) -> (O,)."""
     return gy.astype(np.float64).sum(axis=(0, 2, 3)).astype(gy.dtype)
+
+
+# The reference favours clarity over memory: it works on float64 copies, and ``einsum`` copies
+# the window view into column matrices (twice, in NumPy 2.x). The multiples below of the arrays
+# involved were read off ``tracemalloc`` on the layer zoo; they are estimates, not bounds.
+def workspace_bytes(op, p, itemsize):
+    """Approximate peak of this module's temporaries beyond a call's inputs and outputs."""
+    n, c = p.x_shape[:2]
+    padded, out = n * c * prod(p.padded_size), prod(p.y_shape)
+    columns = n * c * p.kernel[0] * p.kernel[1] * prod(p.y_shape[2:])
+    per_kernel = {
+        "forward": padded + 2 * columns + out,   # windows -> einsum -> float64 y
+        "backward_weight": padded + 2 * columns + out,
+        "backward_data": padded + out + 2 * n * c * prod(p.y_shape[2:]),  # one offset at a time
+    }
+    return 8 * max((per_kernel[k] for k in p.kernel_calls(op)), default=0)

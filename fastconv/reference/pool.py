@@ -7,11 +7,13 @@ Shapes::
 Window ``(i, j)`` covers rows ``i*sh - ph + a*dh`` (a < kh) and columns ``j*sw - pw + e*dw``
 (e < kw); elements outside the input are padding. Output size per dimension, as PyTorch:
 ``Ho = floor_or_ceil((H + 2*ph - dh*(kh - 1) - 1) / sh) + 1``, and with ``ceil_mode`` the last
-window must start inside the input or the top/left padding (see ``fastconv.params``).
+window must start inside the input or the top/left padding (see ``fastconv.pool.output_size``).
 
 Arithmetic is in float64; results come back in the input dtype.
 """
 from __future__ import annotations
+
+from math import prod
 
 import numpy as np
 
@@ -141,3 +143,17 @@ def adaptive_avg_pool_backward(gy, p):
             share = gy[:, :, i, j].astype(np.float64) / ((r1 - r0) * (q1 - q0))
             gx[:, :, r0:r1, q0:q1] += share[:, :, None, None]
     return gx.astype(gy.dtype)
+
+
+# The reference favours clarity over memory: it works on float64 copies, and ``einsum`` copies
+# the window view into column matrices (twice, in NumPy 2.x). The multiples below of the arrays
+# involved were read off ``tracemalloc`` on the layer zoo; they are estimates, not bounds.
+def workspace_bytes(op, p, itemsize):
+    """Approximate peak of this module's temporaries beyond a call's inputs and outputs."""
+    x, y = prod(p.x_shape), prod(p.y_shape)
+    backward = op.endswith("_backward")
+    if op.startswith("adaptive"):
+        return 8 * x * (1 if backward else 2)
+    if op.startswith("max"):  # masked window copies, plus the scatter target backward
+        return 16 * y * p.kernel[0] * p.kernel[1] + (8 * x if backward else 0)
+    return 8 * (x + y if backward else 2 * x)  # avg: padded float64 copy

@@ -30,6 +30,9 @@ import torch
 from torch import Tensor
 
 import fastconv
+from fastconv.conv import output_size as conv_output_size
+from fastconv.conv import transposed_output_size
+from fastconv.pool import output_size as pool_output_size
 
 from ._handover import device_of, on_device, to_array, to_tensor
 
@@ -122,31 +125,30 @@ def _function(name, impl, setup, differentiate):
 
 
 # --------------------------------------------------------------------------------------------
-# Output shapes for the fake implementations (plain arithmetic, so symbolic sizes work)
+# Output shapes for the fake implementations: the front end's own arithmetic (plain, so that
+# symbolic sizes work)
 # --------------------------------------------------------------------------------------------
 def _conv_sizes(x, weight, stride, padding, padding_rule, dilation):
     spatial = len(stride)
     sizes = []
     for n, k, s, p, d in zip(x.shape[-spatial:], weight.shape[2:], stride, padding, dilation):
-        total = d * (k - 1) if padding_rule == "same" else 0 if padding_rule == "valid" else 2 * p
-        sizes.append((n + total - d * (k - 1) - 1) // s + 1)
+        if padding_rule == "same":
+            low, high = d * (k - 1) // 2, d * (k - 1) - d * (k - 1) // 2
+        else:
+            low = high = 0 if padding_rule == "valid" else p
+        sizes.append(conv_output_size(n, k, s, low, high, d))
     return tuple(x.shape[:-spatial - 1]) + (weight.shape[0],) + tuple(sizes)
 
 
 def _transposed_sizes(x, weight, stride, padding, output_padding, groups, dilation):
-    sizes = [(n - 1) * s - 2 * p + d * (k - 1) + op + 1 for n, k, s, p, op, d in
+    sizes = [transposed_output_size(n, k, s, p, d, op) for n, k, s, p, op, d in
              zip(x.shape[-2:], weight.shape[2:], stride, padding, output_padding, dilation)]
     return tuple(x.shape[:-3]) + (weight.shape[1] * groups,) + tuple(sizes)
 
 
 def _pool_sizes(x, kernel_size, stride, padding, dilation, ceil_mode):
-    sizes = []
-    for n, k, s, p, d in zip(x.shape[-2:], kernel_size, stride, padding, dilation):
-        span = n + 2 * p - d * (k - 1) - 1
-        out = (-(-span // s) if ceil_mode else span // s) + 1
-        if ceil_mode and (out - 1) * s >= n + p:  # the last window must start inside
-            out -= 1
-        sizes.append(out)
+    sizes = [pool_output_size(n, k, s, p, d, ceil_mode) for n, k, s, p, d in
+             zip(x.shape[-2:], kernel_size, stride, padding, dilation)]
     return tuple(x.shape[:-2]) + tuple(sizes)
 
 

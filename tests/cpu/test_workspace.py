@@ -64,10 +64,10 @@ def test_peak_memory_within_reported_workspace(x_shape, w_shape, kwargs, limit, 
 def test_im2col_tiles_respect_the_bound(monkeypatch):
     """A task's columns (all K rows, or backward-weight's block of them) stay within
     IM2COL_TILE_BYTES, or are one output row when even that does not fit."""
-    from fastconv import params
+    from fastconv import conv
     from fastconv.cpu import im2col
 
-    p = params.conv2d((8, 64, 56, 56), (64, 64, 3, 3), None, 1, 1)
+    p = conv.conv2d_params((8, 64, 56, 56), (64, 64, 3, 3), None, 1, 1)
     block = im2col.weight_block(p)
     assert block <= im2col.WEIGHT_ROWS_PER_TASK and -(-64 * 9 // block) * block >= 64 * 9
     for limit in (1, 2**16, 2**20, 2**24):

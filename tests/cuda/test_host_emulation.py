@@ -23,7 +23,7 @@ from hypothesis import settings
 
 import fastconv
 import fastconv.cuda
-from fastconv import config, params
+from fastconv import _calls, _validate, config
 from fastconv.cuda import _loops, _module, batchnorm, im2col, implicit_gemm, pool
 
 import grids
@@ -111,15 +111,18 @@ def on_host(monkeypatch, kernels):
     cupy.asnumpy = np.asarray
     monkeypatch.setitem(sys.modules, "cupy", cupy)
     use_kernels(monkeypatch, kernels)
-    check_arrays, check_indices = params.check_arrays, params.check_indices
+    check_arrays, check_indices = _validate.check_arrays, _validate.check_indices
 
     def arrays_on_cuda(op, optional=None, **required):
         check_arrays(op, optional, **required)
         return "cuda"
 
-    monkeypatch.setattr(params, "check_arrays", arrays_on_cuda)
-    monkeypatch.setattr(params, "check_indices",
+    monkeypatch.setattr(_validate, "check_arrays", arrays_on_cuda)
+    monkeypatch.setattr(_validate, "check_indices",
                         lambda op, indices, backend: check_indices(op, indices, "cpu"))
+    _calls.forget()  # plans of NumPy arrays are the CPU backend's everywhere else
+    yield
+    _calls.forget()
 
 
 def params_of(case):

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import types
 
-from .. import reference
+from . import ENTRY_POINTS, FAMILIES
 
 UPDATED_IN_PLACE = {("batch_norm", "forward"): (1, 2)}  # running_mean, running_var
 
 
 def _on_host(family, name):
-    fn = getattr(reference.FAMILIES[family], name)
+    fn = getattr(FAMILIES[family], name)
 
     def run(*args):
         import cupy
@@ -33,4 +33,4 @@ def _on_host(family, name):
 def kernels(family: str):
     """The family's entry points, each a host round trip through the reference."""
     return types.SimpleNamespace(**{name: _on_host(family, name)
-                                    for name in reference.ENTRY_POINTS[family]})
+                                    for name in ENTRY_POINTS[family]})

@@ -1,0 +1,137 @@
+"""The call path every public op shares: a plan per call signature, made once and then reused.
+
+A public op (``fastconv.conv2d``, ...) hands its arrays and its other arguments to :func:`run`
+with a function that *makes the plan* of such a call: it checks the arrays, builds the
+parameter object (every argument validated), lets the dispatcher pick the algorithm, checks
+that the memory the call needs exists, and returns the plan: a function of the arrays alone
+that calls the chosen kernels. Plans are kept per *signature*: the op, each array's type,
+dtype, shape and strides (and device, for CuPy), every other argument with its type, and what
+else decides the plan (the kernels' tunables, the CPU threads of the calling thread, the
+registry's epoch). A call whose signature was seen goes from that key straight to the kernels:
+nothing it could change between calls is left unchecked (an array of another type, dtype, shape
+or layout is another signature), and nothing is validated, dispatched or measured again.
+
+A call that raises is never remembered, so bad input raises the same error, before any work,
+every time. Arguments that cannot be part of a key (an unhashable value) simply make the plan
+afresh. The memory is bounded (:func:`remember`) and shared by all Python threads (dict
+operations are atomic; two threads making the same plan at once both make it, harmlessly).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import config, registry
+
+REMEMBERED = 4096  # plans kept; the memory is cleared when full
+
+PLANS: dict = {}
+
+_threads = None  # fastconv.cpu._threads once the CPU backend is loaded (it is imported lazily)
+
+
+def remember(memory: dict, key, value):
+    """``memory[key] = value``, the memory emptied first when it holds ``REMEMBERED`` entries
+    (the bound of every cache of the call path); returns value."""
+    if len(memory) >= REMEMBERED:
+        memory.clear()
+    memory[key] = value
+    return value
+
+
+def signature(op, arrays, options) -> tuple:
+    """The key of a call's plan (see the module docstring); TypeError where an argument cannot
+    be part of one. ``options`` are the op's other arguments, values with their types (``2``,
+    ``2.0``, ``True`` and ``np.int64(2)`` differ, as they may to validation), sequences element
+    by element."""
+    key = [op, registry.epoch, config.tunables(), _threads and _threads.threads()]
+    for a in arrays:
+        if a is None:
+            key.append(None)
+            continue
+        kind = type(a)
+        key += (kind, a.dtype, a.shape, a.strides)
+        if kind is not np.ndarray:
+            key.append(a.device.id)  # a CuPy array (anything else fails the plan's own check)
+    for v in options:
+        kind = type(v)
+        if kind is tuple or kind is list:
+            key += (kind, tuple(v), tuple(map(type, v)))
+        else:
+            key += (kind, v)
+    return tuple(key)
+
+
+def run(op, make, arrays, *options):
+    """One call of ``op``: its plan's result on ``arrays``. ``make(*arrays, *options)`` makes
+    the plan (raising for bad input) when this signature has not been seen."""
+    try:
+        key = signature(op, arrays, options)
+        plan = PLANS.get(key)
+    except (TypeError, AttributeError):  # unhashable, or not an array: no key, no memory
+        key = plan = None
+    if plan is None:
+        plan = make(*arrays, *options)
+        if key is not None:
+            remember(PLANS, key, plan)
+    try:
+        return plan(*arrays)
+    except MemoryError as e:  # memory that exists but is taken: the allocation failed
+        if str(e).startswith(f"{op}:"):
+            raise
+        raise MemoryError(f"{op}: out of memory: {e}") from e
+
+
+def forget() -> None:
+    """Drop every plan (tests that change what a plan depends on outside its key: the
+    machine's memory, say)."""
+    PLANS.clear()
+
+
+def cpu_backend_loaded(threads_module) -> None:
+    """Called once by the dispatcher when the CPU backend loads: from then on the signature
+    includes the calling thread's CPU thread count (per-thread buffers, the tiny-call rule)."""
+    global _threads
+    _threads = threads_module
+
+
+def quiet(plan):
+    """``plan`` raising no NumPy floating-point warnings, as PyTorch raises none: NaN and Inf
+    simply propagate (inf * 0 is NaN). Without it, the same call warned or not depending on the
+    algorithm (einsum and NumPy's BLAS set the flags NumPy reports; compiled kernels cannot).
+    Plans whose algorithm does all its arithmetic in compiled code need no wrapping
+    (``Algorithm.quiet``): ``errstate`` costs 2 us a call."""
+    def quiet_plan(*arrays):
+        with np.errstate(all="ignore"):
+            return plan(*arrays)
+    return quiet_plan
+
+
+def array_module(backend):
+    if backend == "cuda":
+        import cupy
+
+        return cupy
+    return np
+
+
+def shape_of(a):
+    return None if a is None else a.shape
+
+
+def prepare(backend, a, shape=None):
+    """``a`` as a C-contiguous array of ``shape`` (a view when ``a`` already is contiguous),
+    read-only on the CPU.
+
+    The kernels read their inputs and never write them, and Numba compiles a kernel once per
+    combination of argument types, writeable and read-only arrays being different types. Handing
+    every input over read-only gives each kernel one compiled version per dtype whichever the
+    caller passes (halving the compile time of a fresh process that sees both), and makes a
+    kernel that wrote to an input fail to compile."""
+    if a is None:
+        return None
+    a = array_module(backend).ascontiguousarray(a)
+    if backend != "cpu":
+        return a if shape is None else a.reshape(shape)
+    a = a.view() if shape is None else a.reshape(shape)  # a new view either way
+    a.setflags(write=False)  # ~0.2 us
+    return a
