@@ -32,9 +32,9 @@ def to_array(t):
     """A NumPy (CPU) or CuPy (CUDA) array over ``t``'s memory, or None."""
     if t is None:
         return None
+    if t.is_cpu:
+        return (t.detach() if t.requires_grad else t).numpy()
     t = t.detach()
-    if t.device.type == "cpu":
-        return t.numpy()
     if t.device.type == "cuda":
         import cupy
 
