@@ -60,6 +60,10 @@ def _bench_parser(commands):
                             "inference after fastconv.torch.convert against plain PyTorch, "
                             "same weights and batch (names or shell patterns of "
                             "fastconv.bench.models; none: all)")
+    bench.add_argument("--overhead", action="store_true",
+                       help="time tiny calls of every op, forward and backward: the NumPy API, "
+                            "fastconv.torch and torch itself, and their ratios against the "
+                            "targets (fastconv.bench.overhead)")
     bench.add_argument("--modes", nargs="+", choices=["train", "infer"],
                        help="with --models: which to time (default: both)")
     bench.add_argument("--profile", action="store_true",
@@ -101,6 +105,14 @@ def _bench(args, argv) -> int:
     command = ["python", "-m", "fastconv"] + list(sys.argv[1:] if argv is None else argv)
     threads = timing.cores() if args.threads is None else args.threads
     gap = {} if args.idle_gap is None else {"idle_gap": args.idle_gap}
+    if args.overhead:
+        from .bench.overhead import OverheadOptions
+
+        o = OverheadOptions(threads=threads,
+                            **({} if args.repeat is None else {"min_repeat": args.repeat}),
+                            **({} if args.min_time is None else {"min_time": args.min_time}),
+                            **gap)
+        return bench.main_overhead(o, args.json, argv=" ".join(command))
     if args.models is not None:
         modes = {} if not args.modes else {"modes": tuple(dict.fromkeys(args.modes))}
         o = bench.ModelOptions(names=args.models or None, threads=threads, profile=args.profile,

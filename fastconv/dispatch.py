@@ -164,7 +164,7 @@ def work(op: str, p, itemsize: int) -> int:
 def workspace_bytes(algorithm: Algorithm, op: str, p, itemsize: int) -> int:
     """Extra memory of one call beyond its inputs and outputs: the algorithm's workspace, plus,
     for max_pool2d_backward without the forward's indices, the maxima and indices that the
-    public op recomputes first (``fastconv.functional.max_pool2d_backward``)."""
+    public op recomputes first (``fastconv.pool.max_pool2d_backward``)."""
     extra = 0
     if op == "max_pool2d_backward" and not p.saved_indices:
         extra = prod(p.y_shape) * (itemsize + 8)  # y and int64 indices

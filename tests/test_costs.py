@@ -3,7 +3,7 @@
 Convolutions are counted by PyTorch's own FLOP counter (``torch.utils.flop_counter``) running
 the very ATen calls the benchmark baseline times, on meta tensors (no arithmetic is done).
 Pooling and batch norm, which that counter does not count, are counted from the shapes PyTorch's
-ops return, by the conventions ``fastconv.costs`` documents. Bytes are the sizes of the tensors
+ops return, by the conventions the front end's parameter objects document (``flops``, ``min_bytes``). Bytes are the sizes of the tensors
 each call reads and writes.
 """
 import numpy as np

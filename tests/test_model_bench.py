@@ -110,3 +110,25 @@ def test_bench_models_rejects_bad_options_before_timing(capsys, argv, message):
     code = cli.main(["bench", *argv])
     out = capsys.readouterr()
     assert code == 2 and message in out.err and "ms" not in out.out
+
+
+def test_bench_overhead_prints_every_op_both_ways_and_writes_json(tmp_path, capsys):
+    import json
+
+    from fastconv import cli
+    from fastconv.bench import overhead
+
+    path = tmp_path / "overhead.json"
+    code = cli.main(["bench", "--overhead", "--repeat", "2", "--min-time", "0", "--idle-gap",
+                     "0", "--json", str(path)])
+    out = capsys.readouterr().out
+    assert code == 0
+    data = json.loads(path.read_text())
+    ops = {row["op"] for row in data["rows"] if row["way"] == "numpy"}
+    assert ops == {op for op in fastconv.registry.OPS}  # every op, forward and backward
+    for way in overhead.WAYS:
+        rows = [r for r in data["rows"] if r["way"] == way]
+        assert rows and all(r["fastconv_us"] > 0 and r["torch_us"] > 0 for r in rows)
+        assert all(r["ratio"] == pytest.approx(r["fastconv_us"] / r["torch_us"]) for r in rows)
+        assert f"{way}: " in out
+    assert data["meta"]["targets"] == overhead.TARGETS

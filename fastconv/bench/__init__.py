@@ -1,6 +1,7 @@
 """The benchmark: ``python -m fastconv bench`` times the layer zoo (:mod:`.zoo`) with the
 chosen algorithms, next to PyTorch's kernels with ``--vs torch``; ``bench --models`` times
-whole networks (:mod:`.models`) converted to fastconv against plain PyTorch.
+whole networks (:mod:`.models`) converted to fastconv against plain PyTorch; ``bench
+--overhead`` times tiny calls of every op (:mod:`.overhead`), where the call path is the cost.
 
 Modules: :mod:`.zoo` (the layers), :mod:`.models` (the networks), :mod:`.timing` (how a call is
 timed; the machine's description, peak and bandwidth), :mod:`.baseline` (PyTorch's equivalent
@@ -111,6 +112,33 @@ def main_models(o: ModelOptions, json_path=None, plot_path=None, argv=None, out=
     return 0
 
 
+def main_overhead(o, json_path=None, argv=None, out=None) -> int:
+    """Time tiny calls of every op (``bench --overhead``); print the table; write the JSON."""
+    from . import overhead, report
+
+    out = out or sys.stdout
+    try:
+        overhead.check_options(o)
+        _check_paths(json_path, None)
+        import torch  # noqa: F401
+    except ImportError:
+        print("fastconv bench: error: --overhead needs PyTorch: pip install torch==2.13.0",
+              file=sys.stderr)
+        return 2
+    except ValueError as e:
+        print(f"fastconv bench: error: {e}", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    meta = overhead.metadata(o, argv)
+    table = overhead.Table()
+    progress = report.Progress(len(overhead.TINY) * (len(o.ways) + ("numpy" in o.ways)))
+    rows = _table(overhead.header(meta), table, overhead.run(o, progress), progress, out)
+    summary = overhead.summarise(rows)
+    print(overhead.footer(summary, time.perf_counter() - started), file=out)
+    _write(json_path, None, None, meta, rows, summary, out)
+    return 0
+
+
 def _check_paths(json_path, plot_path):
     """ValueError naming an output file that cannot be written, or --plot without matplotlib."""
     for path, what in ((json_path, "--json"), (plot_path, "--plot")):
@@ -124,4 +152,4 @@ def _check_paths(json_path, plot_path):
             raise ValueError("--plot needs matplotlib: pip install matplotlib") from e
 
 
-__all__ = ["ModelOptions", "Options", "main", "main_models"]
+__all__ = ["ModelOptions", "Options", "main", "main_models", "main_overhead"]

@@ -17,6 +17,7 @@ microseconds. The inputs are one (2, 4, 8, 8) image batch (length 16 for the 1-d
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -130,6 +131,85 @@ def _torch_pairs(forward, with_grad: bool):
         return call
 
     return run(mine), run(theirs)
+
+
+def check_options(o: OverheadOptions) -> None:
+    """Validate before any work."""
+    unknown = [w for w in o.ways if w not in WAYS]
+    if unknown or not o.ways:
+        raise ValueError(f"ways must be some of {list(WAYS)}, got {list(o.ways)}")
+    if not isinstance(o.threads, int) or o.threads < 1:
+        raise ValueError(f"threads must be a positive int, got {o.threads!r}")
+    if o.min_repeat < 1 or o.min_time < 0:
+        raise ValueError(f"repeat must be >= 1 and min-time >= 0, got {o.min_repeat} and "
+                         f"{o.min_time}")
+    if not o.idle_gap >= 0:
+        raise ValueError(f"idle-gap must be >= 0 seconds, got {o.idle_gap}")
+
+
+def metadata(o: OverheadOptions, argv=None) -> dict:
+    import torch
+
+    import fastconv
+
+    device = timing.cpu_device(o.threads)
+    return {"fastconv": fastconv.__version__, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "suite": "overhead", "torch": torch.__version__,
+            "machine_line": device.line(), "machine": device.description, "threads": o.threads,
+            "min_repeat": o.min_repeat, "min_time_s": o.min_time, "idle_gap_s": o.idle_gap,
+            "rounds": timing.ROUNDS, "targets": TARGETS, "command": argv}
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Per way: the worst ratio, its call, and how many calls meet the target."""
+    out = {}
+    for way in WAYS:
+        mine = [r for r in rows if r["way"] == way]
+        if mine:
+            worst = max(mine, key=lambda r: r["ratio"])
+            out[way] = {"calls": len(mine), "met": sum(r["met"] for r in mine),
+                        "worst_ratio": worst["ratio"], "worst": f"{worst['case']} {worst['op']}",
+                        "target": TARGETS[way]}
+    return out
+
+
+class Table:
+    COLUMNS = (("case", 24, "<"), ("way", 14, "<"), ("op", 29, "<"), ("fastconv us", 11, ">"),
+               ("torch us", 9, ">"), ("ratio", 6, ">"), ("target", 7, ">"))
+
+    def _line(self, cells) -> str:
+        return " ".join(f"{c:{align}{width}}" for c, (_, width, align) in zip(cells, self.COLUMNS))
+
+    def head(self) -> str:
+        return self._line([name for name, _, _ in self.COLUMNS]).rstrip()
+
+    def rule(self) -> str:
+        return "-" * len(self.head())
+
+    def format(self, row: dict) -> str:
+        verdict = f"{'<=' if row['met'] else '> '}{row['target']:g}"
+        return self._line([row["case"], row["way"], row["op"], f"{row['fastconv_us']:.1f}",
+                           f"{row['torch_us']:.1f}", f"{row['ratio']:.2f}", verdict]).rstrip()
+
+
+def header(meta: dict) -> str:
+    return "\n".join([
+        f"fastconv {meta['fastconv']} bench --overhead: tiny calls, fastconv against torch "
+        f"{meta['torch']} in the same process, {meta['threads']} threads",
+        f"machine: {meta['machine_line']}",
+        "numpy: fastconv's NumPy API vs torch.nn.functional (forward) and the ATen backward op "
+        "autograd runs; torch fwd: fastconv.torch vs torch, no gradient; torch fwd+bwd: the "
+        "same under autograd, forward and backward",
+        f"timing: {meta['rounds']} rounds of blocks, each after {meta['idle_gap_s']:g} s idle, "
+        f"at least {meta['min_repeat']} calls and {meta['min_time_s']:g} s each; median "
+        f"microseconds of single calls"])
+
+
+def footer(summary: dict, wall_s: float) -> str:
+    lines = [f"{way}: {s['met']} of {s['calls']} calls within {s['target']:g}x; worst "
+             f"{s['worst_ratio']:.2f}x ({s['worst']})" for way, s in summary.items()]
+    lines.append(f"in {wall_s:.0f} s")
+    return "\n".join(lines)
 
 
 def run(o: OverheadOptions, progress=None):

@@ -1,0 +1,151 @@
+"""The call path (fastconv._calls): a plan per call signature, made once, and what must never
+change because of it: results, errors, and the inputs. Every result is compared with the NumPy
+reference, never with fastconv itself only."""
+import threading
+
+import numpy as np
+import pytest
+
+import fastconv as fc
+from fastconv import _calls, config, registry
+from fastconv.testing import error, reference_op, tolerance
+
+
+
+def assert_matches(actual, expected, dtype):
+    """Within the tolerance table's bound of the reference, normwise."""
+    assert actual.shape == expected.shape and actual.dtype == np.dtype(dtype)
+    assert error(actual, expected) <= tolerance(dtype)
+
+
+R = np.random.default_rng(7)
+X = R.standard_normal((2, 3, 9, 9)).astype(np.float32)
+W = R.standard_normal((4, 3, 3, 3)).astype(np.float32)
+
+
+def test_a_seen_call_reuses_its_plan_and_matches_the_reference():
+    fc.algorithms("conv2d")  # the CPU backend loaded: its thread count is part of every key
+    before = len(_calls.PLANS)
+    first = fc.conv2d(X, W, padding=1)
+    after_one = len(_calls.PLANS)
+    second = fc.conv2d(X, W, padding=1)
+    assert len(_calls.PLANS) == after_one and after_one <= before + 1
+    np.testing.assert_array_equal(first, second)
+    assert_matches(second, reference_op("conv2d", X, W, padding=1), np.float32)
+
+
+@pytest.mark.parametrize("good, bad, error", [
+    (dict(stride=1), dict(stride=True), TypeError),           # True == 1 and hash(True) == 1
+    (dict(stride=2), dict(stride=2.0), TypeError),            # 2.0 == 2
+    (dict(padding=(1, 1)), dict(padding=(1, True)), TypeError),
+    (dict(padding=[1, 1]), dict(padding=[1.0, 1]), TypeError),
+    (dict(groups=1), dict(groups=np.float64(1.0)), TypeError),
+    (dict(padding=1), dict(padding=-1), ValueError),
+])
+def test_bad_input_raises_after_the_same_call_with_good_input(good, bad, error):
+    fc.conv2d(X, W, **good)
+    with pytest.raises(error) as first:
+        fc.conv2d(X, W, **bad)
+    with pytest.raises(error) as again:  # a call that raised is never remembered
+        fc.conv2d(X, W, **bad)
+    assert str(first.value) == str(again.value)
+
+
+def test_a_list_and_a_tuple_make_the_same_call():
+    np.testing.assert_array_equal(fc.max_pool2d(X, [2, 2], [1, 2]), fc.max_pool2d(X, (2, 2), (1, 2)))
+
+
+def test_what_differs_between_calls_is_checked_on_every_call():
+    fc.avg_pool2d(X, 2)
+    # another layout, dtype, shape or array type of the same op and arguments: another plan
+    strided = np.asfortranarray(X)
+    assert_matches(fc.avg_pool2d(strided, 2), reference_op("avg_pool2d", X, 2), np.float32)
+    y64 = fc.avg_pool2d(X.astype(np.float64), 2)
+    assert y64.dtype == np.float64
+    assert_matches(y64, reference_op("avg_pool2d", X.astype(np.float64), 2), np.float64)
+    assert fc.avg_pool2d(X[:1], 2).shape == (1, 3, 4, 4)
+    with pytest.raises(TypeError, match="numpy.ndarray or cupy.ndarray"):
+        fc.avg_pool2d(X.tolist(), 2)
+    with pytest.raises(TypeError, match="int32; expected float32 or float64"):
+        fc.avg_pool2d(X.astype(np.int32), 2)
+
+
+def test_inputs_are_never_modified_and_running_stats_are_checked_each_call():
+    x = X.copy()
+    mean, var = np.zeros(3, np.float32), np.ones(3, np.float32)
+    fc.batch_norm(x, mean, var, training=True)
+    np.testing.assert_array_equal(x, X)
+    mean.setflags(write=False)  # same signature as before: the flag is data, checked each call
+    with pytest.raises(ValueError, match="running_mean is read-only"):
+        fc.batch_norm(x, mean, var, training=True)
+
+
+def test_saved_indices_are_range_checked_on_every_call():
+    y, indices = fc.max_pool2d(X, 2, return_indices=True)
+    gy = np.ones_like(y)
+    fc.max_pool2d_backward(gy, X, 2, indices=indices)
+    bad = indices.copy()
+    bad[0, 0, 0, 0] = 81
+    with pytest.raises(ValueError, match=r"indices must lie in \[0, H\*W\)"):
+        fc.max_pool2d_backward(gy, X, 2, indices=bad)
+
+
+def test_plans_are_bounded(monkeypatch):
+    monkeypatch.setattr(_calls, "REMEMBERED", 3)
+    for n in range(1, 9):
+        fc.max_pool2d(X[:, :, :n + 1, :n + 1], 1)
+        assert len(_calls.PLANS) <= 3
+
+
+def test_a_change_of_the_registry_makes_new_plans():
+    fc.conv2d(X, W)
+    reference = registry.ALGORITHMS[("conv", "cpu")]["reference"]
+    registry.register(reference._replace(name="oracle"))
+    try:
+        assert_matches(fc.conv2d(X, W, algo="oracle"), reference_op("conv2d", X, W), np.float32)
+    finally:
+        registry.unregister("conv", "cpu", "oracle")
+    with pytest.raises(ValueError, match="unknown algorithm algo='oracle'"):
+        fc.conv2d(X, W, algo="oracle")
+
+
+def test_calls_from_many_threads_at_once_agree_bitwise():
+    expected = fc.conv2d(X, W, padding=1), fc.max_pool2d(X, 3, 2, 1), fc.avg_pool2d(X, 2)
+    results, failures = [], []
+
+    def work():
+        try:
+            for _ in range(20):
+                results.append((fc.conv2d(X, W, padding=1), fc.max_pool2d(X, 3, 2, 1),
+                                fc.avg_pool2d(X, 2)))
+        except Exception as e:  # pragma: no cover - reported below
+            failures.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures
+    for got in results:
+        for a, b in zip(got, expected):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("op, args, kwargs", [
+    ("conv2d", (X, W), dict(padding=1)),
+    ("max_pool2d", (X, 3, 2, 1), {}),
+    ("avg_pool2d", (X, 2), {}),
+    ("batch_norm", (X, None, None), dict(training=True)),
+])
+def test_tiny_calls_on_one_thread_give_the_parallel_results(op, args, kwargs, monkeypatch):
+    """config.CPU_ONE_THREAD_BELOW (the tests set it to 0) runs tiny calls on one thread:
+    bitwise the results of the parallel loops, and Numba's thread count is restored."""
+    import numba
+
+    parallel = getattr(fc, op)(*args, **kwargs)
+    before = numba.get_num_threads()
+    monkeypatch.setattr(config, "CPU_ONE_THREAD_BELOW", 10**12)
+    alone = getattr(fc, op)(*args, **kwargs)
+    assert numba.get_num_threads() == before
+    np.testing.assert_array_equal(alone, parallel)
