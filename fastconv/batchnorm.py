@@ -16,7 +16,8 @@ from math import prod
 
 from . import _calls, _validate, dispatch, registry
 from ._calls import prepare, shape_of
-from ._validate import ALL_OUTPUTS, check_grad, check_writeable, dims, flag, gradient_mask, real
+from ._validate import (ALL_OUTPUTS, check_grad, check_writeable, dims, flag, gradient_mask,
+                        real)
 
 __all__ = ["batch_norm", "batch_norm_backward", "BatchNormParams"]
 
@@ -105,16 +106,17 @@ def _batch_norm(op, x_shape, running_mean_shape, running_var_shape, weight_shape
     return p
 
 
-def batch_norm_params(x_shape, running_mean_shape=None, running_var_shape=None, weight_shape=None,
-               bias_shape=None, training=False, momentum=0.1, eps=1e-5):
+def batch_norm_params(x_shape, running_mean_shape=None, running_var_shape=None,
+                      weight_shape=None, bias_shape=None, training=False, momentum=0.1,
+                      eps=1e-5):
     op = "batch_norm"
     return _batch_norm(op, x_shape, running_mean_shape, running_var_shape, weight_shape,
                        bias_shape, training, eps, momentum=real(op, "momentum", momentum))
 
 
-def batch_norm_backward_params(grad_y_shape, x_shape, weight_shape=None, running_mean_shape=None,
-                        running_var_shape=None, training=True, eps=1e-5,
-                        output_mask=ALL_OUTPUTS):
+def batch_norm_backward_params(grad_y_shape, x_shape, weight_shape=None,
+                               running_mean_shape=None, running_var_shape=None, training=True,
+                               eps=1e-5, output_mask=ALL_OUTPUTS):
     op = "batch_norm_backward"
     p = _batch_norm(op, x_shape, running_mean_shape, running_var_shape, weight_shape, None,
                     training, eps, momentum=0.0,
@@ -123,10 +125,11 @@ def batch_norm_backward_params(grad_y_shape, x_shape, weight_shape=None, running
     return p
 
 
-registry.add_op("batch_norm", "batch_norm", ("x", "running_mean", "running_var", "weight", "bias"),
-                batch_norm_params)
+registry.add_op("batch_norm", "batch_norm",
+                ("x", "running_mean", "running_var", "weight", "bias"), batch_norm_params)
 registry.add_op("batch_norm_backward", "batch_norm",
-                ("grad_y", "x", "weight", "running_mean", "running_var"), batch_norm_backward_params)
+                ("grad_y", "x", "weight", "running_mean", "running_var"),
+                batch_norm_backward_params)
 
 
 # --------------------------------------------------------------------------------------------

@@ -199,7 +199,7 @@ def _conv(op, spatial_dims, x_shape, weight_shape, bias_shape, stride, padding, 
     x_shape, unbatched = batched(op, "x", x_shape, spatial_dims)
     kdims = "k" if spatial_dims == 1 else "kh, kw"
     weight_shape = dims(op, "weight", weight_shape, (spatial_dims + 2,),
-                          f"{spatial_dims + 2}-D (out_channels, in_channels/groups, {kdims})")
+                        f"{spatial_dims + 2}-D (out_channels, in_channels/groups, {kdims})")
     groups = positive_int(op, "groups", groups)
     n, c = x_shape[:2]
     o, cg, kernel = weight_shape[0], weight_shape[1], weight_shape[2:]
@@ -223,7 +223,8 @@ def _conv(op, spatial_dims, x_shape, weight_shape, bias_shape, stride, padding, 
     out = _checked_output_size(op, x_shape[2:], kernel, stride, padding, dilation)
     stride = unused_stride_as_one(stride, out)
     if spatial_dims == 1:  # conv1d: a convolution over a unit-height image
-        x_shape, weight_shape = x_shape[:2] + (1,) + x_shape[2:], weight_shape[:2] + (1,) + weight_shape[2:]
+        x_shape = x_shape[:2] + (1,) + x_shape[2:]
+        weight_shape = weight_shape[:2] + (1,) + weight_shape[2:]
         stride, dilation, padding = lift(stride, 1), lift(dilation, 1), lift(padding, (0, 0))
         out = lift(out, 1)
     return ConvParams(x_shape=x_shape, w_shape=weight_shape, y_shape=(n, o) + out, stride=stride,
@@ -232,11 +233,13 @@ def _conv(op, spatial_dims, x_shape, weight_shape, bias_shape, stride, padding, 
                       unbatched=unbatched)
 
 
-def conv2d_params(x_shape, weight_shape, bias_shape=None, stride=1, padding=0, dilation=1, groups=1):
+def conv2d_params(x_shape, weight_shape, bias_shape=None, stride=1, padding=0, dilation=1,
+                  groups=1):
     return _conv("conv2d", 2, x_shape, weight_shape, bias_shape, stride, padding, dilation, groups)
 
 
-def conv1d_params(x_shape, weight_shape, bias_shape=None, stride=1, padding=0, dilation=1, groups=1):
+def conv1d_params(x_shape, weight_shape, bias_shape=None, stride=1, padding=0, dilation=1,
+                  groups=1):
     return _conv("conv1d", 1, x_shape, weight_shape, bias_shape, stride, padding, dilation, groups)
 
 
@@ -247,14 +250,14 @@ def _conv_backward(op, spatial_dims, grad_y_shape, x_shape, weight_shape, stride
     return replace(p, output_mask=gradient_mask(op, mask))
 
 
-def conv2d_backward_params(grad_y_shape, x_shape, weight_shape, stride=1, padding=0, dilation=1,
-                    groups=1, output_mask=ALL_OUTPUTS):
+def conv2d_backward_params(grad_y_shape, x_shape, weight_shape, stride=1, padding=0,
+                           dilation=1, groups=1, output_mask=ALL_OUTPUTS):
     return _conv_backward("conv2d_backward", 2, grad_y_shape, x_shape, weight_shape, stride,
                           padding, dilation, groups, output_mask)
 
 
-def conv1d_backward_params(grad_y_shape, x_shape, weight_shape, stride=1, padding=0, dilation=1,
-                    groups=1, output_mask=ALL_OUTPUTS):
+def conv1d_backward_params(grad_y_shape, x_shape, weight_shape, stride=1, padding=0,
+                           dilation=1, groups=1, output_mask=ALL_OUTPUTS):
     return _conv_backward("conv1d_backward", 1, grad_y_shape, x_shape, weight_shape, stride,
                           padding, dilation, groups, output_mask)
 
@@ -268,7 +271,7 @@ def _conv_transpose(op, x_shape, weight_shape, bias_shape, stride, padding, outp
     """
     x_shape, unbatched = batched(op, "x", x_shape, 2)
     weight_shape = dims(op, "weight", weight_shape, (4,),
-                          "4-D (in_channels, out_channels/groups, kh, kw)")
+                        "4-D (in_channels, out_channels/groups, kh, kw)")
     groups = positive_int(op, "groups", groups)
     n, c_in, h, w = x_shape
     if min(weight_shape) < 1:
@@ -307,13 +310,14 @@ def _conv_transpose(op, x_shape, weight_shape, bias_shape, stride, padding, outp
 
 
 def conv_transpose2d_params(x_shape, weight_shape, bias_shape=None, stride=1, padding=0,
-                     output_padding=0, groups=1, dilation=1):
+                            output_padding=0, groups=1, dilation=1):
     return _conv_transpose("conv_transpose2d", x_shape, weight_shape, bias_shape, stride,
                            padding, output_padding, groups, dilation)
 
 
 def conv_transpose2d_backward_params(grad_y_shape, x_shape, weight_shape, stride=1, padding=0,
-                              output_padding=0, groups=1, dilation=1, output_mask=ALL_OUTPUTS):
+                                     output_padding=0, groups=1, dilation=1,
+                                     output_mask=ALL_OUTPUTS):
     op = "conv_transpose2d_backward"
     p = _conv_transpose(op, x_shape, weight_shape, None, stride, padding, output_padding, groups,
                         dilation)

@@ -173,14 +173,14 @@ def _pool(op, x_shape, kernel_size, stride, padding, dilation, ceil_mode, **extr
                       unbatched=unbatched, **extra)
 
 
-def max_pool2d_params(x_shape, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-               return_indices=False):
+def max_pool2d_params(x_shape, kernel_size, stride=None, padding=0, dilation=1,
+                      ceil_mode=False, return_indices=False):
     return _pool("max_pool2d", x_shape, kernel_size, stride, padding, dilation, ceil_mode,
                  return_indices=flag("max_pool2d", "return_indices", return_indices))
 
 
-def max_pool2d_backward_params(grad_y_shape, x_shape, kernel_size, stride=None, padding=0, dilation=1,
-                        ceil_mode=False, *, indices_shape=None):
+def max_pool2d_backward_params(grad_y_shape, x_shape, kernel_size, stride=None, padding=0,
+                               dilation=1, ceil_mode=False, *, indices_shape=None):
     op = "max_pool2d_backward"
     p = _pool(op, x_shape, kernel_size, stride, padding, dilation, ceil_mode)
     check_grad(op, grad_y_shape, p.user_shape(p.y_shape))
@@ -204,14 +204,14 @@ def _avg_options(op, count_include_pad, divisor_override):
 
 
 def avg_pool2d_params(x_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
-               count_include_pad=True, divisor_override=None):
+                      count_include_pad=True, divisor_override=None):
     op = "avg_pool2d"
     return _pool(op, x_shape, kernel_size, stride, padding, 1, ceil_mode,
                  **_avg_options(op, count_include_pad, divisor_override))
 
 
 def avg_pool2d_backward_params(grad_y_shape, x_shape, kernel_size, stride=None, padding=0,
-                        ceil_mode=False, count_include_pad=True, divisor_override=None):
+                               ceil_mode=False, count_include_pad=True, divisor_override=None):
     op = "avg_pool2d_backward"
     p = _pool(op, x_shape, kernel_size, stride, padding, 1, ceil_mode,
               **_avg_options(op, count_include_pad, divisor_override))
@@ -243,7 +243,7 @@ def adaptive_avg_pool2d_backward_params(grad_y_shape, x_shape):
     op = "adaptive_avg_pool2d_backward"
     x4, unbatched = batched(op, "x", x_shape, 2)
     grad_y_shape = dims(op, "grad_y", grad_y_shape, (len(x_shape),),
-                          f"{len(x_shape)}-D like x")
+                        f"{len(x_shape)}-D like x")
     g4 = (1,) + grad_y_shape if unbatched else grad_y_shape
     if g4[:2] != x4[:2]:
         raise ValueError(f"{op}: grad_y has shape {grad_y_shape} but x has shape {tuple(x_shape)}; "

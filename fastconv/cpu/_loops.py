@@ -226,21 +226,3 @@ def row_scatter(dst, col, step, wv, src):
         _scatter(dst, uint64(col), uint64(2), wv, src)
     else:
         _scatter(dst, uint64(col), uint64(step), wv, src)
-
-
-@njit(inline="always")
-def _products(acc, a, src, col, step):
-    for j in range(uint64(acc.size)):
-        acc[j] += a[j] * src[col + j * step]
-
-
-@njit(inline="always")
-def row_products(acc, a, src, col, step):
-    """acc[j] += a[j] * src[col + j*step] for every j of acc: per-lane partial sums of a dot
-    product (no reassociation needed to vectorise)."""
-    if step == 1:
-        _products(acc, a, src, uint64(col), uint64(1))
-    elif step == 2:
-        _products(acc, a, src, uint64(col), uint64(2))
-    else:
-        _products(acc, a, src, uint64(col), uint64(step))

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..common.depthwise import why_not
 from . import direct
-from ._loops import conv_geometry, conv_index_bits
+from ._conv import conv_geometry, conv_index_bits
 from ._module import launch
 
 __all__ = ["forward", "backward_data", "backward_weight", "backward_bias", "why_not"]

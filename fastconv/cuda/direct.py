@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._loops import channel_sum, conv_geometry, conv_index_bits
+from ._conv import channel_sum, conv_geometry, conv_index_bits
 from ._module import DIRECT_TILE, launch
 
 TH, TW, CB = DIRECT_TILE

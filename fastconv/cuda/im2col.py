@@ -17,7 +17,7 @@ from math import prod
 
 from .. import config
 from . import direct
-from ._loops import ints
+from ._conv import ints
 from ._module import index_bits, launch
 
 

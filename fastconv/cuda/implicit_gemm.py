@@ -19,7 +19,7 @@ from math import prod
 import numpy as np
 
 from . import direct
-from ._loops import conv_geometry, conv_index_bits, ints
+from ._conv import conv_geometry, conv_index_bits, ints
 from ._module import GEMM_TILE, index, index_bits, launch, launch_grid
 
 BM, BN, BK, _, _ = GEMM_TILE

@@ -7,7 +7,7 @@ from math import prod
 
 import numpy as np
 
-from ._loops import ints
+from ._conv import ints
 from ._module import index, index_bits, launch
 
 

@@ -24,7 +24,7 @@ from hypothesis import settings
 import fastconv
 import fastconv.cuda
 from fastconv import _calls, _validate, config
-from fastconv.cuda import _loops, _module, batchnorm, im2col, implicit_gemm, pool
+from fastconv.cuda import _conv, _module, batchnorm, im2col, implicit_gemm, pool
 
 import grids
 from grids import CASES, DRAWN
@@ -177,7 +177,7 @@ def test_grid_with_64_bit_indices(case, rng, on_host, monkeypatch):
         return launch_kernel(name, dtype, bits)
 
     monkeypatch.setattr(_module, "kernel", kernel)
-    for module in (_loops, batchnorm, im2col, implicit_gemm, pool):  # each that picks a width
+    for module in (_conv, batchnorm, im2col, implicit_gemm, pool):  # each that picks a width
         monkeypatch.setattr(module, "index_bits", lambda *sizes: 64)
     check(case, rng)
     assert used <= {64}
