@@ -43,21 +43,21 @@ def signature(op, arrays, options) -> tuple:
     be part of one. ``options`` are the op's other arguments, values with their types (``2``,
     ``2.0``, ``True`` and ``np.int64(2)`` differ, as they may to validation), sequences element
     by element."""
-    key = [op, registry.epoch, config.tunables(), _threads and _threads.threads()]
+    key = [op, registry.epoch, config.tunables(), _threads and _threads.threads(),
+           tuple(map(type, options))]
     for a in arrays:
         if a is None:
             key.append(None)
-            continue
-        kind = type(a)
-        key += (kind, a.dtype, a.shape, a.strides)
-        if kind is not np.ndarray:
-            key.append(a.device.id)  # a CuPy array (anything else fails the plan's own check)
+        elif type(a) is np.ndarray:
+            key += (np.ndarray, a.dtype, a.shape, a.strides)
+        else:  # a CuPy array (anything else fails the plan's own check)
+            key += (type(a), a.dtype, a.shape, a.strides, a.device.id)
     for v in options:
         kind = type(v)
         if kind is tuple or kind is list:
-            key += (kind, tuple(v), tuple(map(type, v)))
+            key += (tuple(v), tuple(map(type, v)))
         else:
-            key += (kind, v)
+            key.append(v)
     return tuple(key)
 
 

@@ -304,8 +304,9 @@ def _max_pool2d_plan(x, kernel_size, stride, padding, dilation, ceil_mode, retur
 
     def plan(x):
         y, indices = kernels.max_pool_forward(prepare(backend, x, p.x_shape), p)
-        y = y.reshape(y_shape)
-        return (y, indices.reshape(y_shape)) if p.return_indices else y
+        if not p.return_indices:
+            return y.reshape(y_shape) if p.unbatched else y
+        return (y.reshape(y_shape), indices.reshape(y_shape)) if p.unbatched else (y, indices)
     return dispatch.finish(plan, algorithm, op, p, x.dtype.itemsize)
 
 
@@ -344,7 +345,7 @@ def _max_pool2d_backward_plan(grad_y, x, indices, kernel_size, stride, padding, 
             check_index_range(op, indices, plane)
             indices = prepare(backend, indices, p.y_shape)
         gx = kernels.max_pool_backward(prepare(backend, grad_y, p.y_shape), indices, p)
-        return gx.reshape(x.shape)
+        return gx.reshape(x.shape) if p.unbatched else gx
     return dispatch.finish(plan, algorithm, op, p, x.dtype.itemsize)
 
 
@@ -382,7 +383,8 @@ def _avg_pool2d_plan(x, kernel_size, stride, padding, ceil_mode, count_include_p
     kernels, y_shape = algorithm.kernels, p.user_shape(p.y_shape)
 
     def plan(x):
-        return kernels.avg_pool_forward(prepare(backend, x, p.x_shape), p).reshape(y_shape)
+        y = kernels.avg_pool_forward(prepare(backend, x, p.x_shape), p)
+        return y.reshape(y_shape) if p.unbatched else y
     return dispatch.finish(plan, algorithm, op, p, x.dtype.itemsize)
 
 
@@ -406,7 +408,7 @@ def _avg_pool2d_backward_plan(grad_y, x, kernel_size, stride, padding, ceil_mode
 
     def plan(grad_y, x):
         gx = kernels.avg_pool_backward(prepare(backend, grad_y, p.y_shape), p)
-        return gx.reshape(x.shape)
+        return gx.reshape(x.shape) if p.unbatched else gx
     return dispatch.finish(plan, algorithm, op, p, x.dtype.itemsize)
 
 
@@ -434,7 +436,7 @@ def _adaptive_plan(x, output_size, algo):
 
     def plan(x):
         y = kernels.adaptive_avg_pool_forward(prepare(backend, x, p.x_shape), p)
-        return y.reshape(y_shape)
+        return y.reshape(y_shape) if p.unbatched else y
     return dispatch.finish(plan, algorithm, op, p, x.dtype.itemsize)
 
 
@@ -453,5 +455,5 @@ def _adaptive_backward_plan(grad_y, x, algo):
 
     def plan(grad_y, x):
         gx = kernels.adaptive_avg_pool_backward(prepare(backend, grad_y, p.y_shape), p)
-        return gx.reshape(x.shape)
+        return gx.reshape(x.shape) if p.unbatched else gx
     return dispatch.finish(plan, algorithm, op, p, x.dtype.itemsize)

@@ -5,7 +5,7 @@ import types
 
 import pytest
 
-from fastconv import check, dispatch
+from fastconv import check, dispatch, registry
 from fastconv.reference import conv as reference_conv
 
 

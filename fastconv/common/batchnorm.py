@@ -1,41 +1,37 @@
-"""Batch normalization's per-channel arithmetic, the same on both backends: written with array
-operators only, so it runs on NumPy vectors (fastconv.cpu.batchnorm) and CuPy vectors
-(fastconv.cuda.batchnorm) alike. The reference (fastconv.reference.batchnorm) derives the same
-rules on its own, as the oracle must."""
+"""Batch normalization's per-channel arithmetic, the same on both backends. Each rule is an
+elementwise formula of plain operators and ``np.sqrt``, so the one definition runs per channel
+inside the CPU backend's Numba kernels (fastconv.cpu.batchnorm, on floats) and on whole CuPy
+vectors in the CUDA backend (fastconv.cuda.batchnorm; CuPy takes ``np.sqrt`` through
+``__array_ufunc__``). An absent weight is 1.0, an absent bias 0.0. The reference
+(fastconv.reference.batchnorm) derives the same rules on its own, as the oracle must."""
 from __future__ import annotations
 
+import numpy as np
 
-def update_running_stats(running_mean, running_var, mean, var, p):
-    """PyTorch's in-place update from the batch's mean and biased var (m values per channel):
-    ``running = (1 - momentum)*running + momentum*batch``, the variance made unbiased."""
-    m = p.count
-    running_mean[...] = (1 - p.momentum) * running_mean + p.momentum * mean
-    running_var[...] = (1 - p.momentum) * running_var + p.momentum * var * m / (m - 1)
+
+def running_update(running, batch, momentum):
+    """PyTorch's running statistic after one batch: ``(1 - momentum)*running + momentum*batch``
+    (``batch`` the mean, or the unbiased variance ``var * m / (m - 1)``)."""
+    return (1 - momentum) * running + momentum * batch
 
 
 def scale_and_shift(mean, var, weight, bias, eps):
-    """Per-channel (scale, shift) with y = x * scale + shift: the whole forward in two vectors
-    (float64 mean and var; weight and bias None for 1 and 0)."""
-    scale = 1.0 / (var + eps) ** 0.5
-    if weight is not None:
-        scale = scale * weight
-    shift = -mean * scale
-    if bias is not None:
-        shift = shift + bias
-    return scale, shift
+    """``(scale, shift)`` with ``y = x * scale + shift``: the whole forward of a channel."""
+    scale = 1.0 / np.sqrt(var + eps) * weight
+    return scale, bias - mean * scale
 
 
-def input_gradient_coefficients(var, weight, s1, s2, p):
-    """Per-channel ``(r, k1, k2, k3)`` of ``gx = k1*gy + k2*(x - mean) + k3``, with
-    ``r = 1/sqrt(var + eps)``, from the sums ``s1 = sum(gy)`` and ``s2 = sum(gy*(x - mean))``
-    (float64 vectors). Training: the full gradient through the batch statistics (derived in
-    fastconv.reference.batchnorm); evaluation: ``gx = r*weight*gy``."""
-    r = 1.0 / (var + p.eps) ** 0.5
-    gamma = 1.0 if weight is None else weight.astype(var.dtype)
-    k1 = r * gamma
-    if p.training:
-        return r, k1, -r ** 3 * gamma * s2 / p.count, -r * gamma * s1 / p.count
-    return r, k1, 0 * var, 0 * var
+def input_gradient_coefficients(var, weight, s1, s2, count, eps, training):
+    """``(r, k1, k2, k3)`` of ``gx = k1*gy + k2*(x - mean) + k3``, with ``r = 1/sqrt(var + eps)``,
+    from the sums ``s1 = sum(gy)`` and ``s2 = sum(gy*(x - mean))`` over the ``count`` values
+    of a channel. Training: the full gradient through the batch statistics (derived in
+    fastconv.reference.batchnorm); evaluation: ``gx = r*weight*gy``. The weight gradient is
+    ``r * s2``, the bias gradient ``s1``."""
+    r = 1.0 / np.sqrt(var + eps)
+    k1 = r * weight
+    if training:
+        return r, k1, -r ** 3 * weight * s2 / count, -r * weight * s1 / count
+    return r, k1, 0.0 * var, 0.0 * var
 
 
 def empty_batch_gradients(p, dtype, xp):

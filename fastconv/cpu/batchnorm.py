@@ -1,8 +1,11 @@
 """Batch normalization kernels over axis 1 of an (N, C, ...) input, seen as (N, C, L).
 
-The forward's per-channel rules (running-statistics update, scale and shift) are
-fastconv.common.batchnorm's, shared with the CUDA backend; they cost O(C). Statistics are exact two-pass
-sums in float64 (mean first, then the squared deviations from it: no cancellation, unlike
+Each direction is one compiled call: the per-channel rules (running-statistics update, scale
+and shift, the gradient's coefficients) are fastconv.common.batchnorm's, shared with the CUDA
+backend and compiled here per channel, inside the same kernel as the passes over the data (as
+NumPy vector operations they cost 6-8 us a call, more than a small layer's whole work). An
+absent weight, bias or pair of running statistics is an empty array. Statistics are exact
+two-pass sums in float64 (mean first, then the squared deviations from it: no cancellation, unlike
 sum(x^2) - sum(x)^2), one parallel task per channel, whose second pass finds the channel still in
 cache; the sums are vectorised (``FASTMATH_SUM``) in a fixed order, so they are bitwise
 repeatable. Then::
@@ -29,8 +32,14 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ..common.batchnorm import empty_batch_gradients, scale_and_shift, update_running_stats
-from ._loops import FASTMATH_SUM, planes
+from ..common.batchnorm import empty_batch_gradients, input_gradient_coefficients, \
+    running_update, scale_and_shift
+from ._loops import FASTMATH_SUM, frozen, planes
+
+_running_update = njit(inline="always")(running_update)
+_scale_and_shift = njit(inline="always")(scale_and_shift)
+_input_gradient_coefficients = njit(inline="always")(input_gradient_coefficients)
+
 
 
 @njit(inline="always")
@@ -51,17 +60,28 @@ def _channel_mean_var(x, c):
 
 
 @njit(parallel=True, fastmath=FASTMATH_SUM, cache=True)
-def _mean_var(x, mean, var):
-    # x (N, C, L) -> per-channel mean and biased variance; a channel's second pass finds its
-    # values still in cache
-    for c in prange(x.shape[1]):
-        mean[c], var[c] = _channel_mean_var(x, c)
-
-
-@njit(parallel=True, cache=True)
-def _affine(x, scale, shift, y):
-    # y[n, c, :] = x[n, c, :] * scale[c] + shift[c], in float64
+def _forward(x, mean, var, running_mean, running_var, weight, bias, momentum, eps, scale,
+             shift, y):
+    # x, y (N, C, L); mean, var (C,): the running statistics to normalise with (evaluation), or
+    # empty (training: the batch's); running_mean, running_var (C,): updated in place in
+    # training, or empty; weight, bias (C,) or empty (absent); scale, shift (C,) float64
+    # scratch. Per channel (one task each, the second pass of the statistics finds the channel
+    # in cache): the statistics, the running update, scale and shift; then
+    # y = x * scale + shift, one task per plane.
     n_, c_, l_ = x.shape
+    m = n_ * l_
+    for c in prange(c_):
+        if mean.size:
+            mu, sigma2 = float(mean[c]), float(var[c])
+        else:
+            mu, sigma2 = _channel_mean_var(x, c)
+            if running_mean.size:
+                running_mean[c] = _running_update(running_mean[c], mu, momentum)
+                running_var[c] = _running_update(running_var[c], sigma2 * m / (m - 1),
+                                                 momentum)
+        gamma = float(weight[c]) if weight.size else 1.0
+        beta = float(bias[c]) if bias.size else 0.0
+        scale[c], shift[c] = _scale_and_shift(mu, sigma2, gamma, beta, eps)
     for plane in prange(n_ * c_):
         n, c = plane // c_, plane % c_
         s, t = scale[c], shift[c]
@@ -70,18 +90,19 @@ def _affine(x, scale, shift, y):
 
 
 @njit(parallel=True, fastmath=FASTMATH_SUM, cache=True)
-def _backward(gy, x, training, eps, gamma, mean, var, s1, s2, gx):
+def _backward(gy, x, weight, running_mean, running_var, training, eps, gx, gw, gb):
     # One task per channel, which makes every pass over that channel in turn while its values
     # are still in cache (x and gy come from memory once): the batch statistics (training; else
-    # mean and var hold the running ones), s1 = sum(gy), s2 = sum(gy * (x - mean)), and then,
-    # when gx is wanted (gx.size > 0), gx = k1 * gy + k2 * (x - mean) + k3 with the per-channel
-    # coefficients of fastconv.common.batchnorm.input_gradient_coefficients.
+    # the running ones), a = sum(gy), b = sum(gy * (x - mean)), the weight and bias gradients
+    # r*b and a (where gw, gb are not empty), and, when gx is wanted (not empty),
+    # gx = k1 * gy + k2 * (x - mean) + k3 with fastconv.common.batchnorm's coefficients.
     n_, c_, l_ = x.shape
     m = n_ * l_
     for c in prange(c_):
         if training:
-            mean[c], var[c] = _channel_mean_var(x, c)
-        mu = mean[c]
+            mu, var = _channel_mean_var(x, c)
+        else:
+            mu, var = float(running_mean[c]), float(running_var[c])
         a = 0.0
         b = 0.0
         for n in range(n_):
@@ -89,30 +110,27 @@ def _backward(gy, x, training, eps, gamma, mean, var, s1, s2, gx):
                 g = gy[n, c, i]
                 a += g
                 b += g * (x[n, c, i] - mu)
-        s1[c], s2[c] = a, b
+        gamma = float(weight[c]) if weight.size else 1.0
+        r, k1, k2, k3 = _input_gradient_coefficients(var, gamma, a, b, m, eps, training)
+        if gw.size:
+            gw[c] = r * b
+        if gb.size:
+            gb[c] = a
         if gx.size == 0:
             continue
-        r = 1.0 / np.sqrt(var[c] + eps)
-        k1 = r * gamma[c]
         if not training:  # fixed statistics: x does not enter (not even as 0 * x, which is NaN
             for n in range(n_):  # for an infinite x)
                 for i in range(l_):
                     gx[n, c, i] = k1 * gy[n, c, i]
             continue
-        k2 = -r ** 3 * gamma[c] * b / m
-        k3 = -r * gamma[c] * a / m
         for n in range(n_):
             for i in range(l_):
                 gx[n, c, i] = k1 * gy[n, c, i] + k2 * (x[n, c, i] - mu) + k3
 
 
-def _statistics(x3, running_mean, running_var, p):
-    """float64 (mean, var) to normalise with: the batch's, or the running ones."""
-    if not p.training:
-        return running_mean.astype(np.float64), running_var.astype(np.float64)
-    mean, var = np.empty(p.channels), np.empty(p.channels)
-    _mean_var(x3, mean, var)
-    return mean, var
+def _or_empty(a, dtype):
+    """An optional per-channel array as the kernels take it: itself, or empty where absent."""
+    return frozen(np.empty(0, dtype)) if a is None else a
 
 
 def forward(x, running_mean, running_var, weight, bias, p):
@@ -120,11 +138,15 @@ def forward(x, running_mean, running_var, weight, bias, p):
     y = np.empty(p.x_shape, dtype=x.dtype)
     if p.count == 0:  # an empty batch: nothing to normalise, nothing learned (as PyTorch)
         return y
-    x3 = planes(x)
-    mean, var = _statistics(x3, running_mean, running_var, p)
-    if p.training and p.has_running:
-        update_running_stats(running_mean, running_var, mean, var, p)
-    _affine(x3, *scale_and_shift(mean, var, weight, bias, p.eps), planes(y))
+    dt = x.dtype
+    nothing = np.empty(0, dt)
+    if p.training:  # running statistics (if any) are updated in place
+        fixed = (frozen(nothing),) * 2
+        updated = (running_mean, running_var) if p.has_running else (nothing, nothing)
+    else:  # the running statistics are read, never written
+        fixed, updated = (frozen(running_mean), frozen(running_var)), (nothing, nothing)
+    _forward(planes(x), *fixed, *updated, _or_empty(weight, dt), _or_empty(bias, dt),
+             p.momentum, p.eps, np.empty(p.channels), np.empty(p.channels), planes(y))
     return y
 
 
@@ -134,14 +156,9 @@ def backward(gy, x, weight, running_mean, running_var, p):
     c, dt = p.channels, x.dtype
     if p.count == 0:
         return empty_batch_gradients(p, dt, np)
-    if p.training:
-        mean, var = np.empty(c), np.empty(c)
-    else:
-        mean, var = running_mean.astype(np.float64), running_var.astype(np.float64)
-    gamma = np.ones(c) if weight is None else weight.astype(np.float64)
-    s1, s2 = np.empty(c), np.empty(c)
+    stats = (running_mean, running_var) if not p.training else (_or_empty(None, dt),) * 2
     gx = np.empty(p.x_shape if want_x else (0,) * x.ndim, dtype=dt)
-    _backward(planes(gy), planes(x), p.training, p.eps, gamma, mean, var, s1, s2, planes(gx))
-    r = 1.0 / np.sqrt(var + p.eps)
-    return (gx if want_x else None, (r * s2).astype(dt) if want_w else None,
-            s1.astype(dt) if want_b else None)
+    gw, gb = np.empty(c if want_w else 0, dt), np.empty(c if want_b else 0, dt)
+    _backward(planes(gy), planes(x), _or_empty(weight, dt), *stats, p.training, p.eps,
+              planes(gx), gw, gb)
+    return gx if want_x else None, gw if want_w else None, gb if want_b else None

@@ -12,9 +12,10 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-from numba import njit, prange, uint64
+from numba import get_thread_id, njit, prange, uint64
 
 from ._loops import FASTMATH_SUM, border, inside, row_axpy, row_scatter, taps
+from ._threads import threads
 
 
 # Every kernel below works one output row at a time and splits it in three: the border columns
@@ -22,7 +23,19 @@ from ._loops import FASTMATH_SUM, border, inside, row_axpy, row_scatter, taps
 # (only the taps inside the input); the interior columns, usually nearly all of them, are done
 # tap by tap for the whole row at once: for a fixed tap (a, e) the inputs x[r, j*sw + e*dw]
 # of neighbouring windows are evenly spaced, so LLVM runs the windows side by side in vector
-# lanes. Each window still meets its taps in the same order (a, then e) on both paths.
+# lanes. Each window still meets its taps in the same order (a, then e) on both paths. Rows of
+# fewer than SHORT_ROW outputs are all border: the row-at-a-time path's setup (a few short
+# loops per tap) costs more than it saves there (measured on tiny inputs, bench --overhead).
+SHORT_ROW = 8
+
+
+@njit(inline="always")
+def interior(start, step, span, size, count):
+    """The interior columns [lo, hi) of a row of ``count`` windows (see _loops.inside), none
+    for a short row."""
+    if count < SHORT_ROW:
+        return 0, 0
+    return inside(start, step, span, size, count)
 
 
 @njit(inline="always")
@@ -60,7 +73,7 @@ def _max_forward(x, y, indices, want_indices, kh, kw, sh, sw, ph, pw, dh, dw):
     # x (N, C, H, W) -> y (N, C, Ho, Wo), indices (same, int64; written if want_indices)
     n_, c_, h_, w_ = x.shape
     ho_, wo_ = y.shape[2], y.shape[3]
-    j_lo, j_hi = inside(-pw, sw, (kw - 1) * dw + 1, w_, wo_)
+    j_lo, j_hi = interior(-pw, sw, (kw - 1) * dw + 1, w_, wo_)
     swu = uint64(sw)
     for plane in prange(n_ * c_):
         n, c = plane // c_, plane % c_
@@ -75,6 +88,8 @@ def _max_forward(x, y, indices, want_indices, kh, kw, sh, sw, ph, pw, dh, dw):
                 y[n, c, i, j] = best
                 if want_indices:
                     indices[n, c, i, j] = where
+            if j_hi == j_lo:  # no interior (a short row, or windows wider than the input)
+                continue
             # Interior: y's row holds the running maxima, indices' row their positions
             # (row views and unsigned offsets keep the inner loops free of index arithmetic
             # that would stop LLVM vectorising them, see fastconv.cpu._loops).
@@ -131,13 +146,16 @@ def _divisor(r0, q0, h_, w_, kh, kw, ph, pw, count_include_pad, divisor_override
 
 
 @njit(parallel=True, fastmath=FASTMATH_SUM, cache=True)
-def _avg_forward(x, y, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_override):
+def _avg_forward(x, y, threads, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_override):
     n_, c_, h_, w_ = x.shape
     ho_, wo_ = y.shape[2], y.shape[3]
-    j_lo, j_hi = inside(-pw, sw, kw, w_, wo_)
+    j_lo, j_hi = interior(-pw, sw, kw, w_, wo_)
+    # the interior windows' float64 sums, one row per thread of the loop (``threads``, Numba's
+    # count): one allocation, not one per plane (0.1-0.2 us each, most of a tiny call)
+    totals = np.empty((threads, j_hi - j_lo))
     for plane in prange(n_ * c_):
         n, c = plane // c_, plane % c_
-        total = np.empty(j_hi - j_lo)  # the interior windows' float64 sums
+        total = totals[get_thread_id()]
         for i in range(ho_):
             r0 = i * sh - ph
             a_lo, a_hi = taps(r0, 1, h_, kh)
@@ -151,6 +169,8 @@ def _avg_forward(x, y, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_overri
                         acc += x[n, c, r, q]
                 y[n, c, i, j] = acc / _divisor(r0, q0, h_, w_, kh, kw, ph, pw,
                                                count_include_pad, divisor_override)
+            if j_hi == j_lo:
+                continue
             total[:] = 0.0
             for r in range(r0 + a_lo, r0 + a_hi):
                 for e in range(kw):
@@ -165,15 +185,16 @@ def _avg_forward(x, y, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_overri
 # Average-pool gradient: y[i, j] = (sum of its window) / divisor, so every input element of the
 # window receives gy[i, j] / divisor.
 @njit(parallel=True, cache=True)
-def _avg_backward(gy, gx, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_override):
+def _avg_backward(gy, gx, threads, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_override):
     # gy (N, C, Ho, Wo) -> gx (N, C, H, W), uninitialised on entry
     n_, c_, h_, w_ = gx.shape
     ho_, wo_ = gy.shape[2], gy.shape[3]
-    j_lo, j_hi = inside(-pw, sw, kw, w_, wo_)
+    j_lo, j_hi = interior(-pw, sw, kw, w_, wo_)
+    shares = np.empty((threads, j_hi - j_lo))  # one row per thread, as in _avg_forward
     for plane in prange(n_ * c_):
         n, c = plane // c_, plane % c_
         gx[n, c] = 0
-        share = np.empty(j_hi - j_lo)
+        share = shares[get_thread_id()]
         for i in range(ho_):
             r0 = i * sh - ph
             a_lo, a_hi = taps(r0, 1, h_, kh)
@@ -186,6 +207,8 @@ def _avg_backward(gy, gx, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_ove
                 for r in range(r0 + a_lo, r0 + a_hi):
                     for q in range(q0 + e_lo, q0 + e_hi):
                         gx[n, c, r, q] += s
+            if j_hi == j_lo:
+                continue
             d = _divisor(r0, j_lo * sw - pw, h_, w_, kh, kw, ph, pw, count_include_pad,
                          divisor_override)
             for jj in range(share.size):
@@ -272,13 +295,13 @@ def _avg_options(p):
 
 def avg_pool_forward(x, p):
     y = np.empty(p.y_shape, dtype=x.dtype)
-    _avg_forward(x, y, *_window(p), *_avg_options(p))
+    _avg_forward(x, y, threads(), *_window(p), *_avg_options(p))
     return y
 
 
 def avg_pool_backward(gy, p):
     gx = np.empty(p.x_shape, dtype=gy.dtype)
-    _avg_backward(gy, gx, *_window(p), *_avg_options(p))
+    _avg_backward(gy, gx, threads(), *_window(p), *_avg_options(p))
     return gx
 
 

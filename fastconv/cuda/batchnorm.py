@@ -12,8 +12,8 @@ import numpy as np
 from ..common.batchnorm import (
     empty_batch_gradients,
     input_gradient_coefficients,
+    running_update,
     scale_and_shift,
-    update_running_stats,
 )
 from ._module import index, index_bits, launch
 
@@ -46,8 +46,11 @@ def forward(x, running_mean, running_var, weight, bias, p):
         return y
     mean, var = _statistics(x, running_mean, running_var, p)
     if p.training and p.has_running:
-        update_running_stats(running_mean, running_var, mean, var, p)
-    scale, shift = scale_and_shift(mean, var, weight, bias, p.eps)
+        m = p.count
+        running_mean[...] = running_update(running_mean, mean, p.momentum)
+        running_var[...] = running_update(running_var, var * m / (m - 1), p.momentum)
+    scale, shift = scale_and_shift(mean, var, 1.0 if weight is None else weight,
+                                   0.0 if bias is None else bias, p.eps)
     bits, (_, channels, length) = _layout(x, p)
     launch("bn_affine", x.dtype, bits, x.size,
            (x, cupy.ascontiguousarray(scale, dtype=np.float64),
@@ -68,7 +71,8 @@ def backward(gy, x, weight, running_mean, running_var, p):
     s1, s2 = cupy.empty(p.channels), cupy.empty(p.channels)
     bits, ncl = _layout(x, p)
     launch("bn_gradient_sums", dt, bits, x.size, (gy, x, mean, s1, s2, *ncl), blocks=p.channels)
-    r, k1, k2, k3 = input_gradient_coefficients(var, weight, s1, s2, p)
+    gamma = 1.0 if weight is None else weight.astype(np.float64)
+    r, k1, k2, k3 = input_gradient_coefficients(var, gamma, s1, s2, p.count, p.eps, p.training)
     gx = None
     if want_x:
         gx = cupy.empty(p.x_shape, dtype=dt)
