@@ -25,6 +25,7 @@ from . import config, registry
 REMEMBERED = 4096  # plans kept; the memory is cleared when full
 
 PLANS: dict = {}
+_SEQUENCES = (tuple, list)
 
 _threads = None  # fastconv.cpu._threads once the CPU backend is loaded (it is imported lazily)
 
@@ -43,8 +44,12 @@ def signature(op, arrays, options) -> tuple:
     be part of one. ``options`` are the op's other arguments, values with their types (``2``,
     ``2.0``, ``True`` and ``np.int64(2)`` differ, as they may to validation), sequences element
     by element."""
-    key = [op, registry.epoch, config.tunables(), _threads and _threads.threads(),
-           tuple(map(type, options))]
+    types = tuple(map(type, options))
+    if tuple in types or list in types:  # sequences element by element (a list is no key)
+        options = tuple((tuple(v), tuple(map(type, v))) if type(v) in _SEQUENCES else v
+                        for v in options)
+    key = [op, registry.epoch, config.tunables(), _threads and _threads.threads(), types,
+           options]
     for a in arrays:
         if a is None:
             key.append(None)
@@ -52,12 +57,6 @@ def signature(op, arrays, options) -> tuple:
             key += (np.ndarray, a.dtype, a.shape, a.strides)
         else:  # a CuPy array (anything else fails the plan's own check)
             key += (type(a), a.dtype, a.shape, a.strides, a.device.id)
-    for v in options:
-        kind = type(v)
-        if kind is tuple or kind is list:
-            key += (tuple(v), tuple(map(type, v)))
-        else:
-            key.append(v)
     return tuple(key)
 
 

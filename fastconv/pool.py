@@ -14,6 +14,7 @@ exactly once.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import cached_property
 from math import prod
 
 from . import _calls, _validate, dispatch, registry
@@ -53,6 +54,11 @@ class PoolParams:
 
     def user_shape(self, shape):
         return user_shape(shape, 2, self.unbatched)
+
+    @cached_property
+    def window(self) -> tuple[int, ...]:
+        """``(kh, kw, sh, sw, ph, pw)``, as the kernels take them (made once per object)."""
+        return (*self.kernel, *self.stride, *self.padding)
 
     def output_shapes(self, op: str) -> tuple:
         """Shapes of the arrays ``op`` returns, in the caller's layout."""
@@ -320,11 +326,21 @@ def max_pool2d_backward(grad_y, x, kernel_size, stride=None, padding=0, dilation
     to lie in the plane on every call (they are data, not part of the call's signature).
     """
     return _calls.run("max_pool2d_backward", _max_pool2d_backward_plan, (grad_y, x, indices),
-                      kernel_size, stride, padding, dilation, ceil_mode, algo)
+                      kernel_size, stride, padding, dilation, ceil_mode, algo, True)
+
+
+def max_pool2d_backward_of_own_indices(grad_y, x, indices, kernel_size, stride=None,
+                                       padding=0, dilation=1, ceil_mode=False, algo="auto"):
+    """:func:`max_pool2d_backward` given indices that max_pool2d made for this very call and
+    that nobody else has held since (fastconv.torch's, saved inside its autograd node when
+    the caller did not ask for them): the one call that may skip their range check (2-3 us
+    of a tiny call). Everything else is validated as for the public op."""
+    return _calls.run("max_pool2d_backward", _max_pool2d_backward_plan, (grad_y, x, indices),
+                      kernel_size, stride, padding, dilation, ceil_mode, algo, False)
 
 
 def _max_pool2d_backward_plan(grad_y, x, indices, kernel_size, stride, padding, dilation,
-                              ceil_mode, algo):
+                              ceil_mode, algo, check_range):
     op = "max_pool2d_backward"
     backend = _validate.check_arrays(op, grad_y=grad_y, x=x)
     if indices is not None:
@@ -342,7 +358,8 @@ def _max_pool2d_backward_plan(grad_y, x, indices, kernel_size, stride, padding, 
         if indices is None:
             _, indices = kernels.max_pool_forward(prepare(backend, x, p.x_shape), selecting)
         else:
-            check_index_range(op, indices, plane)
+            if check_range:
+                check_index_range(op, indices, plane)
             indices = prepare(backend, indices, p.y_shape)
         gx = kernels.max_pool_backward(prepare(backend, grad_y, p.y_shape), indices, p)
         return gx.reshape(x.shape) if p.unbatched else gx

@@ -60,14 +60,12 @@ def _channel_mean_var(x, c):
 
 
 @njit(parallel=True, fastmath=FASTMATH_SUM, cache=True)
-def _forward(x, mean, var, running_mean, running_var, weight, bias, momentum, eps, scale,
-             shift, y):
+def _forward(x, mean, var, running_mean, running_var, weight, bias, momentum, eps, y):
     # x, y (N, C, L); mean, var (C,): the running statistics to normalise with (evaluation), or
     # empty (training: the batch's); running_mean, running_var (C,): updated in place in
-    # training, or empty; weight, bias (C,) or empty (absent); scale, shift (C,) float64
-    # scratch. Per channel (one task each, the second pass of the statistics finds the channel
-    # in cache): the statistics, the running update, scale and shift; then
-    # y = x * scale + shift, one task per plane.
+    # training, or empty; weight, bias (C,) or empty (absent). One task per channel, which
+    # finds the channel still in cache from its statistics: the statistics, the running
+    # update, scale and shift, then y = x * scale + shift over the channel.
     n_, c_, l_ = x.shape
     m = n_ * l_
     for c in prange(c_):
@@ -81,12 +79,10 @@ def _forward(x, mean, var, running_mean, running_var, weight, bias, momentum, ep
                                                  momentum)
         gamma = float(weight[c]) if weight.size else 1.0
         beta = float(bias[c]) if bias.size else 0.0
-        scale[c], shift[c] = _scale_and_shift(mu, sigma2, gamma, beta, eps)
-    for plane in prange(n_ * c_):
-        n, c = plane // c_, plane % c_
-        s, t = scale[c], shift[c]
-        for i in range(l_):
-            y[n, c, i] = x[n, c, i] * s + t
+        s, t = _scale_and_shift(mu, sigma2, gamma, beta, eps)
+        for n in range(n_):
+            for i in range(l_):
+                y[n, c, i] = x[n, c, i] * s + t
 
 
 @njit(parallel=True, fastmath=FASTMATH_SUM, cache=True)
@@ -128,9 +124,13 @@ def _backward(gy, x, weight, running_mean, running_var, training, eps, gx, gw, g
                 gx[n, c, i] = k1 * gy[n, c, i] + k2 * (x[n, c, i] - mu) + k3
 
 
+# Empty per-channel arrays (nothing is ever written to them), writeable and read-only, per dtype
+_EMPTY = {np.dtype(t): (np.empty(0, t), frozen(np.empty(0, t))) for t in (np.float32, np.float64)}
+
+
 def _or_empty(a, dtype):
     """An optional per-channel array as the kernels take it: itself, or empty where absent."""
-    return frozen(np.empty(0, dtype)) if a is None else a
+    return _EMPTY[dtype][1] if a is None else a
 
 
 def forward(x, running_mean, running_var, weight, bias, p):
@@ -139,14 +139,14 @@ def forward(x, running_mean, running_var, weight, bias, p):
     if p.count == 0:  # an empty batch: nothing to normalise, nothing learned (as PyTorch)
         return y
     dt = x.dtype
-    nothing = np.empty(0, dt)
+    nothing, fixed_nothing = _EMPTY[dt]
     if p.training:  # running statistics (if any) are updated in place
-        fixed = (frozen(nothing),) * 2
+        fixed = (fixed_nothing, fixed_nothing)
         updated = (running_mean, running_var) if p.has_running else (nothing, nothing)
     else:  # the running statistics are read, never written
         fixed, updated = (frozen(running_mean), frozen(running_var)), (nothing, nothing)
     _forward(planes(x), *fixed, *updated, _or_empty(weight, dt), _or_empty(bias, dt),
-             p.momentum, p.eps, np.empty(p.channels), np.empty(p.channels), planes(y))
+             p.momentum, p.eps, planes(y))
     return y
 
 

@@ -271,16 +271,12 @@ def _adaptive_backward(gy, rows, cols, gx):
                         gx[plane, r, q] += share
 
 
-def _window(p):
-    return (*p.kernel, *p.stride, *p.padding)
-
-
 def max_pool_forward(x, p):
     """(y, indices): the max of each window and its flat index into H*W (None unless
     p.return_indices)."""
     y = np.empty(p.y_shape, dtype=x.dtype)
     indices = np.empty(p.y_shape if p.return_indices else (1, 1, 1, 0), dtype=np.int64)
-    _max_forward(x, y, indices, p.return_indices, *_window(p), *p.dilation)
+    _max_forward(x, y, indices, p.return_indices, *p.window, *p.dilation)
     return y, (indices if p.return_indices else None)
 
 
@@ -298,13 +294,13 @@ def _avg_options(p):
 
 def avg_pool_forward(x, p):
     y = np.empty(p.y_shape, dtype=x.dtype)
-    _avg_forward(x, y, threads(), *_window(p), *_avg_options(p))
+    _avg_forward(x, y, threads(), *p.window, *_avg_options(p))
     return y
 
 
 def avg_pool_backward(gy, p):
     gx = np.empty(p.x_shape, dtype=gy.dtype)
-    _avg_backward(gy, gx, threads(), *_window(p), *_avg_options(p))
+    _avg_backward(gy, gx, threads(), *p.window, *_avg_options(p))
     return gx
 
 
