@@ -13,7 +13,10 @@ Three ways to make each call, timed in one run:
 
 Each pair of contenders is timed by :func:`fastconv.bench.timing.measure_together` (blocks, an
 idle gap before each, rotating rounds); every figure is the median of single timed calls, in
-microseconds. The inputs are one (2, 4, 8, 8) image batch (length 16 for the 1-d ops).
+microseconds. Tiny calls leave no pool spinning for long (fastconv runs them on one thread,
+PyTorch's tiny ops are serial; GNU OpenMP's workers spin at most ~6 ms), so the gap is shorter
+than the layer bench's, and the rounds more (``ROUNDS``): a slow spell of this shared machine
+then falls on both contenders of a row alike. The inputs are one (2, 4, 8, 8) image batch (length 16 for the 1-d ops).
 """
 from __future__ import annotations
 
@@ -40,6 +43,8 @@ TINY = [
      dict(training=False)),
 ]
 TARGETS = {"numpy": 2.0, "torch fwd": 3.0, "torch fwd+bwd": 3.0}
+IDLE_GAP_S = 0.05  # seconds idle before each block
+ROUNDS = 7
 WAYS = tuple(TARGETS)
 
 
@@ -47,8 +52,8 @@ WAYS = tuple(TARGETS)
 class OverheadOptions:
     ways: tuple = WAYS
     min_repeat: int = 300
-    min_time: float = 0.3               # seconds of timed calls per contender
-    idle_gap: float = timing.IDLE_GAP_S
+    min_time: float = 0.7               # seconds of timed calls per contender, all rounds
+    idle_gap: float = IDLE_GAP_S
     threads: int = field(default_factory=timing.cores)
 
 
@@ -157,7 +162,7 @@ def metadata(o: OverheadOptions, argv=None) -> dict:
             "suite": "overhead", "torch": torch.__version__,
             "machine_line": device.line(), "machine": device.description, "threads": o.threads,
             "min_repeat": o.min_repeat, "min_time_s": o.min_time, "idle_gap_s": o.idle_gap,
-            "rounds": timing.ROUNDS, "targets": TARGETS, "command": argv}
+            "rounds": ROUNDS, "targets": TARGETS, "command": argv}
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -230,7 +235,8 @@ def run(o: OverheadOptions, progress=None):
                 progress(f"{case} {way} {name}")
             t = timing.measure_together({"fastconv": mine, "torch": theirs},
                                         min_repeat=o.min_repeat, min_time=o.min_time,
-                                        max_repeat=20 * o.min_repeat, gap=o.idle_gap)
+                                        max_repeat=20 * o.min_repeat, gap=o.idle_gap,
+                                        rounds=ROUNDS)
             f_us, t_us = 1e6 * t["fastconv"].median, 1e6 * t["torch"].median
             yield {"case": case, "way": way, "op": name, "fastconv_us": f_us,
                    "torch_us": t_us, "ratio": f_us / t_us, "target": TARGETS[way],
