@@ -26,13 +26,14 @@ REMEMBERED = 4096  # plans kept; the memory is cleared when full
 
 PLANS: dict = {}
 _SEQUENCES = (tuple, list)
+_PLAIN = frozenset((int, float, bool, str, type(None)))  # option types that are their own key
 
 _threads = None  # fastconv.cpu._threads once the CPU backend is loaded (it is imported lazily)
 
 
 def remember(memory: dict, key, value):
-    """``memory[key] = value``, the memory emptied first when it holds ``REMEMBERED`` entries
-    (the bound of every cache of the call path); returns value."""
+    """``memory[key] = value``, the memory emptied first when it holds ``REMEMBERED`` entries;
+    returns value."""
     if len(memory) >= REMEMBERED:
         memory.clear()
     memory[key] = value
@@ -45,9 +46,9 @@ def signature(op, arrays, options) -> tuple:
     ``2.0``, ``True`` and ``np.int64(2)`` differ, as they may to validation), sequences element
     by element."""
     types = tuple(map(type, options))
-    if tuple in types or list in types:  # sequences element by element (a list is no key)
-        options = tuple((tuple(v), tuple(map(type, v))) if type(v) in _SEQUENCES else v
-                        for v in options)
+    if not _PLAIN.issuperset(types):  # sequences element by element (a list is no key),
+        options = tuple((tuple(v), tuple(map(type, v))) if isinstance(v, _SEQUENCES) else v
+                        for v in options)  # subclasses too (a namedtuple of 2.0 equals 2's)
     key = [op, registry.epoch, config.tunables(), _threads and _threads.threads(), types,
            options]
     for a in arrays:

@@ -56,6 +56,14 @@ class BatchNormParams:
         return tuple(s if want else None for s, want in
                      zip((self.x_shape, (self.channels,), (self.channels,)), self.output_mask))
 
+    def output_bytes(self, op: str, itemsize: int) -> int:
+        """Bytes of the arrays ``op`` returns."""
+        return itemsize * sum(prod(s) for s in self.output_shapes(op) if s is not None)
+
+    def own_bytes(self, op: str, itemsize: int) -> int:
+        """Memory the public op allocates itself, besides the kernels' workspace: none."""
+        return 0
+
     def sizes(self) -> tuple[int, ...]:
         return (prod(self.x_shape),)
 

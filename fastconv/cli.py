@@ -108,6 +108,17 @@ def _bench(args, argv) -> int:
     if args.overhead:
         from .bench.overhead import OverheadOptions
 
+        ignored = [flag for flag, given in (
+            ("--models", args.models is not None), ("--modes", args.modes),
+            ("--profile", args.profile), ("--plot", args.plot), ("--vs", args.vs),
+            ("--layers", args.layers), ("--ops", args.ops), ("--algo", args.algo != "auto"),
+            ("--backend", args.backend != "cpu"), ("--dtype", args.dtype != "float32"),
+            ("--suite", args.suite != "quick")) if given]
+        if ignored:
+            print(f"fastconv bench: error: --overhead times its own tiny calls on the CPU in "
+                  f"float32; it takes none of {ignored}", file=sys.stderr)
+            return 2
+
         o = OverheadOptions(threads=threads,
                             **({} if args.repeat is None else {"min_repeat": args.repeat}),
                             **({} if args.min_time is None else {"min_time": args.min_time}),

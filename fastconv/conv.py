@@ -114,6 +114,14 @@ class ConvParams:
                      zip((self.user_shape(self.input_shape), w, (self.out_channels,)),
                          self.output_mask))
 
+    def output_bytes(self, op: str, itemsize: int) -> int:
+        """Bytes of the arrays ``op`` returns."""
+        return itemsize * sum(prod(s) for s in self.output_shapes(op) if s is not None)
+
+    def own_bytes(self, op: str, itemsize: int) -> int:
+        """Memory the public op allocates itself, besides the kernels' workspace: none."""
+        return 0
+
     def sizes(self) -> tuple[int, ...]:
         """Element counts of the convolution's x, w and y, and of x zero-padded (the extent
         that index arithmetic over the padded input spans)."""

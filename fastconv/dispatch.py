@@ -7,7 +7,6 @@ first used, so that ``import fastconv`` never pays for importing Numba or CuPy.
 from __future__ import annotations
 
 import threading
-from math import prod
 
 from . import _memory, config, registry
 from ._validate import check_dtype_name
@@ -129,11 +128,8 @@ def kernels_for(op: str, backend: str, algo, p, inputs):
     of non-contiguous inputs. Made once per call signature (``fastconv._calls``)."""
     algorithm = select(op, backend, algo, p)
     itemsize = inputs[0].dtype.itemsize
-    outputs = [prod(s) * itemsize for s in p.output_shapes(op) if s is not None]
-    if getattr(p, "return_indices", False):
-        outputs[-1] *= 8 // itemsize  # int64 indices
     copies = sum(a.nbytes for a in inputs if a is not None and not a.flags.c_contiguous)
-    _memory.check_memory(op, backend, {"outputs": sum(outputs),
+    _memory.check_memory(op, backend, {"outputs": p.output_bytes(op, itemsize),
                                        "workspace": workspace_bytes(algorithm, op, p, itemsize),
                                        "input copies": copies})
     return algorithm
@@ -162,13 +158,9 @@ def work(op: str, p, itemsize: int) -> int:
 
 
 def workspace_bytes(algorithm: Algorithm, op: str, p, itemsize: int) -> int:
-    """Extra memory of one call beyond its inputs and outputs: the algorithm's workspace, plus,
-    for max_pool2d_backward without the forward's indices, the maxima and indices that the
-    public op recomputes first (``fastconv.pool.max_pool2d_backward``)."""
-    extra = 0
-    if op == "max_pool2d_backward" and not p.saved_indices:
-        extra = prod(p.y_shape) * (itemsize + 8)  # y and int64 indices
-    return int(algorithm.workspace_bytes(op, p, itemsize)) + extra
+    """Extra memory of one call beyond its inputs and outputs: the algorithm's workspace, plus
+    what the public op itself allocates on the way (``p.own_bytes``)."""
+    return int(algorithm.workspace_bytes(op, p, itemsize)) + p.own_bytes(op, itemsize)
 
 
 def explain(op: str, *shapes, backend: str = "cpu", dtype="float32", algo="auto", **kwargs):

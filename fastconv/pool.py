@@ -67,6 +67,19 @@ class PoolParams:
         y = self.user_shape(self.y_shape)
         return (y, y) if self.return_indices else (y,)
 
+    def output_bytes(self, op: str, itemsize: int) -> int:
+        """Bytes of the arrays ``op`` returns (the indices are int64)."""
+        if op.endswith("_backward"):
+            return itemsize * prod(self.x_shape)
+        return prod(self.y_shape) * (itemsize + (8 if self.return_indices else 0))
+
+    def own_bytes(self, op: str, itemsize: int) -> int:
+        """Memory the public op allocates itself, besides the kernels' workspace: the maxima
+        and int64 indices that max_pool2d_backward recomputes when not given the forward's."""
+        if op == "max_pool2d_backward" and not self.saved_indices:
+            return prod(self.y_shape) * (itemsize + 8)
+        return 0
+
     def sizes(self) -> tuple[int, ...]:
         return prod(self.x_shape), prod(self.y_shape)
 
@@ -105,6 +118,12 @@ class AdaptivePoolParams:
 
     def output_shapes(self, op: str) -> tuple:
         return (self.user_shape(self.x_shape if op.endswith("_backward") else self.y_shape),)
+
+    def output_bytes(self, op: str, itemsize: int) -> int:
+        return itemsize * prod(self.x_shape if op.endswith("_backward") else self.y_shape)
+
+    def own_bytes(self, op: str, itemsize: int) -> int:
+        return 0
 
     def sizes(self) -> tuple[int, ...]:
         return prod(self.x_shape), prod(self.y_shape)
@@ -329,7 +348,7 @@ def max_pool2d_backward(grad_y, x, kernel_size, stride=None, padding=0, dilation
                       kernel_size, stride, padding, dilation, ceil_mode, algo, True)
 
 
-def max_pool2d_backward_of_own_indices(grad_y, x, indices, kernel_size, stride=None,
+def _max_pool2d_backward_of_own_indices(grad_y, x, indices, kernel_size, stride=None,
                                        padding=0, dilation=1, ceil_mode=False, algo="auto"):
     """:func:`max_pool2d_backward` given indices that max_pool2d made for this very call and
     that nobody else has held since (fastconv.torch's, saved inside its autograd node when

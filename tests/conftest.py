@@ -19,7 +19,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 # Tiny CPU calls normally run on one thread (fastconv.config.CPU_ONE_THREAD_BELOW); the tests'
 # inputs are nearly all tiny, and must exercise the parallel loops as large inputs do.
-# tests/test_threads.py tests the rule itself.
+# tests/test_calls.py tests the rule itself.
 fastconv.config.CPU_ONE_THREAD_BELOW = 0
 
 

@@ -202,7 +202,7 @@ def test_inputs_are_not_modified_and_may_be_read_only(op, algo, i):
 
 @pytest.mark.parametrize("op, algo, i", SERVED, ids=SERVED_IDS)
 def test_writeable_inputs_stay_writeable(op, algo, i):
-    """The CPU kernels take read-only views of the inputs (functional._prepared); the caller's
+    """The CPU kernels take read-only views of the inputs (_calls.prepare); the caller's
     arrays keep their flags."""
     args, kwargs = ALL_CASES[op][i]
     args = [None if a is None else a.copy() for a in args]

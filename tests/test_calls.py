@@ -2,6 +2,7 @@
 change because of it: results, errors, and the inputs. Every result is compared with the NumPy
 reference, never with fastconv itself only."""
 import threading
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -16,6 +17,11 @@ def assert_matches(actual, expected, dtype):
     """Within the tolerance table's bound of the reference, normwise."""
     assert actual.shape == expected.shape and actual.dtype == np.dtype(dtype)
     assert error(actual, expected) <= tolerance(dtype)
+
+
+class Pair(NamedTuple):
+    h: object
+    w: object
 
 
 R = np.random.default_rng(7)
@@ -41,6 +47,8 @@ def test_a_seen_call_reuses_its_plan_and_matches_the_reference():
     (dict(padding=[1, 1]), dict(padding=[1.0, 1]), TypeError),
     (dict(groups=1), dict(groups=np.float64(1.0)), TypeError),
     (dict(padding=1), dict(padding=-1), ValueError),
+    (dict(stride=(2, 2)), dict(stride=Pair(2.0, 2)), TypeError),  # a tuple subclass
+    (dict(stride=Pair(1, 1)), dict(stride=Pair(True, 1)), TypeError),
 ])
 def test_bad_input_raises_after_the_same_call_with_good_input(good, bad, error):
     fc.conv2d(X, W, **good)

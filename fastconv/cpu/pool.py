@@ -90,7 +90,7 @@ def _max_forward(x, y, indices, want_indices, kh, kw, sh, sw, ph, pw, dh, dw):
                 y[n, c, i, j] = best
                 if want_indices:
                     indices[n, c, i, j] = where
-            if j_hi == j_lo:  # no interior (a short row, or windows wider than the input)
+            if j_hi == j_lo:  # no interior (windows wider than the input)
                 continue
             # Interior: y's row holds the running maxima, indices' row their positions
             # (row views and unsigned offsets keep the inner loops free of index arithmetic

@@ -56,9 +56,10 @@ def scale_and_shift(mean, var, weight, bias, eps):
     return scale, shift
 
 
-def empty_batch_gradients(p, dtype, xp=np):
+def empty_batch_gradients(p, dtype):
     """The gradients of an empty batch, as PyTorch gives them: an empty grad_x, zero grad_weight
-    and grad_bias (each None where p.output_mask says so), as ``xp`` (numpy or cupy) arrays."""
+    and grad_bias (each None where p.output_mask says so)."""
+    xp = np
     want_x, want_w, want_b = p.output_mask
     c = p.channels
     return (xp.empty(p.x_shape, dtype) if want_x else None,

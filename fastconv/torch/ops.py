@@ -8,30 +8,35 @@ Every operator hands its tensors to fastconv without copying (see ``_handover``)
 as NumPy views, CUDA tensors as CuPy arrays through DLPack, on PyTorch's current stream.
 fastconv validates every argument and raises ``ValueError``/``TypeError`` naming it.
 
-Two ways in, one implementation (:class:`_Operator`). Under ``torch.compile``, on fake or meta
-tensors, on tensor subclasses and under functorch transforms, a call goes through the
-registered operator (``torch.ops.fastconv.*``), which PyTorch's dispatcher, fake tensors and
-``opcheck`` understand. A plain eager call on CPU or CUDA tensors skips the dispatcher: it runs
-the same implementation directly (no gradient wanted) or inside an ``autograd.Function`` built
-from the same setup and formula, whose backward calls the backward implementation directly.
-On LeNet's max pooling, forward and backward through the registered operators cost about
-300 us more than the NumPy calls themselves, more than PyTorch's whole op (measured; most of it
-the custom-op and autograd-wrapper machinery, re-entered once more for the backward operator).
+Three ways in, one implementation. Under ``torch.compile``, on fake or meta tensors, on tensor
+subclasses and under functorch transforms, a call goes through the registered operator
+(``torch.ops.fastconv.*``), which PyTorch's dispatcher, fake tensors and ``opcheck``
+understand. A plain eager call on CPU or CUDA tensors skips the dispatcher (about 10 us a call,
+``benchmarks/custom_op_cost.py``): with no gradient wanted, the public function hands the
+tensors straight to fastconv's op with the caller's arguments (:func:`_direct`); otherwise
+it runs inside an ``autograd.Function`` built from the registered operator's setup and
+formula (:class:`_Operator`), whose backward calls the backward implementation directly.
+Max pooling without indices and batch norm have eager functions of their own with one output
+(:class:`_MaxPool2d`, :class:`_BatchNorm`): the registered forms return the indices, and the
+updated running statistics, as extra outputs.
 
 Backward operators return an empty tensor in place of a gradient ``output_mask`` leaves out
 (custom operators cannot return None); the autograd formulas turn those into None. Double
-backward is not supported: the backward operators have no autograd formula of their own.
+backward is not supported: the backward operators have no autograd formula of their own, and
+the eager functions' backwards are ``once_differentiable`` (a second derivative raises).
 """
 from __future__ import annotations
 
+import numbers
 from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 import fastconv
 from fastconv.conv import output_size as conv_output_size
-from fastconv.pool import max_pool2d_backward_of_own_indices
+from fastconv.pool import _max_pool2d_backward_of_own_indices
 from fastconv.conv import transposed_output_size
 from fastconv.pool import output_size as pool_output_size
 
@@ -162,7 +167,8 @@ def _function(name, impl, setup, differentiate):
         return output
 
     return type(f"fastconv_{name}", (torch.autograd.Function,),
-                {"forward": staticmethod(forward), "backward": staticmethod(differentiate)})
+                {"forward": staticmethod(forward),
+                 "backward": staticmethod(once_differentiable(differentiate))})
 
 
 # --------------------------------------------------------------------------------------------
@@ -505,11 +511,13 @@ class _MaxPool2d(torch.autograd.Function):
         return y
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_y):
         x, indices = ctx.saved_tensors
         gx = None
         if ctx.needs_input_grad[0]:
-            gx = _call(max_pool2d_backward_of_own_indices, (grad_y, x, indices), *ctx.settings)
+            gx = _call(_max_pool2d_backward_of_own_indices, (grad_y, x, indices),
+                       *ctx.settings)
         return (gx,) + (None,) * 6
 
 
@@ -518,6 +526,7 @@ class _BatchNorm(torch.autograd.Function):
     def forward(ctx, x, running_mean, running_var, weight, bias, training, momentum, eps, algo):
         y = _call(fastconv.batch_norm, (x, running_mean, running_var, weight, bias), training,
                   momentum, eps, algo=algo)
+        _updated(training, running_mean, running_var)
         # evaluation treats the running statistics as constants of the gradient; training
         # recomputes the batch statistics from x
         stats = (None, None) if training else (running_mean, running_var)
@@ -527,8 +536,17 @@ class _BatchNorm(torch.autograd.Function):
         return y
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_y):
         return _batch_norm_formula(ctx, grad_y, None, None)
+
+
+def _updated(training, running_mean, running_var):
+    """Tell autograd that fastconv updated the running statistics in place (through their
+    NumPy or CuPy views, which autograd does not see), as torch's own batch norm does: a
+    graph that saved them then raises instead of using stale values."""
+    if training and running_mean is not None:
+        torch.autograd.graph.increment_version((running_mean, running_var))
 
 
 _batch_norm_formula = _batch_norm_autograd(_batch_norm_backward_impl)
@@ -538,8 +556,9 @@ _batch_norm_formula = _batch_norm_autograd(_batch_norm_backward_impl)
 # The functional interface, as torch.nn.functional
 # --------------------------------------------------------------------------------------------
 def _ints(value, n):
-    """An int or a sequence as a list of n ints (a wrong length is left for fastconv to name)."""
-    if isinstance(value, int):
+    """An int or a sequence as a list of n ints (a wrong length, or a bool, is left for
+    fastconv to name)."""
+    if isinstance(value, numbers.Integral):
         return [value] * n
     return list(value)
 
@@ -619,8 +638,11 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     training), computed by fastconv."""
     tensors = (input, running_mean, running_var, weight, bias)
     if _direct(*tensors):  # fastconv updates the running statistics in place, as torch does
-        return _call(fastconv.batch_norm, tensors, training, momentum, eps, algo=algo)
-    if _plain(tensors) and not (running_mean is not None and running_mean.requires_grad):
+        y = _call(fastconv.batch_norm, tensors, training, momentum, eps, algo=algo)
+        _updated(training, running_mean, running_var)
+        return y
+    if _plain(tensors) and not any(t is not None and t.requires_grad
+                                   for t in (running_mean, running_var)):
         return _BatchNorm.apply(*tensors, training, momentum, eps, algo)
     y, mean, var = _batch_norm(input, running_mean, running_var, weight, bias, training,
                                momentum, eps, algo)

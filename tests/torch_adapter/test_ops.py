@@ -214,3 +214,31 @@ def test_algo_passes_through_and_bad_input_names_the_argument():
         ft.conv2d(x, w, groups=3)
     with pytest.raises(TypeError, match="float16"):
         ft.conv2d(x.half(), w.half())
+
+
+@pytest.mark.parametrize("grad", [False, True], ids=["no-grad", "grad"])
+def test_running_statistics_are_updated_as_torch_updates_them(grad):
+    """Every eager way in (straight to fastconv without gradients, the one-output autograd
+    function with them) updates the running statistics in place, bumps their version as torch
+    does, and gives torch's values."""
+    x = torch.randn(4, 3, 5, 5, requires_grad=grad)
+    ours, theirs = (torch.zeros(3), torch.ones(3)), (torch.zeros(3), torch.ones(3))
+    before = ours[0]._version
+    y = ft.batch_norm(x, *ours, training=True, momentum=0.3)
+    expected = F.batch_norm(x, *theirs, training=True, momentum=0.3)
+    assert ours[0]._version > before
+    assert error(y.detach().numpy(), expected.detach().numpy()) <= tolerance(np.float32)
+    for a, b in zip(ours, theirs):
+        assert error(a.numpy(), b.numpy()) <= tolerance(np.float32)
+    if grad:
+        y.sum().backward()
+        assert x.grad is not None
+
+
+def test_second_derivatives_raise_rather_than_vanish():
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64, requires_grad=True)
+    for op in (lambda t: ft.max_pool2d(t, 2), lambda t: ft.avg_pool2d(t, 2),
+               lambda t: ft.batch_norm(t, None, None, training=True)):
+        (g,) = torch.autograd.grad(op(x).pow(2).sum(), x, create_graph=True)
+        with pytest.raises(RuntimeError):
+            g.sum().backward()
