@@ -137,9 +137,9 @@ def kernels_for(op: str, backend: str, algo, p, inputs):
 
 def finish(plan, algorithm: Algorithm, op: str, p, itemsize: int, arithmetic_here=False):
     """A plan as it runs: under ``numpy.errstate`` unless the algorithm is quiet and the plan
-    itself does no array arithmetic (``arithmetic_here``), and on one
-    CPU thread when the call is too small to share (``config.CPU_ONE_THREAD_BELOW``): starting
-    the threads of a parallel loop costs 2-4 us, more than such a call's whole work."""
+    itself does no array arithmetic (``arithmetic_here``), and on one CPU thread when the call
+    is too small to share (``config.CPU_ONE_THREAD_BELOW``): starting the threads of a
+    parallel loop costs 2-4 us, more than such a call's whole work."""
     from . import _calls
 
     if arithmetic_here or not algorithm.quiet:
