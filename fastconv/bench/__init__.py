@@ -85,16 +85,9 @@ def main_models(o: ModelOptions, json_path=None, plot_path=None, argv=None, out=
     from . import model_suite, report
 
     out = out or sys.stdout
-    try:
-        selected = model_suite.check_options(o)
-        _check_paths(json_path, plot_path)
-        import torch  # noqa: F401
-    except ImportError:
-        print("fastconv bench: error: --models needs PyTorch: pip install torch==2.13.0",
-              file=sys.stderr)
-        return 2
-    except ValueError as e:
-        print(f"fastconv bench: error: {e}", file=sys.stderr)
+    selected, failed = _with_torch("--models", lambda: model_suite.check_options(o), json_path,
+                                   plot_path)
+    if failed:
         return 2
     started = time.perf_counter()
     meta = model_suite.metadata(o, argv)
@@ -117,16 +110,8 @@ def main_overhead(o, json_path=None, argv=None, out=None) -> int:
     from . import overhead, report
 
     out = out or sys.stdout
-    try:
-        overhead.check_options(o)
-        _check_paths(json_path, None)
-        import torch  # noqa: F401
-    except ImportError:
-        print("fastconv bench: error: --overhead needs PyTorch: pip install torch==2.13.0",
-              file=sys.stderr)
-        return 2
-    except ValueError as e:
-        print(f"fastconv bench: error: {e}", file=sys.stderr)
+    _, failed = _with_torch("--overhead", lambda: overhead.check_options(o), json_path, None)
+    if failed:
         return 2
     started = time.perf_counter()
     meta = overhead.metadata(o, argv)
@@ -137,6 +122,23 @@ def main_overhead(o, json_path=None, argv=None, out=None) -> int:
     print(overhead.footer(summary, time.perf_counter() - started), file=out)
     _write(json_path, None, None, meta, rows, summary, out)
     return 0
+
+
+def _with_torch(flag, check, json_path, plot_path):
+    """``(check(), False)`` once the options, the output paths and PyTorch (which ``flag``
+    needs) are all there; else ``(None, True)``, with the error printed."""
+    try:
+        result = check()
+        _check_paths(json_path, plot_path)
+        import torch  # noqa: F401
+    except ImportError:
+        print(f"fastconv bench: error: {flag} needs PyTorch: pip install torch==2.13.0",
+              file=sys.stderr)
+        return None, True
+    except ValueError as e:
+        print(f"fastconv bench: error: {e}", file=sys.stderr)
+        return None, True
+    return result, False
 
 
 def _check_paths(json_path, plot_path):

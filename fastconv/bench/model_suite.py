@@ -39,13 +39,7 @@ class ModelOptions:
 
 def check_options(o: ModelOptions) -> list:
     """Validate before any work; the selected models."""
-    if not isinstance(o.threads, int) or o.threads < 1:
-        raise ValueError(f"threads must be a positive int, got {o.threads!r}")
-    if o.min_repeat < 1 or o.min_time < 0:
-        raise ValueError(f"repeat must be >= 1 and min-time >= 0, got {o.min_repeat} and "
-                         f"{o.min_time}")
-    if not o.idle_gap >= 0:
-        raise ValueError(f"idle-gap must be >= 0 seconds, got {o.idle_gap}")
+    timing.check_options(o.threads, o.min_repeat, o.min_time, o.idle_gap)
     return models.select(o.names)
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import timing
+from .report import Columns
 
 # (name, forward op, array shapes in the op's order, keyword arguments)
 TINY = [
@@ -143,13 +144,7 @@ def check_options(o: OverheadOptions) -> None:
     unknown = [w for w in o.ways if w not in WAYS]
     if unknown or not o.ways:
         raise ValueError(f"ways must be some of {list(WAYS)}, got {list(o.ways)}")
-    if not isinstance(o.threads, int) or o.threads < 1:
-        raise ValueError(f"threads must be a positive int, got {o.threads!r}")
-    if o.min_repeat < 1 or o.min_time < 0:
-        raise ValueError(f"repeat must be >= 1 and min-time >= 0, got {o.min_repeat} and "
-                         f"{o.min_time}")
-    if not o.idle_gap >= 0:
-        raise ValueError(f"idle-gap must be >= 0 seconds, got {o.idle_gap}")
+    timing.check_options(o.threads, o.min_repeat, o.min_time, o.idle_gap)
 
 
 def metadata(o: OverheadOptions, argv=None) -> dict:
@@ -178,18 +173,9 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
-class Table:
-    COLUMNS = (("case", 24, "<"), ("way", 14, "<"), ("op", 29, "<"), ("fastconv us", 11, ">"),
+class Table(Columns):
+    columns = (("case", 24, "<"), ("way", 14, "<"), ("op", 29, "<"), ("fastconv us", 11, ">"),
                ("torch us", 9, ">"), ("ratio", 6, ">"), ("target", 7, ">"))
-
-    def _line(self, cells) -> str:
-        return " ".join(f"{c:{align}{width}}" for c, (_, width, align) in zip(cells, self.COLUMNS))
-
-    def head(self) -> str:
-        return self._line([name for name, _, _ in self.COLUMNS]).rstrip()
-
-    def rule(self) -> str:
-        return "-" * len(self.head())
 
     def format(self, row: dict) -> str:
         verdict = f"{'<=' if row['met'] else '> '}{row['target']:g}"

@@ -27,7 +27,23 @@ def header(meta: dict) -> str:
     return "\n".join(lines)
 
 
-class Table:
+class Columns:
+    """A fixed-width text table: ``columns`` are (name, width, alignment) triples; subclasses
+    say how a row becomes cells (``format``)."""
+
+    columns: tuple = ()
+
+    def _line(self, cells) -> str:
+        return " ".join(f"{c:{align}{width}}" for c, (_, width, align) in zip(cells, self.columns))
+
+    def head(self) -> str:
+        return self._line([name for name, _, _ in self.columns]).rstrip()
+
+    def rule(self) -> str:
+        return "-" * len(self.head())
+
+
+class Table(Columns):
     """Rows printed one by one; the layer and direction are printed when they change."""
 
     COLUMNS = (("layer", 29, "<"), ("direction", 10, "<"), ("algo", 11, "<"), ("ms", 9, ">"),
@@ -40,15 +56,6 @@ class Table:
         self.mark_auto = mark_auto
         self.out = out
         self.last = (None, None)
-
-    def _line(self, cells) -> str:
-        return " ".join(f"{c:{align}{width}}" for c, (_, width, align) in zip(cells, self.columns))
-
-    def head(self) -> str:
-        return self._line([name for name, _, _ in self.columns]).rstrip()
-
-    def rule(self) -> str:
-        return "-" * len(self.head())
 
     def format(self, row: dict) -> str:
         layer, direction = row["layer"], DIRECTION_LABELS[row["direction"]]
@@ -278,23 +285,14 @@ def model_header(meta: dict) -> str:
         f"steps and {meta['min_time_s']:g} s each; median ms, interquartile spread"])
 
 
-class ModelTable:
+class ModelTable(Columns):
     """One line per (model, mode), the model's name only on its first line."""
 
-    COLUMNS = (("model", 16, "<"), ("mode", 6, "<"), ("batch", 12, "<"), ("fastconv ms", 12, ">"),
+    columns = (("model", 16, "<"), ("mode", 6, "<"), ("batch", 12, "<"), ("fastconv ms", 12, ">"),
                ("±", 5, ">"), ("torch ms", 10, ">"), ("±", 5, ">"), ("ratio", 6, ">"))
 
     def __init__(self):
         self.last = None
-
-    def _line(self, cells) -> str:
-        return " ".join(f"{c:{align}{width}}" for c, (_, width, align) in zip(cells, self.COLUMNS))
-
-    def head(self) -> str:
-        return self._line([name for name, _, _ in self.COLUMNS]).rstrip()
-
-    def rule(self) -> str:
-        return "-" * len(self.head())
 
     def format(self, row: dict) -> str:
         shown = row["model"] if row["model"] != self.last else ""

@@ -51,13 +51,7 @@ def check_options(o: Options) -> list:
     if o.backend not in dispatch.BACKENDS:
         raise ValueError(f"backend must be one of {dispatch.BACKENDS}, got {o.backend!r}")
     check_dtype_name("bench", o.dtype)
-    if not isinstance(o.threads, int) or o.threads < 1:
-        raise ValueError(f"threads must be a positive int, got {o.threads!r}")
-    n, t = o.repeats()
-    if n < 1 or t < 0:
-        raise ValueError(f"repeat must be >= 1 and min-time >= 0, got {n} and {t}")
-    if not o.idle_gap >= 0:
-        raise ValueError(f"idle-gap must be >= 0 seconds, got {o.idle_gap}")
+    timing.check_options(o.threads, *o.repeats(), o.idle_gap)
     layers = zoo.select(o.suite, o.layers, o.ops)
     missing = sorted({layer.op for layer in layers if not dispatch.algorithms(layer.op, o.backend)})
     if missing:

@@ -129,6 +129,17 @@ def measure_together(fns: dict, sync=lambda: None, *, min_repeat=5, min_time=0.2
     return {name: Timing(times[name], first[name]) for name in names}
 
 
+def check_options(threads, min_repeat, min_time, idle_gap) -> None:
+    """ValueError naming a bad timing option of any bench (layers, models, tiny calls)."""
+    if not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive int, got {threads!r}")
+    if min_repeat < 1 or min_time < 0:
+        raise ValueError(f"repeat must be >= 1 and min-time >= 0, got {min_repeat} and "
+                         f"{min_time}")
+    if not idle_gap >= 0:
+        raise ValueError(f"idle-gap must be >= 0 seconds, got {idle_gap}")
+
+
 @dataclass
 class Device:
     """Where a benchmark runs: the array module, how to wait for it, and what it is."""
