@@ -7,6 +7,8 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 
+import grids
+
 import fastconv as fc
 from fastconv import _calls, config, registry
 from fastconv.testing import error, reference_op, tolerance
@@ -140,20 +142,36 @@ def test_calls_from_many_threads_at_once_agree_bitwise():
             np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("op, args, kwargs", [
-    ("conv2d", (X, W), dict(padding=1)),
-    ("max_pool2d", (X, 3, 2, 1), {}),
-    ("avg_pool2d", (X, 2), {}),
-    ("batch_norm", (X, None, None), dict(training=True)),
-])
-def test_tiny_calls_on_one_thread_give_the_parallel_results(op, args, kwargs, monkeypatch):
-    """config.CPU_ONE_THREAD_BELOW (the tests set it to 0) runs tiny calls on one thread:
-    bitwise the results of the parallel loops, and Numba's thread count is restored."""
+@pytest.mark.parametrize("case", grids.CASES[::41], ids=lambda c: c.op)
+def test_tiny_calls_on_one_thread_give_the_parallel_results(case, monkeypatch):
+    """config.CPU_ONE_THREAD_BELOW (the tests set it to 0) runs tiny calls on one thread, where
+    every parallel kernel runs as its serial twin (cpu._threads.parallel_jit): bitwise the
+    results of the parallel loops, for every op and CPU algorithm, forward and backward, and
+    Numba's thread count is restored."""
     import numba
 
-    parallel = getattr(fc, op)(*args, **kwargs)
+    rng = np.random.default_rng(0)
+    args = grids.forward_args(case, rng)
+    back, back_kwargs = grids.backward_args(case, args, rng)
     before = numba.get_num_threads()
-    monkeypatch.setattr(config, "CPU_ONE_THREAD_BELOW", 10**12)
-    alone = getattr(fc, op)(*args, **kwargs)
-    assert numba.get_num_threads() == before
-    np.testing.assert_array_equal(alone, parallel)
+    for op, a, kwargs in ((case.op, args, case.kwargs), (case.op + "_backward", back, back_kwargs)):
+        shapes = [None if x is None else x.shape for x in a]
+        for algo in fc.explain(op, *shapes, **kwargs)["candidates"]:
+            if algo == "reference":
+                continue
+            monkeypatch.setattr(config, "CPU_ONE_THREAD_BELOW", 0)
+            parallel = getattr(fc, op)(*_copies(a), **kwargs, algo=algo)
+            monkeypatch.setattr(config, "CPU_ONE_THREAD_BELOW", 10**15)
+            alone = getattr(fc, op)(*_copies(a), **kwargs, algo=algo)
+            assert numba.get_num_threads() == before
+            for p, q in zip(_outputs(parallel), _outputs(alone)):
+                np.testing.assert_array_equal(q, p, err_msg=f"{op} {algo}")
+
+
+def _copies(arrays):
+    """Fresh copies (batch norm updates its running statistics in place)."""
+    return [a.copy() if isinstance(a, np.ndarray) else a for a in arrays]
+
+
+def _outputs(result):
+    return [r for r in (result if isinstance(result, tuple) else (result,)) if r is not None]

@@ -13,6 +13,7 @@ from math import prod
 
 import numpy as np
 from numba import njit, prange, uint64
+from ._threads import parallel_jit
 
 FASTMATH = {"contract"}  # fused multiply-add only: no reassociation, NaN and Inf kept
 
@@ -78,7 +79,7 @@ def pad_plane(buf, plane, top, left):
         row_copy(buf[i + top, j0 + left:j1 + left], plane[i], j0, 1)
 
 
-@njit(parallel=True, fastmath=FASTMATH_SUM, cache=True)
+@parallel_jit(fastmath=FASTMATH_SUM, cache=True)
 def _finite_rows(a, out, zero):
     # out[r] = whether row r of a (R, L) is all finite: x - x is 0 for finite x and NaN for
     # Inf and NaN, and a sum holding a NaN is NaN (FASTMATH_SUM keeps NaN: no "nnan")
@@ -100,7 +101,7 @@ def all_finite(a):
     return bool(out.all())
 
 
-@njit(parallel=True, fastmath=FASTMATH_SUM, cache=True)
+@parallel_jit(fastmath=FASTMATH_SUM, cache=True)
 def _channel_sum(a, out):
     # a (N, K, L) -> out (K,): per channel, a fixed-order float64 sum over batch and space
     n_, k_, l_ = a.shape

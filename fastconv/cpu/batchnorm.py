@@ -35,6 +35,7 @@ from numba import njit, prange
 from ..common.batchnorm import empty_batch_gradients, input_gradient_coefficients, \
     running_update, scale_and_shift
 from ._loops import FASTMATH_SUM, frozen, planes
+from ._threads import parallel_jit
 
 _running_update = njit(inline="always")(running_update)
 _scale_and_shift = njit(inline="always")(scale_and_shift)
@@ -59,7 +60,7 @@ def _channel_mean_var(x, c):
     return mu, squares / (n_ * l_)
 
 
-@njit(parallel=True, fastmath=FASTMATH_SUM, cache=True)
+@parallel_jit(fastmath=FASTMATH_SUM, cache=True)
 def _forward(x, mean, var, running_mean, running_var, weight, bias, momentum, eps, y):
     # x, y (N, C, L); mean, var (C,): the running statistics to normalise with (evaluation), or
     # empty (training: the batch's); running_mean, running_var (C,): updated in place in
@@ -85,7 +86,7 @@ def _forward(x, mean, var, running_mean, running_var, weight, bias, momentum, ep
                 y[n, c, i] = x[n, c, i] * s + t
 
 
-@njit(parallel=True, fastmath=FASTMATH_SUM, cache=True)
+@parallel_jit(fastmath=FASTMATH_SUM, cache=True)
 def _backward(gy, x, weight, running_mean, running_var, training, eps, gx, gw, gb):
     # One task per channel, which makes every pass over that channel in turn while its values
     # are still in cache (x and gy come from memory once): the batch statistics (training; else

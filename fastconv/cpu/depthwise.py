@@ -42,6 +42,7 @@ from numba import get_num_threads, njit, prange, uint64
 from ..common.depthwise import why_not
 from ._loops import (FASTMATH, FASTMATH_SUM, all_finite, bias_or_zeros, channel_sum, row_copy,
                      row_place)
+from ._threads import parallel_jit
 
 
 # --- phase planes -----------------------------------------------------------------------------
@@ -183,7 +184,7 @@ def _per_block(tasks):
 
 # --- kernels ------------------------------------------------------------------------------------
 
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
+@parallel_jit(fastmath=FASTMATH, cache=True)
 def _forward(x, w, b, y, sh, sw, ph, pw, dh, dw, hq, rq, per):
     # x (N, C, H, W), w (O, 1, KH, KW), b (O,) -> y (N, O, Ho, Wo)
     n_, c_ = x.shape[0], x.shape[1]
@@ -208,7 +209,7 @@ def _forward(x, w, b, y, sh, sw, ph, pw, dh, dw, hq, rq, per):
                 row_copy(y[n, o, i], acc, i * rq, 1)
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
+@parallel_jit(fastmath=FASTMATH, cache=True)
 def _backward_data(gy, w, gx, sh, sw, ph, pw, dh, dw, hq, rq, per):
     # gy (N, O, Ho, Wo), w (O, 1, KH, KW) -> gx (N, C, H, W). The adjoint of _forward: where the
     # forward adds w * flat[off + m] into acc[m], this adds w * gy[m] into flat[off + m].
@@ -232,7 +233,7 @@ def _backward_data(gy, w, gx, sh, sw, ph, pw, dh, dw, hq, rq, per):
             _from_phases(flat, gx[n, c], ph, pw, sh, sw, hq, rq)
 
 
-@njit(parallel=True, fastmath=FASTMATH_SUM, cache=True)
+@parallel_jit(fastmath=FASTMATH_SUM, cache=True)
 def _backward_weight(x, gy, gw, sh, sw, ph, pw, dh, dw, hq, rq, exact):
     # x (N, C, H, W), gy (N, O, Ho, Wo) -> gw (O, 1, KH, KW): dL/dw[o, 0, a, e] is the dot
     # product of gy's grid with the phase planes at tap (a, e)'s offset, summed over the batch.

@@ -44,6 +44,7 @@ from numba import get_num_threads, njit, prange, uint64
 from .. import config
 from ._loops import (FASTMATH, FASTMATH_SUM, all_finite, bias_or_zeros, channel_sum, cropped,
                      frozen, pad_plane, padded, row_copy)
+from ._threads import parallel_jit
 
 
 # --- row updates: the inner loops -----------------------------------------------------------
@@ -100,7 +101,7 @@ def _kernel_row(acc0, acc1, w, o, p, c, a, src, col, dw, step):
         e += 1
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
+@parallel_jit(fastmath=FASTMATH, cache=True)
 def _forward(x, w, b, y, top, left, hq, row, grid, step, dh, dw, groups, block, chunk):
     # x (N, C, H, W), w (O, Cg, KH, KW), b (O,) -> y (N, O, Ho, Wo). Each task first pads its
     # group's input planes into the flat (Hq, R) grid xq (in cache, as depthwise does); output
@@ -170,7 +171,7 @@ def _dot(g, src, col, step, zero):
     return t
 
 
-@njit(parallel=True, fastmath=FASTMATH_SUM, cache=True)
+@parallel_jit(fastmath=FASTMATH_SUM, cache=True)
 def _backward_weight(xq, gq, gw, row, grid, step, dh, dw, groups, ho_, wo_, exact, zero):
     # xq (N, C, Hp*R), gq (N, O, Ho*grid) -> gw (O, Cg, KH, KW). Sums in the dtype of zero, the
     # arrays' own: float64 sums would halve the vector width and convert every product.
@@ -222,7 +223,7 @@ def _backward_weight(xq, gq, gw, row, grid, step, dh, dw, groups, ho_, wo_, exac
 # (one image, a block of input channels) walks the forward loop nest and scatters
 # gy[n, o, i, j] * w[o, c, a, e] back onto the padded input it came from; the padding is
 # cropped away at the end. (Stride 1 takes the faster road in backward_data below.)
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
+@parallel_jit(fastmath=FASTMATH, cache=True)
 def _backward_data_scatter(gy, w, gxp, sh, sw, dh, dw, groups, block):
     # gy (N, O, Ho, Wo), w (O, Cg, KH, KW) -> gxp (N, C, Hp, Wp), zero on entry
     n_, c_, _, _ = gxp.shape

@@ -42,7 +42,7 @@ from numba import get_thread_id, njit, prange, uint64
 from .. import config
 from ._blas import gemm, library, single_threaded
 from ._loops import FASTMATH, bias_or_zeros, channel_sum, frozen, planes, taps
-from ._threads import threads
+from ._threads import parallel_jit, threads
 
 # backward-weight splits the K = Cg*kh*kw rows of the columns into blocks of about this many,
 # one task per block and group (fixed, so that no sum depends on the thread count)
@@ -154,7 +154,7 @@ def _spread_columns(dcols, gx, c_first, r0, rows, geometry):
                 n, i = n + 1, 0
 
 
-@njit(parallel=True, cache=True)
+@parallel_jit(cache=True)
 def _forward(blas, x, w2, yt, buffers, groups, tile_rows, geometry):
     # yt (O, N*Ho*Wo) = w_g @ the columns of each (group, tile) task
     n_, ho_, wo_ = x.shape[0], geometry[2], geometry[3]
@@ -169,7 +169,7 @@ def _forward(blas, x, w2, yt, buffers, groups, tile_rows, geometry):
              yt[g * og:(g + 1) * og, r0 * wo_:(r0 + rows) * wo_], 0.0)
 
 
-@njit(parallel=True, cache=True)
+@parallel_jit(cache=True)
 def _backward_data(blas, gyt, w2, gx, buffers, groups, tile_rows, geometry):
     # gx (N, C, H, W) += col2im(w_g^T @ gyt_g) per (group, whole images) task, tile by tile
     n_, ho_, wo_ = gx.shape[0], geometry[2], geometry[3]
@@ -188,7 +188,7 @@ def _backward_data(blas, gyt, w2, gx, buffers, groups, tile_rows, geometry):
             _spread_columns(dcols, gx, g * cg, r0, rows, geometry)
 
 
-@njit(parallel=True, cache=True)
+@parallel_jit(cache=True)
 def _backward_weight(blas, x, gyt, gw2, buffers, groups, block, tile_rows, geometry):
     # gw2 (O, K) = sum over the tiles of gyt_g @ cols^T, per (group, block of K rows) task
     n_, ho_, wo_ = x.shape[0], geometry[2], geometry[3]
@@ -209,7 +209,7 @@ def _backward_weight(blas, x, gyt, gw2, buffers, groups, block, tile_rows, geome
                  1.0)
 
 
-@njit(parallel=True, cache=True)
+@parallel_jit(cache=True)
 def _to_channel_major(a3, out):
     # a3 (N, O, P) -> out (O, N*P)
     n_, o_, p_ = a3.shape
@@ -219,7 +219,7 @@ def _to_channel_major(a3, out):
             out[o, n * p_ + j] = a3[n, o, j]
 
 
-@njit(parallel=True, cache=True)
+@parallel_jit(cache=True)
 def _from_channel_major(at, out, bias):
     # at (O, N*P) -> out (N, O, P), plus bias[o]
     n_, o_, p_ = out.shape

@@ -23,6 +23,7 @@ from numba import njit, prange
 from ..common.pointwise import pixels, spread, subsampled, why_not
 from ._blas import gemm, library, single_threaded
 from ._loops import channel_sum, frozen, planes
+from ._threads import parallel_jit
 
 __all__ = ["forward", "backward_data", "backward_weight", "backward_bias", "why_not",
            "workspace_bytes"]
@@ -34,7 +35,7 @@ MIN_COLUMNS = 256
 BLOCK = 128
 
 
-@njit(parallel=True, cache=True)
+@parallel_jit(cache=True)
 def _products(blas, a3, b3, c3, bias, has_bias, groups, columns, transpose_a):
     # c3[n, g] (M, P) = op(a3[g]) @ b3[n, g] (K, P) per (image, group, block of columns) task:
     # forward (a3 = w as (G, Og, Cg)) and backward-data (a3 the same w, transposed)
@@ -54,7 +55,7 @@ def _products(blas, a3, b3, c3, bias, has_bias, groups, columns, transpose_a):
         gemm(blas, a, b3[n, g * k:(g + 1) * k, p0:p1], out, 1.0 if has_bias else 0.0)
 
 
-@njit(parallel=True, cache=True)
+@parallel_jit(cache=True)
 def _weight_products(blas, gy3, xs3, gw2, groups, columns, block):
     # gw2 (O, Cg) = sum over n and column blocks of gy[n, g] @ xs[n, g]^T, per (group, block of
     # rows, block of columns of gw) task

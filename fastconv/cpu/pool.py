@@ -15,6 +15,7 @@ import numpy as np
 from numba import njit, prange, uint64
 
 from ._loops import FASTMATH_SUM, border, inside, row_axpy, row_scatter, taps
+from ._threads import parallel_jit
 
 
 # Every kernel below works one output row at a time and splits it in three: the border columns
@@ -70,7 +71,7 @@ def _max_tap(xr, col, step, yr, ir, flat, want_indices):
                 ir[jj] = flat + jj * step
 
 
-@njit(parallel=True, cache=True)
+@parallel_jit(cache=True)
 def _max_forward(x, y, indices, want_indices, kh, kw, sh, sw, ph, pw, dh, dw):
     # x (N, C, H, W) -> y (N, C, Ho, Wo), indices (same, int64; written if want_indices)
     n_, c_, h_, w_ = x.shape
@@ -123,7 +124,7 @@ def _max_forward(x, y, indices, want_indices, kh, kw, sh, sw, ph, pw, dh, dw):
 # Max-pool gradient: each output selected one input (its index), so the output gradient goes
 # there, and inputs selected by several overlapping windows sum their shares. Each task clears
 # its own plane first (cheaper than a zeroed allocation: the plane is then in cache).
-@njit(parallel=True, cache=True)
+@parallel_jit(cache=True)
 def _max_backward(gy, indices, gx):
     # gy, indices (N, C, Ho, Wo) -> gx (N, C, H*W), uninitialised on entry
     n_, c_, ho_, wo_ = gy.shape
@@ -147,7 +148,7 @@ def _divisor(r0, q0, h_, w_, kh, kw, ph, pw, count_include_pad, divisor_override
     return (min(r1, h_) - max(r0, 0)) * (min(q1, w_) - max(q0, 0))
 
 
-@njit(parallel=True, fastmath=FASTMATH_SUM, cache=True)
+@parallel_jit(fastmath=FASTMATH_SUM, cache=True)
 def _avg_forward(x, y, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_override):
     n_, c_, h_, w_ = x.shape
     ho_, wo_ = y.shape[2], y.shape[3]
@@ -186,7 +187,7 @@ def _avg_forward(x, y, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_overri
 
 # Average-pool gradient: y[i, j] = (sum of its window) / divisor, so every input element of the
 # window receives gy[i, j] / divisor.
-@njit(parallel=True, cache=True)
+@parallel_jit(cache=True)
 def _avg_backward(gy, gx, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_override):
     # gy (N, C, Ho, Wo) -> gx (N, C, H, W), uninitialised on entry
     n_, c_, h_, w_ = gx.shape
@@ -231,7 +232,7 @@ def _adaptive_windows(size, out):
     return bounds
 
 
-@njit(parallel=True, fastmath=FASTMATH_SUM, cache=True)
+@parallel_jit(fastmath=FASTMATH_SUM, cache=True)
 def _adaptive_forward(x, w_, rows, cols, y):
     # x (P, H*W) planes with rows w_ wide, rows (Ho, 2), cols (Wo, 2) -> y (P, Ho, Wo)
     ho_, wo_ = y.shape[1], y.shape[2]
@@ -253,7 +254,7 @@ def _adaptive_forward(x, w_, rows, cols, y):
 
 
 # Adaptive-average gradient: each input element of window (i, j) receives gy[i, j] / its size.
-@njit(parallel=True, cache=True)
+@parallel_jit(cache=True)
 def _adaptive_backward(gy, rows, cols, gx):
     # gy (P, Ho, Wo) -> gx (P, H, W), uninitialised on entry
     ho_, wo_ = gy.shape[1], gy.shape[2]

@@ -8,17 +8,16 @@ Every operator hands its tensors to fastconv without copying (see ``_handover``)
 as NumPy views, CUDA tensors as CuPy arrays through DLPack, on PyTorch's current stream.
 fastconv validates every argument and raises ``ValueError``/``TypeError`` naming it.
 
-Three ways in, one implementation. Under ``torch.compile``, on fake or meta tensors, on tensor
-subclasses and under functorch transforms, a call goes through the registered operator
-(``torch.ops.fastconv.*``), which PyTorch's dispatcher, fake tensors and ``opcheck``
-understand. A plain eager call on CPU or CUDA tensors skips the dispatcher (about 10 us a call,
-``benchmarks/custom_op_cost.py``): with no gradient wanted, the public function hands the
-tensors straight to fastconv's op with the caller's arguments (:func:`_direct`); otherwise
-it runs inside an ``autograd.Function`` built from the registered operator's setup and
-formula (:class:`_Operator`), whose backward calls the backward implementation directly.
-Max pooling without indices and batch norm have eager functions of their own with one output
-(:class:`_MaxPool2d`, :class:`_BatchNorm`): the registered forms return the indices, and the
-updated running statistics, as extra outputs.
+Three ways in, one implementation (:func:`_way`). Under ``torch.compile``, on fake or meta
+tensors, on tensor subclasses and under functorch transforms, a call goes through the
+registered operator (``torch.ops.fastconv.*``), which PyTorch's dispatcher, fake tensors and
+``opcheck`` understand. A plain eager call on CPU or CUDA tensors skips the dispatcher (about
+10 us a call, ``benchmarks/custom_op_cost.py``): with no gradient wanted, the public function
+hands the tensors straight to fastconv's op with the caller's arguments; otherwise it runs an
+``autograd.Function`` (one per op kind, below) whose forward and backward call fastconv's
+forward and backward ops, again with the caller's arguments. Max pooling without indices and
+batch norm return one output there: the registered forms return the indices, and the updated
+running statistics, as extra outputs.
 
 Backward operators return an empty tensor in place of a gradient ``output_mask`` leaves out
 (custom operators cannot return None); the autograd formulas turn those into None. Double
@@ -57,8 +56,8 @@ def _call(fn, tensors, *args, **kwargs):
                 out = fn(*(to_array(t) for t in tensors), *args, **kwargs)
             break
     else:
-        arrays = [None if t is None else (t.detach() if t.requires_grad else t).numpy()
-                  for t in tensors]
+        arrays = [None if t is None else t.numpy(force=True) if t.requires_grad else t.numpy()
+                  for t in tensors]  # force: the view without a detach() first (0.4 us)
         threads = _cpu_threads()
         wanted = torch.get_num_threads()
         if wanted == threads.threads():
@@ -96,79 +95,91 @@ def _fake_gradients(like, shapes, mask):
 
 
 # --------------------------------------------------------------------------------------------
-# One operator, two ways in
+# Three ways in
 # --------------------------------------------------------------------------------------------
 _PLAIN = (Tensor, torch.nn.Parameter)
+_is_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+
+DIRECT, EAGER, REGISTERED = "direct", "eager", "registered"
 
 
-def _plain(args) -> bool:
+def _plain(tensors) -> bool:
     """Whether a call can skip PyTorch's dispatcher: eager (not compiling, no functorch
-    transform active), and every tensor a plain tensor (no subclass, fake or meta tensor) on
-    the CPU or a CUDA device. About 1 us (``Tensor.device`` alone costs 0.4 us a tensor, its
-    ``is_cpu`` 0.1)."""
+    transform active), and every tensor a plain tensor (no subclass, fake or meta tensor, no
+    functorch wrapper left over from a transform) on the CPU or a CUDA device. About 1 us
+    (``Tensor.device`` alone costs 0.4 us a tensor, its ``is_cpu`` 0.1)."""
     if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
         return False
-    for a in args:
-        if isinstance(a, Tensor) and not (type(a) in _PLAIN and (a.is_cpu or a.is_cuda)):
+    for t in tensors:
+        if t is not None and not (type(t) in _PLAIN and (t.is_cpu or t.is_cuda)
+                                  and not _is_wrapped(t)):
             return False
     return True
 
 
-def _direct(*tensors) -> bool:
-    """Whether a call can go straight to fastconv's NumPy (or CuPy) op: plain (see
-    :func:`_plain`) and no gradient wanted, so there is no autograd node to make either. The
-    public functions below take this path with the arguments as the caller gave them (fastconv
-    validates them as PyTorch would), the common case of inference."""
+def _way(*tensors) -> str:
+    """How a call with these tensors runs:
+
+    - ``DIRECT``: plain (:func:`_plain`) and no gradient wanted, so there is no autograd node
+      to make: the public function hands the tensors straight to fastconv's op with the
+      arguments as the caller gave them (fastconv validates them as PyTorch would). The common
+      case of inference.
+    - ``EAGER``: plain, under autograd: the op's ``autograd.Function`` below, whose forward and
+      backward call fastconv's forward and backward ops directly, with the caller's arguments.
+    - ``REGISTERED``: anything else (``torch.compile``, fake or meta tensors, subclasses,
+      functorch transforms) goes through the registered operator ``torch.ops.fastconv.*``,
+      which PyTorch's dispatcher, fake tensors and ``opcheck`` understand.
+    """
+    if not _plain(tensors):
+        return REGISTERED
     if torch.is_grad_enabled():
         for t in tensors:
             if t is not None and t.requires_grad:
-                return False
-    return _plain(tensors)
+                return EAGER
+    return DIRECT
 
 
-class _Operator:
-    """``fastconv::<name>``: ``impl`` registered as a custom operator with ``fake``; with
-    ``formula`` (a function of the backward callable that returns the autograd formula) and
-    ``setup``, differentiable through ``backward`` (another :class:`_Operator`): the registered
-    operator's formula calls the registered backward operator, the eager ``autograd.Function``'s
-    calls the backward implementation."""
+def _first_order(backward):
+    """``backward`` under ``once_differentiable`` (a second derivative raises rather than
+    vanishing) only where one could be asked for: under ``create_graph=True``, the one case
+    where grad mode is on during a backward. Otherwise once_differentiable's ``no_grad`` block
+    is all it does, at 2-3 us a backward."""
+    guarded = once_differentiable(backward)
 
-    def __init__(self, name, impl, fake, *, backward=None, setup=None, formula=None):
-        self.impl = impl
-        self.registered = torch.library.custom_op(f"fastconv::{name}", impl, mutates_args=())
-        self.registered.register_fake(fake)
-        self.function = None
-        if formula is not None:
-            self.registered.register_autograd(formula(backward.registered), setup_context=setup)
-            self.function = _function(name, impl, setup, formula(backward.impl))
+    def backward_once(ctx, *grads):
+        if torch.is_grad_enabled():
+            return guarded(ctx, *grads)
+        return backward(ctx, *grads)
+    return backward_once
 
-    def __call__(self, *args):
-        if not _plain(args):
-            return self.registered(*args)
-        if self.function is not None and torch.is_grad_enabled() and any(
-                isinstance(a, Tensor) and a.requires_grad for a in args):
-            return self.function.apply(*args)
-        return self.impl(*args)
+
+def _apply(function):
+    """``function.apply`` without the Python layer of ``autograd.Function.apply`` (some 3 us
+    a call), which binds defaults for a ``setup_context`` (these functions have none) and
+    serves functorch (whose calls never come this way: :func:`_plain`) before it calls this
+    same C implementation."""
+    return super(torch.autograd.Function, function).apply
+
+
+# --------------------------------------------------------------------------------------------
+# The registered operators
+# --------------------------------------------------------------------------------------------
+def _register(name, impl, fake, *, backward=None, setup=None, formula=None):
+    """``fastconv::<name>``: ``impl`` as a custom operator with ``fake`` as its fake; with
+    ``formula`` (a function of the backward operator that returns the autograd formula) and
+    ``setup``, differentiable through the registered operator ``backward``."""
+    operator = torch.library.custom_op(f"fastconv::{name}", impl, mutates_args=())
+    operator.register_fake(fake)
+    if formula is not None:
+        operator.register_autograd(formula(backward), setup_context=setup)
+    return operator
 
 
 def _differentiable(name, impl, fake, backward_impl, backward_fake, *, setup, formula):
     """``fastconv::<name>`` and ``fastconv::<name>_backward``, the first differentiable through
-    the second: (forward, backward) :class:`_Operator` s."""
-    backward = _Operator(f"{name}_backward", backward_impl, backward_fake)
-    return _Operator(name, impl, fake, backward=backward, setup=setup, formula=formula), backward
-
-
-def _function(name, impl, setup, differentiate):
-    """An ``autograd.Function`` running ``impl`` forward, ``setup`` on its context and
-    ``differentiate`` backward: the custom operator's autograd, without the dispatcher."""
-    def forward(ctx, *inputs):
-        output = impl(*inputs)
-        setup(ctx, inputs, output)
-        return output
-
-    return type(f"fastconv_{name}", (torch.autograd.Function,),
-                {"forward": staticmethod(forward),
-                 "backward": staticmethod(once_differentiable(differentiate))})
+    the second: (forward, backward) operators."""
+    backward = _register(f"{name}_backward", backward_impl, backward_fake)
+    return _register(name, impl, fake, backward=backward, setup=setup, formula=formula), backward
 
 
 # --------------------------------------------------------------------------------------------
@@ -493,35 +504,75 @@ _batch_norm, _batch_norm_backward = _differentiable(
 
 
 # --------------------------------------------------------------------------------------------
-# Eager autograd functions with one output, for the two operators whose registered form has
-# more: max pooling's indices (when the caller does not want them) and batch norm's updated
-# running statistics (custom operators cannot mutate their inputs and have a formula too).
-# Eagerly, the indices stay inside the node and fastconv updates the statistics in place, as
-# torch does: no extra outputs for autograd to track (measured on a (2, 4, 8, 8) input, 10-20 us
-# of a forward and backward), and the indices, which nobody else ever holds, need no range
-# check in the backward.
+# The eager autograd functions: fastconv's forward op in forward, its backward op in backward,
+# each with the caller's own arguments (fastconv validates them), tensors handed over as views.
+# Max pooling keeps its indices inside the node, and batch norm updates the running statistics
+# in place, as torch does: the registered forms must return both as extra outputs (custom
+# operators cannot mutate their inputs and have a formula too), which eagerly cost 10-20 us of
+# a forward and backward for autograd to track. Indices that nobody else ever holds need no
+# range check in the backward either.
 # --------------------------------------------------------------------------------------------
-class _MaxPool2d(torch.autograd.Function):
+class _Convolution(torch.autograd.Function):
+    """``apply(ops, x, weight, bias, settings, algo)``: a convolution, ``ops`` its fastconv
+    (forward, backward) pair and ``settings`` the caller's arguments between bias and algo."""
+
     @staticmethod
-    def forward(ctx, x, kernel_size, stride, padding, dilation, ceil_mode, algo):
-        y, indices = _call(fastconv.max_pool2d, (x,), kernel_size, stride, padding, dilation,
-                           ceil_mode, True, algo=algo)
+    def forward(ctx, ops, x, weight, bias, settings, algo):
+        ctx.save_for_backward(x, weight)
+        ctx.backward_op, ctx.settings, ctx.algo = ops[1], settings, algo
+        return _call(ops[0], (x, weight, bias), *settings, algo=algo)
+
+    @staticmethod
+    @_first_order
+    def backward(ctx, grad_y):
+        x, weight = ctx.saved_tensors
+        mask = ctx.needs_input_grad[1:4]  # x, weight, bias (False for a bias of None)
+        gradients = _call(ctx.backward_op, (grad_y, x, weight), *ctx.settings,
+                          output_mask=mask, algo=ctx.algo)
+        return (None, *gradients, None, None)
+
+
+class _Pooling(torch.autograd.Function):
+    """``apply(ops, x, settings, algo)``: average or adaptive average pooling, ``ops`` its
+    fastconv (forward, backward) pair, the backward called as ``(grad_y, x, *settings)``."""
+
+    @staticmethod
+    def forward(ctx, ops, x, settings, algo):
+        ctx.save_for_backward(x)
+        ctx.backward_op, ctx.settings, ctx.algo = ops[1], settings, algo
+        return _call(ops[0], (x,), *settings, algo=algo)
+
+    @staticmethod
+    @_first_order
+    def backward(ctx, grad_y):
+        (x,) = ctx.saved_tensors
+        return None, _call(ctx.backward_op, (grad_y, x), *ctx.settings, algo=ctx.algo), None, None
+
+
+class _MaxPool2d(torch.autograd.Function):
+    """``apply(x, settings, algo)``: max pooling without indices for the caller, ``settings``
+    (kernel_size, stride, padding, dilation, ceil_mode) as the caller gave them."""
+
+    @staticmethod
+    def forward(ctx, x, settings, algo):
+        y, indices = _call(fastconv.max_pool2d, (x,), *settings, True, algo=algo)
         ctx.save_for_backward(x, indices)
-        ctx.settings = (kernel_size, stride, padding, dilation, ceil_mode, algo)
+        ctx.settings, ctx.algo = settings, algo
         return y
 
     @staticmethod
-    @once_differentiable
+    @_first_order
     def backward(ctx, grad_y):
         x, indices = ctx.saved_tensors
-        gx = None
-        if ctx.needs_input_grad[0]:
-            gx = _call(_max_pool2d_backward_of_own_indices, (grad_y, x, indices),
-                       *ctx.settings)
-        return (gx,) + (None,) * 6
+        gx = _call(_max_pool2d_backward_of_own_indices, (grad_y, x, indices), *ctx.settings,
+                   ctx.algo)
+        return gx, None, None
 
 
 class _BatchNorm(torch.autograd.Function):
+    """``apply(x, running_mean, running_var, weight, bias, training, momentum, eps, algo)``,
+    the running statistics (which want no gradient) updated in place when training."""
+
     @staticmethod
     def forward(ctx, x, running_mean, running_var, weight, bias, training, momentum, eps, algo):
         y = _call(fastconv.batch_norm, (x, running_mean, running_var, weight, bias), training,
@@ -531,14 +582,18 @@ class _BatchNorm(torch.autograd.Function):
         # recomputes the batch statistics from x
         stats = (None, None) if training else (running_mean, running_var)
         ctx.save_for_backward(x, weight, *stats)
-        ctx.has_weight, ctx.has_bias = weight is not None, bias is not None
         ctx.training, ctx.eps, ctx.algo = training, eps, algo
         return y
 
     @staticmethod
-    @once_differentiable
+    @_first_order
     def backward(ctx, grad_y):
-        return _batch_norm_formula(ctx, grad_y, None, None)
+        x, weight, running_mean, running_var = ctx.saved_tensors
+        wanted = ctx.needs_input_grad
+        gx, gw, gb = _call(fastconv.batch_norm_backward,
+                           (grad_y, x, weight, running_mean, running_var), ctx.training, ctx.eps,
+                           output_mask=(wanted[0], wanted[3], wanted[4]), algo=ctx.algo)
+        return gx, None, None, gw, gb, None, None, None, None
 
 
 def _updated(training, running_mean, running_var):
@@ -549,7 +604,18 @@ def _updated(training, running_mean, running_var):
         torch.autograd.graph.increment_version((running_mean, running_var))
 
 
-_batch_norm_formula = _batch_norm_autograd(_batch_norm_backward_impl)
+def _adaptive_avg_pool2d_backward(grad_y, x, output_size, *, algo):
+    """fastconv's backward, which reads the output size from grad_y, as ``_Pooling`` calls it."""
+    return fastconv.adaptive_avg_pool2d_backward(grad_y, x, algo=algo)
+
+
+_convolution, _pooling = _apply(_Convolution), _apply(_Pooling)
+_max_pool, _batch_norm_function = _apply(_MaxPool2d), _apply(_BatchNorm)
+_CONV2D = (fastconv.conv2d, fastconv.conv2d_backward)
+_CONV1D = (fastconv.conv1d, fastconv.conv1d_backward)
+_CONV_TRANSPOSE2D = (fastconv.conv_transpose2d, fastconv.conv_transpose2d_backward)
+_AVG_POOL2D = (fastconv.avg_pool2d, fastconv.avg_pool2d_backward)
+_ADAPTIVE_AVG_POOL2D = (fastconv.adaptive_avg_pool2d, _adaptive_avg_pool2d_backward)
 
 
 # --------------------------------------------------------------------------------------------
@@ -566,9 +632,11 @@ def _ints(value, n):
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
            algo="auto"):
     """As ``torch.nn.functional.conv2d``, computed by fastconv (``algo`` as fastconv.conv2d)."""
-    if _direct(input, weight, bias):
-        return _call(fastconv.conv2d, (input, weight, bias), stride, padding, dilation, groups,
-                     algo=algo)
+    way, settings = _way(input, weight, bias), (stride, padding, dilation, groups)
+    if way is DIRECT:
+        return _call(fastconv.conv2d, (input, weight, bias), *settings, algo=algo)
+    if way is EAGER:
+        return _convolution(_CONV2D, input, weight, bias, settings, algo)
     rule, pads = (padding, [0, 0]) if isinstance(padding, str) else ("", _ints(padding, 2))
     return _conv2d(input, weight, bias, _ints(stride, 2), pads, rule, _ints(dilation, 2), groups,
                    algo)
@@ -577,9 +645,11 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
            algo="auto"):
     """As ``torch.nn.functional.conv1d``, computed by fastconv."""
-    if _direct(input, weight, bias):
-        return _call(fastconv.conv1d, (input, weight, bias), stride, padding, dilation, groups,
-                     algo=algo)
+    way, settings = _way(input, weight, bias), (stride, padding, dilation, groups)
+    if way is DIRECT:
+        return _call(fastconv.conv1d, (input, weight, bias), *settings, algo=algo)
+    if way is EAGER:
+        return _convolution(_CONV1D, input, weight, bias, settings, algo)
     rule, pads = (padding, [0]) if isinstance(padding, str) else ("", _ints(padding, 1))
     return _conv1d(input, weight, bias, _ints(stride, 1), pads, rule, _ints(dilation, 1), groups,
                    algo)
@@ -588,9 +658,12 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
 def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
                      dilation=1, *, algo="auto"):
     """As ``torch.nn.functional.conv_transpose2d``, computed by fastconv."""
-    if _direct(input, weight, bias):
-        return _call(fastconv.conv_transpose2d, (input, weight, bias), stride, padding,
-                     output_padding, groups, dilation, algo=algo)
+    way = _way(input, weight, bias)
+    settings = (stride, padding, output_padding, groups, dilation)
+    if way is DIRECT:
+        return _call(fastconv.conv_transpose2d, (input, weight, bias), *settings, algo=algo)
+    if way is EAGER:
+        return _convolution(_CONV_TRANSPOSE2D, input, weight, bias, settings, algo)
     return _conv_transpose2d(input, weight, bias, _ints(stride, 2), _ints(padding, 2),
                              _ints(output_padding, 2), groups, _ints(dilation, 2), algo)
 
@@ -598,11 +671,12 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False, *, algo="auto"):
     """As ``torch.nn.functional.max_pool2d``, computed by fastconv."""
-    if _direct(input):
+    way = _way(input)
+    if way is DIRECT:
         return _call(fastconv.max_pool2d, (input,), kernel_size, stride, padding, dilation,
                      ceil_mode, return_indices, algo=algo)
-    if not return_indices and _plain((input,)):
-        return _MaxPool2d.apply(input, kernel_size, stride, padding, dilation, ceil_mode, algo)
+    if way is EAGER and not return_indices:
+        return _max_pool(input, (kernel_size, stride, padding, dilation, ceil_mode), algo)
     kernel = _ints(kernel_size, 2)
     strides = kernel if stride is None or stride == [] else _ints(stride, 2)
     y, indices = _max_pool2d(input, kernel, strides, _ints(padding, 2), _ints(dilation, 2),
@@ -613,9 +687,12 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
                count_include_pad=True, divisor_override=None, *, algo="auto"):
     """As ``torch.nn.functional.avg_pool2d``, computed by fastconv."""
-    if _direct(input):
-        return _call(fastconv.avg_pool2d, (input,), kernel_size, stride, padding, ceil_mode,
-                     count_include_pad, divisor_override, algo=algo)
+    way = _way(input)
+    settings = (kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+    if way is DIRECT:
+        return _call(fastconv.avg_pool2d, (input,), *settings, algo=algo)
+    if way is EAGER:
+        return _pooling(_AVG_POOL2D, input, settings, algo)
     kernel = _ints(kernel_size, 2)
     strides = kernel if stride is None or stride == [] else _ints(stride, 2)
     return _avg_pool2d(input, kernel, strides, _ints(padding, 2), ceil_mode, count_include_pad,
@@ -625,8 +702,11 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
 def adaptive_avg_pool2d(input, output_size, *, algo="auto"):
     """As ``torch.nn.functional.adaptive_avg_pool2d`` (None in output_size keeps that input
     size), computed by fastconv."""
-    if _direct(input):
+    way = _way(input)
+    if way is DIRECT:
         return _call(fastconv.adaptive_avg_pool2d, (input,), output_size, algo=algo)
+    if way is EAGER:
+        return _pooling(_ADAPTIVE_AVG_POOL2D, input, (output_size,), algo)
     sizes = _ints(output_size, 2)
     sizes = [n if s is None else s for s, n in zip(sizes, input.shape[-2:])]
     return _adaptive_avg_pool2d(input, sizes, algo)
@@ -637,13 +717,14 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     """As ``torch.nn.functional.batch_norm`` (running statistics updated in place when
     training), computed by fastconv."""
     tensors = (input, running_mean, running_var, weight, bias)
-    if _direct(*tensors):  # fastconv updates the running statistics in place, as torch does
+    way = _way(*tensors)
+    if way is DIRECT:  # fastconv updates the running statistics in place, as torch does
         y = _call(fastconv.batch_norm, tensors, training, momentum, eps, algo=algo)
         _updated(training, running_mean, running_var)
         return y
-    if _plain(tensors) and not any(t is not None and t.requires_grad
-                                   for t in (running_mean, running_var)):
-        return _BatchNorm.apply(*tensors, training, momentum, eps, algo)
+    if way is EAGER and not any(t is not None and t.requires_grad
+                                for t in (running_mean, running_var)):
+        return _batch_norm_function(*tensors, training, momentum, eps, algo)
     y, mean, var = _batch_norm(input, running_mean, running_var, weight, bias, training,
                                momentum, eps, algo)
     if training and running_mean is not None:

@@ -100,6 +100,21 @@ def call(module, op, args, kwargs):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 @pytest.mark.parametrize("op, shapes, kwargs", CASES, ids=IDS)
 def test_forward_and_gradients_match_torch(op, shapes, kwargs, dtype):
+    """The eager way in: an autograd.Function calling fastconv's ops directly."""
+    _check_against_torch(op, shapes, kwargs, dtype)
+
+
+@pytest.mark.parametrize("op, shapes, kwargs", CASES, ids=IDS)
+def test_registered_operators_match_torch(op, shapes, kwargs, monkeypatch):
+    """The way in of torch.compile, subclasses and functorch, taken here by plain tensors: the
+    registered operators, their autograd formulas and backward operators."""
+    from fastconv.torch import ops
+
+    monkeypatch.setattr(ops, "_plain", lambda tensors: False)
+    _check_against_torch(op, shapes, kwargs, torch.float64)
+
+
+def _check_against_torch(op, shapes, kwargs, dtype):
     ours = make_args(op, shapes, dtype, requires_grad=True)
     theirs = [None if a is None else a.detach().clone().requires_grad_(a.requires_grad)
               for a in ours]
