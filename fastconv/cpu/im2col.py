@@ -31,7 +31,9 @@ edge of x (per tap, the output rows and columns whose input lies inside are know
 and col2im drops what falls there.
 
 Workspace: one column buffer per thread of at most ``config.IM2COL_TILE_BYTES`` (a tile holds as
-many output rows as fit, at least one, split as evenly as the rows allow) and the channel-major
+many output rows as fit, at least one, split as evenly as the rows allow, and a call has at
+least ``config.IM2COL_MIN_TILES`` tiles where it has the rows, so that a small batch, which
+fits one tile, still gives every thread work) and the channel-major
 output or output gradient (unless N == 1).
 """
 from __future__ import annotations
@@ -248,11 +250,13 @@ def weight_block(p) -> int:
 
 def rows_per_tile(p, itemsize, k_rows=None) -> int:
     """Output rows per tile: as many as keep the (k_rows, rows*Wo) columns within
-    ``config.IM2COL_TILE_BYTES``, at least one (k_rows: K by default); from a whole image up,
-    whole images."""
+    ``config.IM2COL_TILE_BYTES`` and leave at least ``config.IM2COL_MIN_TILES`` tiles, at least
+    one row (k_rows: K by default); from a whole image up, whole images."""
     n, ho = max(1, p.y_shape[0]), p.y_shape[2]  # an empty batch has no tiles, sizes aside
     per_row = (_k(p) if k_rows is None else k_rows) * p.y_shape[3] * itemsize
-    rows = max(1, min(n * ho, config.IM2COL_TILE_BYTES // max(1, per_row)))
+    rows = min(n * ho, config.IM2COL_TILE_BYTES // max(1, per_row),
+               -(-n * ho // max(1, config.IM2COL_MIN_TILES)))
+    rows = max(1, rows)
     if rows < ho:  # blocks of rows of one image, as equal as they can be
         return -(-ho // -(-ho // rows))
     images = rows // ho  # runs of whole images, as equal as they can be
