@@ -129,9 +129,11 @@ def prepare(backend, a, shape=None):
     kernel that wrote to an input fail to compile."""
     if a is None:
         return None
-    a = array_module(backend).ascontiguousarray(a)
     if backend != "cpu":
+        a = array_module(backend).ascontiguousarray(a)
         return a if shape is None else a.reshape(shape)
+    if not a.flags.c_contiguous:
+        a = np.ascontiguousarray(a)
     a = a.view() if shape is None else a.reshape(shape)  # a new view either way
     a.setflags(write=False)  # ~0.2 us
     return a

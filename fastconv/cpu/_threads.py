@@ -98,9 +98,12 @@ def threads() -> int:
     Asked on every call (the plan cache's key): once the pool is up, Numba's own count is read
     directly (0.14 us), without ``numba.get_num_threads``' check that the pool is launched,
     which took 0.9 us of every call."""
+    if _count is not None:
+        count = _count()
+        if count > 0:
+            return count
     start()
-    count = _count() if _count is not None else 0
-    return count if count > 0 else numba.get_num_threads()
+    return numba.get_num_threads()
 
 
 @contextlib.contextmanager

@@ -254,8 +254,9 @@ def rows_per_tile(p, itemsize, k_rows=None) -> int:
     one row (k_rows: K by default); from a whole image up, whole images."""
     n, ho = max(1, p.y_shape[0]), p.y_shape[2]  # an empty batch has no tiles, sizes aside
     per_row = (_k(p) if k_rows is None else k_rows) * p.y_shape[3] * itemsize
-    rows = min(n * ho, config.IM2COL_TILE_BYTES // max(1, per_row),
-               -(-n * ho // max(1, config.IM2COL_MIN_TILES)))
+    rows = min(n * ho, config.IM2COL_TILE_BYTES // max(1, per_row))
+    if p.y_shape[0] > 0:  # (an empty batch: one whole image, as the kernels expect)
+        rows = min(rows, -(-n * ho // max(1, config.IM2COL_MIN_TILES)))
     rows = max(1, rows)
     if rows < ho:  # blocks of rows of one image, as equal as they can be
         return -(-ho // -(-ho // rows))
