@@ -94,6 +94,9 @@ def _fill_columns(x, cols, c_first, k_first, r0, rows, geometry):
     # and columns [j0, j1) whose input lies inside x are copied, the rest are zero
     kh_, kw_, ho_, wo_, sh, sw, dh, dw, top, left = geometry
     _, c_, h_, w_ = x.shape
+    if sh == 1 and sw == 1 and w_ == wo_ and r0 % ho_ == 0 and rows % ho_ == 0:
+        _fill_images(x, cols, c_first, k_first, r0 // ho_, rows // ho_, geometry)
+        return
     flat, out = x.reshape(-1), cols.reshape(-1)
     wou, swu = uint64(wo_), uint64(sw)
     for kk in range(cols.shape[0]):
@@ -124,6 +127,39 @@ def _fill_columns(x, cols, c_first, k_first, r0, rows, geometry):
                 n, i = n + 1, 0
 
 
+@njit(inline="always")
+def _fill_images(x, cols, c_first, k_first, n_first, images, geometry):
+    # _fill_columns for a tile of whole images at unit stride with W == Wo (a "same" padded
+    # layer, small images): per tap and image, the Ho*Wo columns are the input plane shifted
+    # by a constant, so one contiguous copy from the first column whose input lies inside x to
+    # the last, then zeros over the rest (the rows above and below, and the |shift| columns of
+    # each row that fall on the padding). Row by row, 4x4 images cost a loop setup per
+    # 4-element row, three times the copying itself (LeNet's second conv).
+    kh_, kw_, ho_, wo_, sh, sw, dh, dw, top, left = geometry
+    _, c_, h_, w_ = x.shape
+    flat, out = x.reshape(-1), cols.reshape(-1)
+    plane = uint64(ho_ * wo_)
+    for kk in range(cols.shape[0]):
+        k = k_first + kk
+        c, a, e = k // (kh_ * kw_), k // kw_ % kh_, k % kw_
+        i0, i1 = taps(a * dh - top, 1, h_, ho_)
+        j0, j1 = taps(e * dw - left, 1, w_, wo_)
+        dst = uint64(kk * cols.shape[1])
+        if i0 >= i1 or j0 >= j1:  # the tap reads only padding
+            _zero(out, dst, plane * uint64(images))
+            continue
+        first, last = uint64(i0 * wo_ + j0), uint64((i1 - 1) * wo_ + j1)  # [first, last)
+        shift = (a * dh - top) * w_ + e * dw - left  # input index - column index, in a plane
+        for n in range(n_first, n_first + images):
+            src = uint64((n * c_ + c_first + c) * h_ * w_ + i0 * wo_ + j0 + shift)
+            _zero(out, dst, first)
+            _gather(out, dst + first, flat, src, last - first, uint64(1))
+            for i in range(i0, i1 - 1):  # the padding columns between two rows' valid runs
+                _zero(out, dst + uint64(i * wo_ + j1), uint64(wo_ - j1 + j0))
+            _zero(out, dst + last, plane - last)
+            dst += plane
+
+
 @njit(fastmath=FASTMATH, inline="always")
 def _spread_columns(dcols, gx, c_first, r0, rows, geometry):
     # dcols (K, rows*Wo) -> gx (N, C, H, W) += ; the adjoint of _fill_columns (what fell on the
@@ -131,6 +167,9 @@ def _spread_columns(dcols, gx, c_first, r0, rows, geometry):
     # add up the same way every time
     kh_, kw_, ho_, wo_, sh, sw, dh, dw, top, left = geometry
     _, c_, h_, w_ = gx.shape
+    if sh == 1 and sw == 1 and w_ == wo_ and r0 % ho_ == 0 and rows % ho_ == 0:
+        _spread_images(dcols, gx, c_first, r0 // ho_, rows // ho_, geometry)
+        return
     flat, src_all = gx.reshape(-1), dcols.reshape(-1)
     wou, swu = uint64(wo_), uint64(sw)
     for k in range(dcols.shape[0]):
@@ -154,6 +193,36 @@ def _spread_columns(dcols, gx, c_first, r0, rows, geometry):
             i += 1
             if i == ho_:
                 n, i = n + 1, 0
+
+
+@njit(fastmath=FASTMATH, inline="always")
+def _spread_images(dcols, gx, c_first, n_first, images, geometry):
+    # _spread_columns for a tile of whole images at unit stride with W == Wo (as _fill_images):
+    # per tap and image, one flat pass from the first column whose input lies inside gx to the
+    # last, adding 0.0 where a column falls on the padding. Bitwise the row-by-row sums: every
+    # element meets the same values in the same (channel, tap) order, and adding 0.0 changes
+    # nothing, since a sum that starts from +0.0 is never -0.0.
+    kh_, kw_, ho_, wo_, sh, sw, dh, dw, top, left = geometry
+    _, c_, h_, w_ = gx.shape
+    flat, src_all = gx.reshape(-1), dcols.reshape(-1)
+    plane = ho_ * wo_
+    keep = np.empty(plane, dtype=np.bool_)  # the tap's columns inside gx, by position
+    for k in range(dcols.shape[0]):
+        c, a, e = k // (kh_ * kw_), k // kw_ % kh_, k % kw_
+        i0, i1 = taps(a * dh - top, 1, h_, ho_)
+        j0, j1 = taps(e * dw - left, 1, w_, wo_)
+        if i0 >= i1 or j0 >= j1:  # the tap reads only padding
+            continue
+        for d in range(plane):
+            keep[d] = j0 <= d % wo_ < j1
+        first, last = uint64(i0 * wo_ + j0), uint64((i1 - 1) * wo_ + j1)  # [first, last)
+        shift = (a * dh - top) * w_ + e * dw - left  # input index - column index, in a plane
+        src = uint64(k * dcols.shape[1] + i0 * wo_ + j0)
+        for n in range(n_first, n_first + images):
+            dst = uint64((n * c_ + c_first + c) * h_ * w_ + i0 * wo_ + j0 + shift)  # in gx
+            for t in range(last - first):
+                flat[dst + t] += src_all[src + t] if keep[first + t] else 0.0
+            src += uint64(plane)
 
 
 @parallel_jit(cache=True)

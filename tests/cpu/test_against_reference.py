@@ -44,3 +44,22 @@ def test_drawn_with_tiny_tiles(strategy, tiny_tiles):
 @pytest.mark.parametrize("strategy", DRAWN, ids=lambda s: s.__name__)
 def test_drawn_sweep(strategy):
     grids.run_drawn(strategy, 1000, check_algorithms)
+
+
+def _whole_image_cases():
+    """im2col's whole-image column copy (cpu.im2col._fill_images) serves unit-stride layers
+    with W == Wo in tiles of whole images: batches large enough for the minimum tile count to
+    leave whole images in a tile, "same" padding (symmetric or not, dilated), taps that read
+    only padding (a 5x5 kernel on 2x2 images), one column, groups."""
+    for (h, w), (kh, kw), d, groups in [((4, 4), (3, 3), 1, 1), ((3, 5), (3, 3), 1, 1),
+                                        ((2, 2), (5, 5), 1, 1), ((4, 6), (3, 5), 2, 1),
+                                        ((5, 1), (3, 1), 1, 1), ((4, 4), (2, 2), 1, 2),
+                                        ((6, 3), (1, 3), 1, 2)]:
+        yield grids.Case("conv2d", ((8, 4, h, w), (6, 4 // groups, kh, kw), (6,)),
+                         dict(padding="same", dilation=d, groups=groups))
+    yield grids.Case("conv2d", ((8, 3, 4, 4), (5, 3, 3, 3), None), dict(padding=(0, 1)))
+
+
+@pytest.mark.parametrize("case", list(_whole_image_cases()), ids=str)
+def test_im2col_whole_image_tiles(case, rng):
+    check_algorithms(case, rng)
