@@ -206,22 +206,25 @@ def _spread_images(dcols, gx, c_first, n_first, images, geometry):
     _, c_, h_, w_ = gx.shape
     flat, src_all = gx.reshape(-1), dcols.reshape(-1)
     plane = ho_ * wo_
-    keep = np.empty(plane, dtype=np.bool_)  # the tap's columns inside gx, by position
+    keep = np.empty((kw_, plane), dtype=np.bool_)  # per column tap: its columns inside gx
+    for e in range(kw_):
+        j0, j1 = taps(e * dw - left, 1, w_, wo_)
+        for i in range(ho_):
+            for j in range(wo_):
+                keep[e, i * wo_ + j] = j0 <= j < j1
     for k in range(dcols.shape[0]):
         c, a, e = k // (kh_ * kw_), k // kw_ % kh_, k % kw_
         i0, i1 = taps(a * dh - top, 1, h_, ho_)
         j0, j1 = taps(e * dw - left, 1, w_, wo_)
         if i0 >= i1 or j0 >= j1:  # the tap reads only padding
             continue
-        for d in range(plane):
-            keep[d] = j0 <= d % wo_ < j1
         first, last = uint64(i0 * wo_ + j0), uint64((i1 - 1) * wo_ + j1)  # [first, last)
         shift = (a * dh - top) * w_ + e * dw - left  # input index - column index, in a plane
         src = uint64(k * dcols.shape[1] + i0 * wo_ + j0)
         for n in range(n_first, n_first + images):
             dst = uint64((n * c_ + c_first + c) * h_ * w_ + i0 * wo_ + j0 + shift)  # in gx
             for t in range(last - first):
-                flat[dst + t] += src_all[src + t] if keep[first + t] else 0.0
+                flat[dst + t] += src_all[src + t] if keep[e, first + t] else 0.0
             src += uint64(plane)
 
 
