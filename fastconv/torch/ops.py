@@ -127,7 +127,8 @@ def _way(*tensors) -> str:
     - ``DIRECT``: plain (:func:`_plain`) and no gradient wanted, so there is no autograd node
       to make: the public function hands the tensors straight to fastconv's op with the
       arguments as the caller gave them (fastconv validates them as PyTorch would). The common
-      case of inference.
+      case of inference; on the CPU the public functions try :func:`_views`, the same way in
+      checked in one pass, before they ask.
     - ``EAGER``: plain, under autograd: the op's ``autograd.Function`` below, whose forward and
       backward call fastconv's forward and backward ops directly, with the caller's arguments.
     - ``REGISTERED``: anything else (``torch.compile``, fake or meta tensors, subclasses,
@@ -141,6 +142,32 @@ def _way(*tensors) -> str:
             if t is not None and t.requires_grad:
                 return EAGER
     return DIRECT
+
+
+def _views(*tensors):
+    """The NumPy views of a call's tensors when it goes straight to fastconv's op on the CPU:
+    plain tensors (:func:`_plain`) on the CPU, no gradient wanted, fastconv already on torch's
+    thread count. None otherwise, and the call takes :func:`_way`'s road. The same checks as
+    ``_way`` and ``_call`` made in one pass: the common case of inference, where every
+    microsecond is a tenth of a tiny call."""
+    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+        return None
+    grad = torch.is_grad_enabled()
+    arrays = []
+    for t in tensors:
+        if t is None:
+            arrays.append(None)
+        elif type(t) not in _PLAIN or not t.is_cpu or _is_wrapped(t):
+            return None
+        elif t.requires_grad:
+            if grad:
+                return None
+            arrays.append(t.numpy(force=True))
+        else:
+            arrays.append(t.numpy())
+    if torch.get_num_threads() != (_threads or _cpu_threads()).threads():
+        return None
+    return arrays
 
 
 def _first_order(backward):
@@ -636,7 +663,11 @@ def _ints(value, n):
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
            algo="auto"):
     """As ``torch.nn.functional.conv2d``, computed by fastconv (``algo`` as fastconv.conv2d)."""
-    way, settings = _way(input, weight, bias), (stride, padding, dilation, groups)
+    settings = (stride, padding, dilation, groups)
+    arrays = _views(input, weight, bias)
+    if arrays is not None:
+        return _tensors(fastconv.conv2d(*arrays, *settings, algo=algo))
+    way = _way(input, weight, bias)
     if way is DIRECT:
         return _call(fastconv.conv2d, (input, weight, bias), *settings, algo=algo)
     if way is EAGER:
@@ -649,7 +680,11 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
            algo="auto"):
     """As ``torch.nn.functional.conv1d``, computed by fastconv."""
-    way, settings = _way(input, weight, bias), (stride, padding, dilation, groups)
+    settings = (stride, padding, dilation, groups)
+    arrays = _views(input, weight, bias)
+    if arrays is not None:
+        return _tensors(fastconv.conv1d(*arrays, *settings, algo=algo))
+    way = _way(input, weight, bias)
     if way is DIRECT:
         return _call(fastconv.conv1d, (input, weight, bias), *settings, algo=algo)
     if way is EAGER:
@@ -662,8 +697,11 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
 def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
                      dilation=1, *, algo="auto"):
     """As ``torch.nn.functional.conv_transpose2d``, computed by fastconv."""
-    way = _way(input, weight, bias)
     settings = (stride, padding, output_padding, groups, dilation)
+    arrays = _views(input, weight, bias)
+    if arrays is not None:
+        return _tensors(fastconv.conv_transpose2d(*arrays, *settings, algo=algo))
+    way = _way(input, weight, bias)
     if way is DIRECT:
         return _call(fastconv.conv_transpose2d, (input, weight, bias), *settings, algo=algo)
     if way is EAGER:
@@ -675,12 +713,15 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False, *, algo="auto"):
     """As ``torch.nn.functional.max_pool2d``, computed by fastconv."""
+    settings = (kernel_size, stride, padding, dilation, ceil_mode)
+    arrays = _views(input)
+    if arrays is not None:
+        return _tensors(fastconv.max_pool2d(*arrays, *settings, return_indices, algo=algo))
     way = _way(input)
     if way is DIRECT:
-        return _call(fastconv.max_pool2d, (input,), kernel_size, stride, padding, dilation,
-                     ceil_mode, return_indices, algo=algo)
+        return _call(fastconv.max_pool2d, (input,), *settings, return_indices, algo=algo)
     if way is EAGER and not return_indices:
-        return _max_pool(input, (kernel_size, stride, padding, dilation, ceil_mode), algo)
+        return _max_pool(input, settings, algo)
     kernel = _ints(kernel_size, 2)
     strides = kernel if stride is None or stride == [] else _ints(stride, 2)
     y, indices = _max_pool2d(input, kernel, strides, _ints(padding, 2), _ints(dilation, 2),
@@ -691,8 +732,11 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
                count_include_pad=True, divisor_override=None, *, algo="auto"):
     """As ``torch.nn.functional.avg_pool2d``, computed by fastconv."""
-    way = _way(input)
     settings = (kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+    arrays = _views(input)
+    if arrays is not None:
+        return _tensors(fastconv.avg_pool2d(*arrays, *settings, algo=algo))
+    way = _way(input)
     if way is DIRECT:
         return _call(fastconv.avg_pool2d, (input,), *settings, algo=algo)
     if way is EAGER:
@@ -706,6 +750,9 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
 def adaptive_avg_pool2d(input, output_size, *, algo="auto"):
     """As ``torch.nn.functional.adaptive_avg_pool2d`` (None in output_size keeps that input
     size), computed by fastconv."""
+    arrays = _views(input)
+    if arrays is not None:
+        return _tensors(fastconv.adaptive_avg_pool2d(*arrays, output_size, algo=algo))
     way = _way(input)
     if way is DIRECT:
         return _call(fastconv.adaptive_avg_pool2d, (input,), output_size, algo=algo)
@@ -721,8 +768,13 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     """As ``torch.nn.functional.batch_norm`` (running statistics updated in place when
     training), computed by fastconv."""
     tensors = (input, running_mean, running_var, weight, bias)
+    arrays = _views(*tensors)
+    if arrays is not None:  # fastconv updates the running statistics in place, as torch does
+        y = _tensors(fastconv.batch_norm(*arrays, training, momentum, eps, algo=algo))
+        _updated(training, running_mean, running_var)
+        return y
     way = _way(*tensors)
-    if way is DIRECT:  # fastconv updates the running statistics in place, as torch does
+    if way is DIRECT:
         y = _call(fastconv.batch_norm, tensors, training, momentum, eps, algo=algo)
         _updated(training, running_mean, running_var)
         return y
