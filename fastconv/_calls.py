@@ -132,7 +132,7 @@ def prepare(backend, a, shape=None):
     if backend != "cpu":
         a = array_module(backend).ascontiguousarray(a)
         return a if shape is None else a.reshape(shape)
-    if not a.flags.c_contiguous:
+    if type(a) is not np.ndarray or not a.flags.c_contiguous:  # (a subclass: its base array)
         a = np.ascontiguousarray(a)
     a = a.view() if shape is None else a.reshape(shape)  # a new view either way
     a.setflags(write=False)  # ~0.2 us

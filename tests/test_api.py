@@ -353,3 +353,13 @@ def test_inf_times_zero_is_nan_as_in_torch_and_nothing_warns(algo, recwarn):
     np.testing.assert_array_equal(np.isnan(y), np.isnan(t))
     np.testing.assert_array_equal(np.isinf(y), np.isinf(t))
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_empty_batch_of_images_larger_than_a_tile():
+    """An empty batch whose one image needs several im2col tiles (64 channels of 32x32 at 3x3:
+    K * Wo too wide for one 2 MiB tile): no work, no division by the batch."""
+    pytest.importorskip("torch")
+    x, w = np.zeros((0, 64, 32, 32)), np.ones((64, 64, 3, 3))
+    args, kwargs = (np.zeros((0, 64, 32, 32)), x, w), dict(padding=1)
+    for op, a in (("conv2d", (x, w)), ("conv2d_backward", args)):
+        assert_matches(op, a, kwargs, fastconv_runner("im2col"), torch_op, np.float64)

@@ -168,6 +168,22 @@ def test_tiny_calls_on_one_thread_give_the_parallel_results(case, monkeypatch):
                 np.testing.assert_array_equal(q, p, err_msg=f"{op} {algo}")
 
 
+def test_serial_twins_keep_the_parallel_loops_error_model(monkeypatch):
+    """A float division by zero inside a kernel's loop gives inf or NaN on one thread as on
+    many (Numba compiles prange bodies with the numpy error model; the twins too): evaluation
+    batch norm with eps=0 and a zero running variance, against the reference."""
+    x, zeros = np.ones((1, 2, 2, 2)), np.zeros(2)
+    expected = reference_op("batch_norm", x, zeros, zeros, training=False, eps=0.0)
+    gradients = []
+    for below in (0, 10**15):  # parallel kernels, then their serial twins
+        monkeypatch.setattr(config, "CPU_ONE_THREAD_BELOW", below)
+        np.testing.assert_array_equal(fc.batch_norm(x, zeros, zeros, training=False, eps=0.0),
+                                      expected)
+        gradients.append(fc.batch_norm_backward(x, x, None, zeros, zeros, False, 0.0))
+    for parallel, alone in zip(*gradients):
+        np.testing.assert_array_equal(alone, parallel)
+
+
 def _copies(arrays):
     """Fresh copies (batch norm updates its running statistics in place)."""
     return [a.copy() if isinstance(a, np.ndarray) else a for a in arrays]

@@ -146,8 +146,11 @@ def parallel_jit(**options):
     *serial twin* (``prange`` as ``range``), which runs in its place whenever the calling
     thread's Numba thread count is 1 (:func:`on_one_thread`, or the user's choice). Entering a
     parallel loop costs about 2 us even on one thread; calling the twin, 0.5 us. The twin runs
-    the same loops in the same order, so its results are bitwise the parallel kernel's
-    (tests/test_calls.py).
+    the same loops in the same order, with the error model of a ``prange`` body (``numpy``:
+    a float division by zero gives inf or NaN, as in the parallel loop), so its results are
+    bitwise the parallel kernel's wherever tested (tests/test_calls.py: every op and CPU
+    algorithm, both directions). The kernels are called from Python only (the wrapper is a
+    Python object, which compiled code cannot call).
 
     The twin is compiled from a copy of the function named ``<name>.serial``: Numba's disk cache
     files a kernel under its qualified name and keys it by signature and bytecode, not by
@@ -157,7 +160,10 @@ def parallel_jit(**options):
         twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__,
                                   fn.__closure__)
         twin.__qualname__, twin.__module__ = fn.__qualname__ + ".serial", fn.__module__
-        return ParallelKernel(njit(parallel=True, **options)(fn), njit(**options)(twin))
+        # the error model of a prange body (a float division by zero gives inf or NaN, as
+        # the parallel kernel's, rather than raising)
+        serial = njit(error_model="numpy", **options)(twin)
+        return ParallelKernel(njit(parallel=True, **options)(fn), serial)
     return compile_twice
 
 
@@ -168,7 +174,8 @@ class ParallelKernel:
     __slots__ = ("parallel", "serial", "__wrapped__")
 
     def __init__(self, parallel, serial):
-        self.parallel, self.serial, self.__wrapped__ = parallel, serial, parallel.py_func
+        self.parallel, self.serial = parallel, serial
+        self.__wrapped__ = getattr(parallel, "py_func", parallel)  # NUMBA_DISABLE_JIT: itself
 
     def __call__(self, *args):
         if _count is not None and _count() == 1:
@@ -176,7 +183,7 @@ class ParallelKernel:
         return self.parallel(*args)
 
     def __repr__(self):
-        return f"ParallelKernel({self.parallel.py_func.__qualname__})"
+        return f"ParallelKernel({self.__wrapped__.__qualname__})"
 
 
 def thread_safe() -> bool:

@@ -63,6 +63,14 @@ def _tile(t, n_, ho_, rows):
 
 
 @njit(inline="always")
+def _own(buffers):
+    """The calling thread's row of the per-thread buffers. A serial twin (a tiny call, one
+    thread) runs outside any parallel region, where TBB numbers the thread -2: row 0 then."""
+    t = get_thread_id()
+    return t if 0 <= t < buffers.shape[0] else 0
+
+
+@njit(inline="always")
 def _tile_count(n_, ho_, rows):
     if rows >= ho_:
         return (n_ * ho_ + rows - 1) // rows
@@ -237,7 +245,7 @@ def _forward(blas, x, w2, yt, buffers, groups, tile_rows, geometry):
     for task in prange(groups * tiles):
         g = task // tiles
         r0, rows = _tile(task % tiles, n_, ho_, tile_rows)
-        cols = buffers[get_thread_id(), :k_ * rows * wo_].reshape(k_, rows * wo_)
+        cols = buffers[_own(buffers), :k_ * rows * wo_].reshape(k_, rows * wo_)
         _fill_columns(x, cols, g * cg, 0, r0, rows, geometry)
         gemm(blas, w2[g * og:(g + 1) * og], cols,
              yt[g * og:(g + 1) * og, r0 * wo_:(r0 + rows) * wo_], 0.0)
@@ -249,12 +257,13 @@ def _backward_data(blas, gyt, w2, gx, buffers, groups, tile_rows, geometry):
     n_, ho_, wo_ = gx.shape[0], geometry[2], geometry[3]
     og, k_, cg = w2.shape[0] // groups, w2.shape[1], gx.shape[1] // groups
     tiles = _tile_count(n_, ho_, tile_rows)
-    per_task = 1 if tile_rows >= ho_ else tiles // n_  # tiles of one task: whole images
+    # tiles of one task: whole images (none at all in an empty batch)
+    per_task = 1 if tile_rows >= ho_ or n_ == 0 else tiles // n_
     tasks = tiles // per_task
     for task in prange(groups * tasks):
         g = task // tasks
         wgt = w2[g * og:(g + 1) * og].T  # (K, Og), contiguous columns
-        buffer = buffers[get_thread_id()]
+        buffer = buffers[_own(buffers)]
         for t in range(task % tasks * per_task, (task % tasks + 1) * per_task):
             r0, rows = _tile(t, n_, ho_, tile_rows)
             dcols = buffer[:k_ * rows * wo_].reshape(k_, rows * wo_)
@@ -274,7 +283,7 @@ def _backward_weight(blas, x, gyt, gw2, buffers, groups, block, tile_rows, geome
         kc = min(block, k_ - k0)
         out = gw2[g * og:(g + 1) * og, k0:k0 + kc]
         out[:, :] = 0
-        buffer = buffers[get_thread_id()]
+        buffer = buffers[_own(buffers)]
         for t in range(tiles):
             r0, rows = _tile(t, n_, ho_, tile_rows)
             cols = buffer[:kc * rows * wo_].reshape(kc, rows * wo_)
@@ -326,10 +335,8 @@ def rows_per_tile(p, itemsize, k_rows=None) -> int:
     one row (k_rows: K by default); from a whole image up, whole images."""
     n, ho = max(1, p.y_shape[0]), p.y_shape[2]  # an empty batch has no tiles, sizes aside
     per_row = (_k(p) if k_rows is None else k_rows) * p.y_shape[3] * itemsize
-    rows = min(n * ho, config.IM2COL_TILE_BYTES // max(1, per_row))
-    if p.y_shape[0] > 0:  # (an empty batch: one whole image, as the kernels expect)
-        rows = min(rows, -(-n * ho // max(1, config.IM2COL_MIN_TILES)))
-    rows = max(1, rows)
+    rows = max(1, min(n * ho, config.IM2COL_TILE_BYTES // max(1, per_row),
+                      n * ho // max(1, config.IM2COL_MIN_TILES)))
     if rows < ho:  # blocks of rows of one image, as equal as they can be
         return -(-ho // -(-ho // rows))
     images = rows // ho  # runs of whole images, as equal as they can be

@@ -635,7 +635,7 @@ def _updated(training, running_mean, running_var):
         torch.autograd.graph.increment_version((running_mean, running_var))
 
 
-def _adaptive_avg_pool2d_backward(grad_y, x, output_size, *, algo):
+def _adaptive_backward_as_pooling(grad_y, x, output_size, *, algo):
     """fastconv's backward, which reads the output size from grad_y, as ``_Pooling`` calls it."""
     return fastconv.adaptive_avg_pool2d_backward(grad_y, x, algo=algo)
 
@@ -646,7 +646,7 @@ _CONV2D = (fastconv.conv2d, fastconv.conv2d_backward)
 _CONV1D = (fastconv.conv1d, fastconv.conv1d_backward)
 _CONV_TRANSPOSE2D = (fastconv.conv_transpose2d, fastconv.conv_transpose2d_backward)
 _AVG_POOL2D = (fastconv.avg_pool2d, fastconv.avg_pool2d_backward)
-_ADAPTIVE_AVG_POOL2D = (fastconv.adaptive_avg_pool2d, _adaptive_avg_pool2d_backward)
+_ADAPTIVE_AVG_POOL2D = (fastconv.adaptive_avg_pool2d, _adaptive_backward_as_pooling)
 
 
 # --------------------------------------------------------------------------------------------

@@ -39,6 +39,9 @@ PROBE = textwrap.dedent('''
     compiled_warnings = caught.__enter__()
     warnings.simplefilter("always", NumbaPerformanceWarning)
     rng = np.random.default_rng(0)
+    # every call on the parallel kernels (the serial twins, which tiny calls would run, are the
+    # same Python functions, so the same integer types: compiling them too took a minute)
+    fastconv.config.CPU_ONE_THREAD_BELOW = 0
     for case in grids.CASES[::10]:   # every op, every CPU algorithm, forward and backward
         args = [None if a is None else a.astype(np.float32)
                 for a in grids.forward_args(case, rng)]
@@ -47,14 +50,10 @@ PROBE = textwrap.dedent('''
         for op, a, k in ((case.op, args, case.kwargs), (case.op + "_backward", back, kw)):
             shapes = [None if x is None else x.shape for x in a]
             for algo in fastconv.explain(op, *shapes, **k)["candidates"]:
-                if algo != "reference":  # parallel kernels, then their serial twins
-                    for below in (0, 10**15):
-                        fastconv.config.CPU_ONE_THREAD_BELOW = below
-                        getattr(fastconv, op)(*a, **k, algo=algo)
+                if algo != "reference":
+                    getattr(fastconv, op)(*a, **k, algo=algo)
     x, w = rng.standard_normal((2, 3, 6, 6)), rng.standard_normal((4, 3, 3, 3))
-    for below in (0, 10**15):
-        fastconv.config.CPU_ONE_THREAD_BELOW = below
-        fastconv.conv2d_backward(rng.standard_normal((2, 4, 4, 4)), x, w, algo="im2col")  # N > 1
+    fastconv.conv2d_backward(rng.standard_normal((2, 4, 4, 4)), x, w, algo="im2col")  # N > 1
     caught.__exit__(None, None, None)
     serial = sorted({" ".join(str(w.message).split())[:400] for w in compiled_warnings
                      if issubclass(w.category, NumbaPerformanceWarning)})  # names the kernel
@@ -66,17 +65,15 @@ PROBE = textwrap.dedent('''
                  "pointwise", "pool"):
         module = importlib.import_module("fastconv.cpu." + name)
         for attr, d in vars(module).items():
-            compiled = [d]
-            if isinstance(d, ParallelKernel):  # its serial twin runs the tiny calls
-                compiled, attr = [d.parallel, d.serial], attr + " (and .serial)"
-            if not all(isinstance(c, CPUDispatcher) for c in compiled) or \
-                    compiled[0].py_func.__module__ != module.__name__:
+            if isinstance(d, ParallelKernel):
+                d = d.parallel
+            if not isinstance(d, CPUDispatcher) or d.py_func.__module__ != module.__name__:
                 continue
-            if len(compiled) == 1 and d.targetoptions.get("inline") == "always":
+            if d.targetoptions.get("inline") == "always":
                 continue  # inlined into its callers: its variables are in their typed IR
-            if not all(c.overloads for c in compiled):
+            if not d.overloads:
                 missing.append(name + "." + attr)
-            for sig, result in [kv for c in compiled for kv in c.overloads.items()]:
+            for sig, result in d.overloads.items():
                 kernels += 1
                 for var, t in result.type_annotation.typemap.items():
                     for leaf in [t, *getattr(t, "types", ())]:
