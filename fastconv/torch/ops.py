@@ -663,35 +663,34 @@ def _ints(value, n):
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
            algo="auto"):
     """As ``torch.nn.functional.conv2d``, computed by fastconv (``algo`` as fastconv.conv2d)."""
-    settings = (stride, padding, dilation, groups)
-    arrays = _views(input, weight, bias)
-    if arrays is not None:
-        return _tensors(fastconv.conv2d(*arrays, *settings, algo=algo))
-    way = _way(input, weight, bias)
-    if way is DIRECT:
-        return _call(fastconv.conv2d, (input, weight, bias), *settings, algo=algo)
-    if way is EAGER:
-        return _convolution(_CONV2D, input, weight, bias, settings, algo)
-    rule, pads = (padding, [0, 0]) if isinstance(padding, str) else ("", _ints(padding, 2))
-    return _conv2d(input, weight, bias, _ints(stride, 2), pads, rule, _ints(dilation, 2), groups,
-                   algo)
+    return _convolve(_CONV2D, _conv2d, 2, input, weight, bias, stride, padding, dilation,
+                     groups, algo)
 
 
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
            algo="auto"):
     """As ``torch.nn.functional.conv1d``, computed by fastconv."""
+    return _convolve(_CONV1D, _conv1d, 1, input, weight, bias, stride, padding, dilation,
+                     groups, algo)
+
+
+def _convolve(ops, registered, rank, input, weight, bias, stride, padding, dilation, groups,
+              algo):
+    """conv2d or conv1d (``ops`` the fastconv pair, ``registered`` the operator, ``rank`` the
+    spatial rank) by whichever way the call takes."""
     settings = (stride, padding, dilation, groups)
     arrays = _views(input, weight, bias)
     if arrays is not None:
-        return _tensors(fastconv.conv1d(*arrays, *settings, algo=algo))
+        return _tensors(ops[0](*arrays, *settings, algo=algo))
     way = _way(input, weight, bias)
     if way is DIRECT:
-        return _call(fastconv.conv1d, (input, weight, bias), *settings, algo=algo)
+        return _call(ops[0], (input, weight, bias), *settings, algo=algo)
     if way is EAGER:
-        return _convolution(_CONV1D, input, weight, bias, settings, algo)
-    rule, pads = (padding, [0]) if isinstance(padding, str) else ("", _ints(padding, 1))
-    return _conv1d(input, weight, bias, _ints(stride, 1), pads, rule, _ints(dilation, 1), groups,
-                   algo)
+        return _convolution(ops, input, weight, bias, settings, algo)
+    rule, pads = ((padding, [0] * rank) if isinstance(padding, str)
+                  else ("", _ints(padding, rank)))
+    return registered(input, weight, bias, _ints(stride, rank), pads, rule,
+                      _ints(dilation, rank), groups, algo)
 
 
 def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
