@@ -18,7 +18,7 @@ depends on which thread ran it or how many there are: results are bitwise repeat
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from ..common.pointwise import pixels, spread, subsampled, why_not
 from ._blas import gemm, library, single_threaded
