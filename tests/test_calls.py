@@ -11,7 +11,7 @@ import grids
 
 import fastconv as fc
 from fastconv import _calls, config, registry
-from fastconv.testing import error, reference_op, tolerance
+from fastconv.testing import error, fastconv_runner, outputs, reference_op, tolerance
 
 
 
@@ -160,11 +160,12 @@ def test_tiny_calls_on_one_thread_give_the_parallel_results(case, monkeypatch):
             if algo == "reference":
                 continue
             monkeypatch.setattr(config, "CPU_ONE_THREAD_BELOW", 0)
-            parallel = getattr(fc, op)(*_copies(a), **kwargs, algo=algo)
+            parallel = outputs(op, a, kwargs, fastconv_runner(algo))
             monkeypatch.setattr(config, "CPU_ONE_THREAD_BELOW", 10**15)
-            alone = getattr(fc, op)(*_copies(a), **kwargs, algo=algo)
+            alone = outputs(op, a, kwargs, fastconv_runner(algo))
             assert numba.get_num_threads() == before
-            for p, q in zip(_outputs(parallel), _outputs(alone)):
+            assert len(alone) == len(parallel)
+            for p, q in zip(parallel, alone):
                 np.testing.assert_array_equal(q, p, err_msg=f"{op} {algo}")
 
 
@@ -182,12 +183,3 @@ def test_serial_twins_keep_the_parallel_loops_error_model(monkeypatch):
         gradients.append(fc.batch_norm_backward(x, x, None, zeros, zeros, False, 0.0))
     for parallel, alone in zip(*gradients):
         np.testing.assert_array_equal(alone, parallel)
-
-
-def _copies(arrays):
-    """Fresh copies (batch norm updates its running statistics in place)."""
-    return [a.copy() if isinstance(a, np.ndarray) else a for a in arrays]
-
-
-def _outputs(result):
-    return [r for r in (result if isinstance(result, tuple) else (result,)) if r is not None]
