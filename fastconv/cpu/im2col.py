@@ -96,13 +96,21 @@ def _spread(dst, d0, step, src, s0, count):
 
 
 @njit(inline="always")
+def _whole_images(geometry, w_, r0, rows):
+    """Whether a tile takes the flat column copies (_fill_images, _spread_images): a run of
+    whole images at unit stride with W == Wo."""
+    ho_, wo_, sh, sw = geometry[2], geometry[3], geometry[4], geometry[5]
+    return sh == 1 and sw == 1 and w_ == wo_ and r0 % ho_ == 0 and rows % ho_ == 0
+
+
+@njit(inline="always")
 def _fill_columns(x, cols, c_first, k_first, r0, rows, geometry):
     # x (N, C, H, W) -> cols (kc, rows*Wo): rows k_first.. of the tile's columns, with the
     # zero padding written as zeros (no padded copy of x): per tap, the output rows [i0, i1)
     # and columns [j0, j1) whose input lies inside x are copied, the rest are zero
     kh_, kw_, ho_, wo_, sh, sw, dh, dw, top, left = geometry
     _, c_, h_, w_ = x.shape
-    if sh == 1 and sw == 1 and w_ == wo_ and r0 % ho_ == 0 and rows % ho_ == 0:
+    if _whole_images(geometry, w_, r0, rows):
         _fill_images(x, cols, c_first, k_first, r0 // ho_, rows // ho_, geometry)
         return
     flat, out = x.reshape(-1), cols.reshape(-1)
@@ -175,7 +183,7 @@ def _spread_columns(dcols, gx, c_first, r0, rows, geometry):
     # add up the same way every time
     kh_, kw_, ho_, wo_, sh, sw, dh, dw, top, left = geometry
     _, c_, h_, w_ = gx.shape
-    if sh == 1 and sw == 1 and w_ == wo_ and r0 % ho_ == 0 and rows % ho_ == 0:
+    if _whole_images(geometry, w_, r0, rows):
         _spread_images(dcols, gx, c_first, r0 // ho_, rows // ho_, geometry)
         return
     flat, src_all = gx.reshape(-1), dcols.reshape(-1)
