@@ -147,8 +147,10 @@ def test_tiny_calls_on_one_thread_give_the_parallel_results(case, monkeypatch):
     """config.CPU_ONE_THREAD_BELOW (the tests set it to 0) runs tiny calls on one thread, where
     every parallel kernel runs as its serial twin (cpu._threads.parallel_jit): bitwise the
     results of the parallel loops, for every op and CPU algorithm, forward and backward, and
-    Numba's thread count is restored."""
+    Numba's thread count and the serial flag are as they were."""
     import numba
+
+    from fastconv.cpu import _threads
 
     rng = np.random.default_rng(0)
     args = grids.forward_args(case, rng)
@@ -163,7 +165,7 @@ def test_tiny_calls_on_one_thread_give_the_parallel_results(case, monkeypatch):
             parallel = outputs(op, a, kwargs, fastconv_runner(algo))
             monkeypatch.setattr(config, "CPU_ONE_THREAD_BELOW", 10**15)
             alone = outputs(op, a, kwargs, fastconv_runner(algo))
-            assert numba.get_num_threads() == before
+            assert numba.get_num_threads() == before and not _threads._serial.on
             assert len(alone) == len(parallel)
             for p, q in zip(parallel, alone):
                 np.testing.assert_array_equal(q, p, err_msg=f"{op} {algo}")

@@ -122,29 +122,38 @@ def limited(count: int):
         numba.set_num_threads(before)
 
 
-def on_one_thread(plan):
-    """``plan`` with its kernels' parallel loops run on the calling thread alone (a tiny call:
-    waking the other threads would cost more than its work). Numba's count is set directly,
-    without ``numba.set_num_threads``' checks (1.2 us each way), and restored after."""
-    start()
-    get, set_ = numba.np.ufunc.parallel._get_num_threads, numba.np.ufunc.parallel._set_num_threads
+class _Serial(threading.local):
+    """Per Python thread: whether its kernels run as their serial twins (a tiny call's plan is
+    running, :func:`on_one_thread`). False in a thread until set there."""
+    on = False
 
+
+_serial = _Serial()
+
+
+def on_one_thread(plan):
+    """``plan`` with its kernels run as their serial twins, on the calling thread alone (a tiny
+    call: waking the other threads would cost more than its work). A per-thread flag that
+    :class:`ParallelKernel` reads (0.25 us a call with its reset), not Numba's thread count:
+    setting and restoring that took 1 us. Inside, ``threads()`` still reports the thread's
+    count, so per-thread buffers are sized for it (a tiny call's; untouched buffers take no
+    physical memory)."""
     def one_thread_plan(*arrays):
-        before = get()
-        if before == 1:
+        if _serial.on:  # a plan inside a plan: the outer one resets the flag
             return plan(*arrays)
-        set_(1)
+        _serial.on = True
         try:
             return plan(*arrays)
         finally:
-            set_(before)
+            _serial.on = False
     return one_thread_plan
 
 
 def parallel_jit(**options):
     """``@njit(parallel=True, **options)``, the kernel compiled twice: as written, and as its
-    *serial twin* (``prange`` as ``range``), which runs in its place whenever the calling
-    thread's Numba thread count is 1 (:func:`on_one_thread`, or the user's choice). Entering a
+    *serial twin* (``prange`` as ``range``), which runs in its place inside a tiny call's plan
+    (:func:`on_one_thread`) and whenever the calling thread's Numba thread count is 1 (the
+    user's choice). Entering a
     parallel loop costs about 2 us even on one thread; calling the twin, 0.5 us. The twin runs
     the same loops in the same order, with the error model of a ``prange`` body (``numpy``:
     a float division by zero gives inf or NaN, as in the parallel loop), so its results are
@@ -169,7 +178,7 @@ def parallel_jit(**options):
 
 class ParallelKernel:
     """A parallel Numba kernel and its serial twin (see :func:`parallel_jit`); called like
-    either, with the 0.1 us of one look at the thread count on top."""
+    either, with the 0.1 us of a look at the serial flag and the thread count on top."""
 
     __slots__ = ("parallel", "serial", "__wrapped__")
 
@@ -178,7 +187,7 @@ class ParallelKernel:
         self.__wrapped__ = getattr(parallel, "py_func", parallel)  # NUMBA_DISABLE_JIT: itself
 
     def __call__(self, *args):
-        if _count is not None and _count() == 1:
+        if _serial.on or (_count is not None and _count() == 1):
             return self.serial(*args)
         return self.parallel(*args)
 
