@@ -62,9 +62,9 @@ def _call(fn, tensors, *args, **kwargs):
     wanted = torch.get_num_threads()
     threads = _threads or _cpu_threads()
     if wanted == threads.threads():
-        return _tensors(fn(*arrays, *args, **kwargs))
+        return _cpu_tensors(fn(*arrays, *args, **kwargs))
     with threads.limited(wanted):
-        return _tensors(fn(*arrays, *args, **kwargs))
+        return _cpu_tensors(fn(*arrays, *args, **kwargs))
 
 
 def _tensors(out):
@@ -74,6 +74,15 @@ def _tensors(out):
     return to_tensor(out)
 
 
+def _cpu_tensors(out):
+    """:func:`_tensors` of NumPy results (every CPU call): torch.from_numpy straight away,
+    without to_tensor's look at each array's kind (0.5 us a call)."""
+    if type(out) is tuple:
+        return tuple(None if a is None else _from_numpy(a) for a in out)
+    return _from_numpy(out)
+
+
+_from_numpy = torch.from_numpy
 _threads = None  # fastconv.cpu._threads, imported with the first CPU call (it imports Numba)
 
 
@@ -681,7 +690,7 @@ def _convolve(ops, registered, rank, input, weight, bias, stride, padding, dilat
     settings = (stride, padding, dilation, groups)
     arrays = _views(input, weight, bias)
     if arrays is not None:
-        return _tensors(ops[0](*arrays, *settings, algo=algo))
+        return _cpu_tensors(ops[0](*arrays, *settings, algo=algo))
     way = _way(input, weight, bias)
     if way is DIRECT:
         return _call(ops[0], (input, weight, bias), *settings, algo=algo)
@@ -699,7 +708,7 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     settings = (stride, padding, output_padding, groups, dilation)
     arrays = _views(input, weight, bias)
     if arrays is not None:
-        return _tensors(fastconv.conv_transpose2d(*arrays, *settings, algo=algo))
+        return _cpu_tensors(fastconv.conv_transpose2d(*arrays, *settings, algo=algo))
     way = _way(input, weight, bias)
     if way is DIRECT:
         return _call(fastconv.conv_transpose2d, (input, weight, bias), *settings, algo=algo)
@@ -715,7 +724,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     settings = (kernel_size, stride, padding, dilation, ceil_mode)
     arrays = _views(input)
     if arrays is not None:
-        return _tensors(fastconv.max_pool2d(*arrays, *settings, return_indices, algo=algo))
+        return _cpu_tensors(fastconv.max_pool2d(*arrays, *settings, return_indices, algo=algo))
     way = _way(input)
     if way is DIRECT:
         return _call(fastconv.max_pool2d, (input,), *settings, return_indices, algo=algo)
@@ -734,7 +743,7 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
     settings = (kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
     arrays = _views(input)
     if arrays is not None:
-        return _tensors(fastconv.avg_pool2d(*arrays, *settings, algo=algo))
+        return _cpu_tensors(fastconv.avg_pool2d(*arrays, *settings, algo=algo))
     way = _way(input)
     if way is DIRECT:
         return _call(fastconv.avg_pool2d, (input,), *settings, algo=algo)
@@ -751,7 +760,7 @@ def adaptive_avg_pool2d(input, output_size, *, algo="auto"):
     size), computed by fastconv."""
     arrays = _views(input)
     if arrays is not None:
-        return _tensors(fastconv.adaptive_avg_pool2d(*arrays, output_size, algo=algo))
+        return _cpu_tensors(fastconv.adaptive_avg_pool2d(*arrays, output_size, algo=algo))
     way = _way(input)
     if way is DIRECT:
         return _call(fastconv.adaptive_avg_pool2d, (input,), output_size, algo=algo)
@@ -769,7 +778,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     tensors = (input, running_mean, running_var, weight, bias)
     arrays = _views(*tensors)
     if arrays is not None:  # fastconv updates the running statistics in place, as torch does
-        y = _tensors(fastconv.batch_norm(*arrays, training, momentum, eps, algo=algo))
+        y = _cpu_tensors(fastconv.batch_norm(*arrays, training, momentum, eps, algo=algo))
         _updated(training, running_mean, running_var)
         return y
     way = _way(*tensors)
