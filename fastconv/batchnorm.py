@@ -12,6 +12,7 @@ that reads each input and writes each output exactly once.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from math import prod
 
 from . import _calls, _validate, dispatch, registry
@@ -43,10 +44,16 @@ class BatchNormParams:
     def channels(self) -> int:
         return self.x_shape[1]
 
-    @property
+    @cached_property
     def count(self) -> int:
         """Number of values per channel that the batch statistics average over."""
         return prod(self.x_shape) // self.x_shape[1]
+
+    @cached_property
+    def planes(self) -> tuple[int, int, int]:
+        """``x_shape`` as the kernels take it, (N, C, L): L the product of the other sizes
+        (made once per object: a reshape to it costs half of working it out each call)."""
+        return (*self.x_shape[:2], prod(self.x_shape[2:]))
 
 
     def output_shapes(self, op: str) -> tuple:

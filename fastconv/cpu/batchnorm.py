@@ -34,7 +34,7 @@ from numba import njit, prange
 
 from ..common.batchnorm import empty_batch_gradients, input_gradient_coefficients, \
     running_update, scale_and_shift
-from ._loops import FASTMATH_SUM, frozen, planes
+from ._loops import FASTMATH_SUM, frozen
 from ._threads import parallel_jit
 
 _running_update = njit(inline="always")(running_update)
@@ -146,8 +146,8 @@ def forward(x, running_mean, running_var, weight, bias, p):
         updated = (running_mean, running_var) if p.has_running else (nothing, nothing)
     else:  # the running statistics are read, never written
         fixed, updated = (frozen(running_mean), frozen(running_var)), (nothing, nothing)
-    _forward(planes(x), *fixed, *updated, _or_empty(weight, dt), _or_empty(bias, dt),
-             p.momentum, p.eps, planes(y))
+    _forward(x.reshape(p.planes), *fixed, *updated, _or_empty(weight, dt), _or_empty(bias, dt),
+             p.momentum, p.eps, y.reshape(p.planes))
     return y
 
 
@@ -158,8 +158,9 @@ def backward(gy, x, weight, running_mean, running_var, p):
     if p.count == 0:
         return empty_batch_gradients(p, dt, np)
     stats = (running_mean, running_var) if not p.training else (_or_empty(None, dt),) * 2
-    gx = np.empty(p.x_shape if want_x else (0,) * x.ndim, dtype=dt)
+    gx = np.empty(p.planes if want_x else (0, 0, 0), dtype=dt)
     gw, gb = np.empty(c if want_w else 0, dt), np.empty(c if want_b else 0, dt)
-    _backward(planes(gy), planes(x), _or_empty(weight, dt), *stats, p.training, p.eps,
-              planes(gx), gw, gb)
-    return gx if want_x else None, gw if want_w else None, gb if want_b else None
+    _backward(gy.reshape(p.planes), x.reshape(p.planes), _or_empty(weight, dt), *stats,
+              p.training, p.eps, gx, gw, gb)
+    return gx.reshape(p.x_shape) if want_x else None, gw if want_w else None, \
+        gb if want_b else None
