@@ -161,15 +161,14 @@ def _views(*tensors):
     microsecond is a tenth of a tiny call."""
     if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
         return None
-    grad = torch.is_grad_enabled()
     arrays = []
     for t in tensors:
         if t is None:
             arrays.append(None)
         elif type(t) not in _PLAIN or not t.is_cpu or _is_wrapped(t):
             return None
-        elif t.requires_grad:
-            if grad:
+        elif t.requires_grad:  # (grad mode asked only here: 0.2 us)
+            if torch.is_grad_enabled():
                 return None
             arrays.append(t.numpy(force=True))
         else:
