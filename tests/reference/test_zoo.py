@@ -16,3 +16,17 @@ CALLS = [(layer, direction) for layer in ZOO for direction in layer.directions]
 def test_zoo_layer(layer, direction):
     op, args, kwargs = layer.calls(np.float64)[direction]
     assert_matches(op, args, kwargs, reference_op, torch_op, np.float32)
+
+
+def test_max_pool_backward_is_judged_with_indices_of_the_dtype_it_runs():
+    """The zoo builds its calls in float64 and judges them in float32 (above). Saved max-pool
+    indices come from the data, so they are made again from x as it runs: here two elements of
+    a window differ in float64 and tie in float32, where the float64 indices name the second
+    and every float32 kernel (and PyTorch) rightly takes the first."""
+    x = np.zeros((1, 1, 2, 2))
+    x[0, 0, 0, 0], x[0, 0, 0, 1] = 1.0, 1.0 + 1e-12
+    _, indices = reference_op("max_pool2d", x, 2, return_indices=True)
+    assert indices.ravel().tolist() == [1]  # the float64 maximum
+    gy = np.ones((1, 1, 1, 1))
+    assert_matches("max_pool2d_backward", [gy, x], dict(kernel_size=2, indices=indices),
+                   reference_op, torch_op, np.float32)
