@@ -23,6 +23,24 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 fastconv.config.CPU_ONE_THREAD_BELOW = 0
 
 
+def pytest_collection_finish(session):
+    """Start tests/cpu/test_index_width.py's probe (a fresh process that compiles every CPU
+    kernel) as soon as the run is known to include it, so that it compiles beside this
+    process rather than after it."""
+    for item in session.items:
+        if "compiled" in getattr(item, "fixturenames", ()) and \
+                hasattr(item.module, "start_probe"):
+            item.module.start_probe()
+            session.config.stop_probe = item.module.stop_probe
+            return
+
+
+def pytest_sessionfinish(session):
+    stop = getattr(session.config, "stop_probe", None)
+    if stop is not None:
+        stop()
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(20261121)

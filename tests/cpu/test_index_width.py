@@ -16,8 +16,10 @@ the reductions over whole tensors on one plane of 46342 x 46342 > 2**31 float32 
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import numpy as np
@@ -83,15 +85,45 @@ PROBE = textwrap.dedent('''
 ''')
 
 
+_probe = None  # (process, its directory) once started
+
+
+def start_probe():
+    """Start the probe: a fresh process with an empty Numba cache of its own, its output in
+    files there. tests/conftest.py starts it as soon as the tests are collected, because it
+    compiles every CPU kernel, about 100 s on two cores, which then overlaps the main
+    process's own compiling (Numba compiles on one core) instead of following it."""
+    global _probe
+    if _probe is None:
+        where = pathlib.Path(tempfile.mkdtemp(prefix="fastconv-index-width-"))
+        env = dict(os.environ, NUMBA_CACHE_DIR=str(where / "numba-cache"),
+                   PYTHONPATH=str(pathlib.Path(__file__).parents[1]))  # tests/, for grids
+        with open(where / "stdout", "w") as out, open(where / "stderr", "w") as err:
+            _probe = subprocess.Popen([sys.executable, "-c", PROBE], stdout=out, stderr=err,
+                                      env=env), where
+    return _probe
+
+
+def stop_probe():
+    """End the probe if it still runs (a run stopped before its tests) and remove its files."""
+    if _probe is not None:
+        process, where = _probe
+        process.kill()  # a finished process ignores it
+        process.wait()
+        shutil.rmtree(where, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
-def compiled(tmp_path_factory):
+def compiled():
     """What the probe found, compiling every CPU kernel in a fresh process."""
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path_factory.mktemp("numba-cache")),
-               PYTHONPATH=str(pathlib.Path(__file__).parents[1]))  # tests/, for grids
-    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
-                         timeout=900, env=env)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    process, where = start_probe()
+    try:
+        code = process.wait(timeout=900)
+        stdout, stderr = ((where / name).read_text() for name in ("stdout", "stderr"))
+    finally:
+        stop_probe()
+    assert code == 0, stderr[-3000:]
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def test_every_cpu_kernel_indexes_with_64_bit_ints(compiled):
