@@ -143,8 +143,12 @@ def format_table(rows) -> str:
     return "\n".join(lines)
 
 
-def main(backends=None, ops=None, out=sys.stdout) -> int:
+def main(backends=None, ops=None, out=None) -> int:
+    """Print the check's table to ``out`` (standard output as it is at the call); 1 if any
+    algorithm failed."""
     from . import __version__
+
+    out = sys.stdout if out is None else out
 
     rows = run(backends, ops)
     tol = ", ".join(f"{dt.name} {t:.0e}" for dt, t in ((np.dtype(d), tolerance(d)) for d in DTYPES))
