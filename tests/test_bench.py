@@ -78,6 +78,17 @@ def test_zoo_calls_are_float32_by_default_and_match_their_signatures():
             assert (calls["forward"].args[2] > 0).all()  # running variance
 
 
+def test_zoo_layer_at_another_batch_changes_the_batch_alone():
+    for layer in zoo.ZOO:
+        small = layer.at_batch(1)
+        assert small.shapes[0] == (1, *layer.shapes[0][1:])
+        assert small.shapes[1:] == layer.shapes[1:]
+        assert (small.name, small.op, small.kwargs) == (layer.name, layer.op, layer.kwargs)
+        for call in small.signatures().values():  # every direction's images are batch 1
+            images = [a for a in call.args if a is not None and a.name in ("x", "grad_y")]
+            assert images and all(a.shape[0] == 1 for a in images)
+
+
 def test_zoo_max_pool_backward_gets_the_forward_indices():
     torch = pytest.importorskip("torch")
     layer = zoo.BY_NAME["maxpool-3x3s2p1-64@112"]

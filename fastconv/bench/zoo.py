@@ -9,7 +9,7 @@ max-pool backward with the indices its forward saved, as a training step runs th
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -54,6 +54,11 @@ class Layer:
     @property
     def is_conv(self) -> bool:
         return self.op in CONV_OPS
+
+    def at_batch(self, n: int) -> "Layer":
+        """The same layer with a batch of ``n`` images (the tests' quick pass over the zoo)."""
+        x, *others = self.shapes
+        return replace(self, shapes=((n, *x[1:]), *others))
 
     @property
     def directions(self) -> tuple[str, ...]:

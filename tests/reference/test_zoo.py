@@ -1,21 +1,34 @@
 """The reference on real layer sizes (the benchmark zoo, batch 8) against PyTorch, every
-direction, in float32 judged against the exact answer. Slow: run with ``pytest -m slow``."""
+direction, in float32 judged against the exact answer. Slow: run with ``pytest -m slow``; the
+default run makes the same pass over the quick suite's layers at batch 1, so that the slow
+test's path cannot rot unseen."""
 import numpy as np
 import pytest
 
-from fastconv.bench.zoo import ZOO
+from fastconv.bench.zoo import BY_NAME, QUICK, ZOO
 from fastconv.testing import assert_matches, reference_op, torch_op
 
 pytest.importorskip("torch")
 
 CALLS = [(layer, direction) for layer in ZOO for direction in layer.directions]
+SMOKE = [(BY_NAME[name].at_batch(1), direction) for name in QUICK
+         for direction in BY_NAME[name].directions]
+
+
+def _ids(calls):
+    return [f"{layer.name}-{direction}" for layer, direction in calls]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("layer, direction", CALLS, ids=[f"{layer.name}-{d}" for layer, d in CALLS])
+@pytest.mark.parametrize("layer, direction", CALLS, ids=_ids(CALLS))
 def test_zoo_layer(layer, direction):
     op, args, kwargs = layer.calls(np.float64)[direction]
     assert_matches(op, args, kwargs, reference_op, torch_op, np.float32)
+
+
+@pytest.mark.parametrize("layer, direction", SMOKE, ids=_ids(SMOKE))
+def test_zoo_layer_at_batch_1(layer, direction):
+    test_zoo_layer(layer, direction)
 
 
 def test_max_pool_backward_is_judged_with_indices_of_the_dtype_it_runs():
