@@ -1,11 +1,15 @@
 """Every CPU algorithm against the NumPy reference: forward and every gradient, float32 and
 float64, over the reference's product grids and hypothesis-drawn cases."""
 import grids
+import numpy as np
 import pytest
 from grids import CASES, DRAWN
 from hypothesis import settings
 
+import fastconv
 from fastconv import config
+from fastconv.testing import (assert_matches, error, fastconv_runner, reference_op, sum_error,
+                              typed_args)
 
 
 def check_algorithms(case, rng):
@@ -63,3 +67,33 @@ def _whole_image_cases():
 @pytest.mark.parametrize("case", list(_whole_image_cases()), ids=str)
 def test_im2col_whole_image_tiles(case, rng):
     check_algorithms(case, rng)
+
+
+def _cancelling_weight_gradient():
+    """conv1d (3, 1, 7) x (1, 1, 1), 'valid': the one weight gradient is the sum of 21
+    products of size 1-2 that leaves 0.002 (the drawn case that once missed the normwise
+    bound with every algorithm)."""
+    rng = np.random.default_rng(7)
+    x = (rng.uniform(1, 1.5, (3, 1, 7)) * rng.choice([-1, 1], (3, 1, 7))).astype(np.float32)
+    gy = rng.uniform(1, 1.5, (3, 1, 7)).astype(np.float32)
+    terms = gy.astype(np.float64) * x
+    gy[-1, 0, -1] = np.float32((0.002 - (terms.sum() - terms[-1, 0, -1])) / x[-1, 0, -1])
+    return [gy, x, np.ones((1, 1, 1), np.float32)], dict(output_mask=(False, True, False))
+
+
+def test_a_cancelled_sum_is_judged_against_the_magnitude_of_its_terms():
+    args, kwargs = _cancelling_weight_gradient()
+    (_, exact, _), (_, magnitude, _) = (
+        reference_op("conv1d_backward", *typed_args(a, np.float64), **kwargs)
+        for a in (args, [np.abs(a) for a in args]))
+    assert abs(exact.item()) < 0.01 and magnitude.item() > 20
+    # a float32 rounding of the sum's terms: far off normwise, within the bound of a sum
+    rounded = exact + 20 * np.finfo(np.float32).eps * magnitude / 21
+    assert error(rounded, exact) > 1e-5 and sum_error(rounded, exact, magnitude) < 1e-5
+    # a wrong sum (a term left out) is no rounding: both measures catch it
+    wrong = exact + 1.0
+    assert error(wrong, exact) > 1e-5 and sum_error(wrong, exact, magnitude) > 1e-5
+    for algo in fastconv.explain("conv1d_backward", *[a.shape for a in args],
+                                 **kwargs)["candidates"]:
+        assert_matches("conv1d_backward", args, kwargs, fastconv_runner(algo), reference_op,
+                       np.float32)
