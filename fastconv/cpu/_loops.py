@@ -130,9 +130,10 @@ def channel_sum(a):
 
 @njit(inline="always")
 def taps(start, step, size, count):
-    """Taps t in [lo, hi) of a window starting at ``start`` with ``step`` between taps whose
-    position start + t*step lies inside [0, size)."""
-    lo = 0 if start >= 0 else (step - 1 - start) // step
+    """Taps t in [lo, hi) of a window of ``count`` taps starting at ``start`` with ``step``
+    between taps whose position start + t*step lies inside [0, size); 0 <= lo <= hi <= count
+    always (where none does, an empty range at or before count: callers index with lo)."""
+    lo = 0 if start >= 0 else min(count, (step - 1 - start) // step)
     hi = min(count, (size - 1 - start) // step + 1)
     return lo, max(lo, hi)
 
