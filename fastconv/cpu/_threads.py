@@ -153,13 +153,12 @@ def parallel_jit(**options):
     """``@njit(parallel=True, **options)``, the kernel compiled twice: as written, and as its
     *serial twin* (``prange`` as ``range``), which runs in its place inside a tiny call's plan
     (:func:`on_one_thread`) and whenever the calling thread's Numba thread count is 1 (the
-    user's choice). Entering a
-    parallel loop costs about 2 us even on one thread; calling the twin, 0.5 us. The twin runs
-    the same loops in the same order, with the error model of a ``prange`` body (``numpy``:
-    a float division by zero gives inf or NaN, as in the parallel loop), so its results are
-    bitwise the parallel kernel's wherever tested (tests/test_calls.py: every op and CPU
-    algorithm, both directions). The kernels are called from Python only (the wrapper is a
-    Python object, which compiled code cannot call).
+    user's choice). Entering a parallel loop costs about 2 us even on one thread; calling the
+    twin, 0.5 us. The twin runs the same loops in the same order, with the error model of a
+    ``prange`` body (``numpy``: a float division by zero gives inf or NaN, as in the parallel
+    loop), so its results are bitwise the parallel kernel's wherever tested
+    (tests/test_calls.py: every op and CPU algorithm, both directions). The kernels are called
+    from Python only (the wrapper is a Python object, which compiled code cannot call).
 
     The twin is compiled from a copy of the function named ``<name>.serial``: Numba's disk cache
     files a kernel under its qualified name and keys it by signature and bytecode, not by
