@@ -27,6 +27,8 @@ def pytest_collection_finish(session):
     """Start tests/cpu/test_index_width.py's probe (a fresh process that compiles every CPU
     kernel) as soon as the run is known to include it, so that it compiles beside this
     process rather than after it."""
+    if session.config.option.collectonly:
+        return
     for item in session.items:
         if "compiled" in getattr(item, "fixturenames", ()) and \
                 hasattr(item.module, "start_probe"):
