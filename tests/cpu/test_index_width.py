@@ -106,11 +106,13 @@ def start_probe():
 
 def stop_probe():
     """End the probe if it still runs (a run stopped before its tests) and remove its files."""
+    global _probe
     if _probe is not None:
         process, where = _probe
         process.kill()  # a finished process ignores it
         process.wait()
         shutil.rmtree(where, ignore_errors=True)
+        _probe = None
 
 
 @pytest.fixture(scope="module")
