@@ -16,7 +16,7 @@ from functools import cached_property
 from math import prod
 
 from . import _calls, _validate, dispatch, registry
-from ._calls import prepare, shape_of
+from ._calls import preparer, shape_of
 from ._validate import (ALL_OUTPUTS, check_grad, check_writeable, dims, flag, gradient_mask,
                         real)
 
@@ -185,13 +185,14 @@ def _forward_plan(x, running_mean, running_var, weight, bias, training, momentum
         check_writeable(op, running_mean=running_mean, running_var=running_var)
     algorithm = dispatch.kernels_for(op, backend, algo, p, (x, weight, bias))
     kernels = algorithm.kernels
+    prep_x, prep_w, prep_b = (preparer(backend, a) for a in (x, weight, bias))
 
     def plan(x, running_mean, running_var, weight, bias):
         if updating:  # writeable when the plan was made; an array's flag can change since
             check_writeable(op, running_mean=running_mean, running_var=running_var)
         # running statistics are passed as they are: they are updated in place
-        return kernels.forward(prepare(backend, x), running_mean, running_var,
-                               prepare(backend, weight), prepare(backend, bias), p)
+        return kernels.forward(prep_x(x), running_mean, running_var, prep_w(weight),
+                               prep_b(bias), p)
     return dispatch.finish(plan, algorithm, op, p, x.dtype.itemsize)
 
 
@@ -218,7 +219,10 @@ def _backward_plan(grad_y, x, weight, running_mean, running_var, training, eps, 
                                    mask)
     algorithm = dispatch.kernels_for(op, backend, algo, p, (grad_y, x, weight))
     kernels = algorithm.kernels
+    prep_gy, prep_x, prep_w, prep_mean, prep_var = (
+        preparer(backend, a) for a in (grad_y, x, weight, running_mean, running_var))
 
-    def plan(*arrays):
-        return kernels.backward(*(prepare(backend, a) for a in arrays), p)
+    def plan(grad_y, x, weight, running_mean, running_var):
+        return kernels.backward(prep_gy(grad_y), prep_x(x), prep_w(weight),
+                                prep_mean(running_mean), prep_var(running_var), p)
     return dispatch.finish(plan, algorithm, op, p, x.dtype.itemsize)

@@ -2,6 +2,8 @@
 span many tiles); users may too, at their own risk.
 """
 import operator
+import sys
+import types
 
 # im2col: the column buffer of one task (a tile of output rows of one image) is kept within this
 # many bytes, at least one output row's columns; one buffer per thread. See fastconv.cpu.im2col.
@@ -33,9 +35,32 @@ CPU_ONE_THREAD_BELOW = 2**15
 
 
 def tunables() -> tuple:
-    """The current values of every tunable above, as a tuple (a key of remembered plans, so
-    that a patched tunable takes effect at once)."""
+    """The current values of every tunable above, as a tuple."""
     return _values(globals())
 
 
-_values = operator.itemgetter(*(k for k in list(globals()) if k.isupper()))  # 0.1 us a call
+_values = operator.itemgetter(*(k for k in list(globals()) if k.isupper()))
+
+# Counts the assignments to the tunables (``config.X = ...``, monkeypatch.setattr included):
+# part of the key of every remembered plan, so that a patched tunable takes effect at once.
+# One int in the key in place of the values themselves, which cost 0.3 us more a call to read,
+# hash and compare.
+generation = 0
+
+
+class _Tunables(types.ModuleType):
+    """This module's type: an assignment to a tunable (or its deletion) counts one more
+    generation."""
+
+    def __setattr__(self, name, value):
+        super().__setattr__(name, value)
+        if name.isupper():
+            super().__setattr__("generation", self.generation + 1)
+
+    def __delattr__(self, name):
+        super().__delattr__(name)
+        if name.isupper():
+            super().__setattr__("generation", self.generation + 1)
+
+
+sys.modules[__name__].__class__ = _Tunables

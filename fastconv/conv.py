@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from math import prod
 
 from . import _calls, _validate, dispatch, registry
-from ._calls import prepare, shape_of
+from ._calls import preparer, shape_of
 from ._validate import (ALL_OUTPUTS, batched, check_grad, dims, ints, lift,
                         gradient_mask, positive_int, unused_stride_as_one, user_shape)
 
@@ -398,10 +398,11 @@ def _forward_plan(x, weight, bias, op, params, stride, padding, dilation, groups
     p = params(x.shape, weight.shape, shape_of(bias), stride, padding, dilation, groups)
     algorithm = dispatch.kernels_for(op, backend, algo, p, (x, weight, bias))
     kernels, y_shape = algorithm.kernels, p.user_shape(p.output_shape)
+    prep_x, prep_w = preparer(backend, x, p.x_shape), preparer(backend, weight, p.w_shape)
+    prep_b = preparer(backend, bias)
 
     def plan(x, weight, bias):
-        y = kernels.forward(prepare(backend, x, p.x_shape), prepare(backend, weight, p.w_shape),
-                            prepare(backend, bias), p)
+        y = kernels.forward(prep_x(x), prep_w(weight), prep_b(bias), p)
         return y.reshape(y_shape)
     return dispatch.finish(plan, algorithm, op, p, x.dtype.itemsize)
 
@@ -441,11 +442,11 @@ def _transposed_plan(x, weight, bias, stride, padding, output_padding, groups, d
                                 output_padding, groups, dilation)
     algorithm = dispatch.kernels_for(op, backend, algo, p, (x, weight, bias))
     kernels, y_shape = algorithm.kernels, p.user_shape(p.output_shape)
+    prep_x, prep_w = preparer(backend, x, p.input_shape), preparer(backend, weight)
 
     def plan(x, weight, bias):
         # forward of the transposed op = backward-data of the convolution p describes
-        y = kernels.backward_data(prepare(backend, x, p.input_shape), prepare(backend, weight),
-                                  p)
+        y = kernels.backward_data(prep_x(x), prep_w(weight), p)
         if bias is not None:
             y += bias.reshape(-1, 1, 1)
         return y.reshape(y_shape)
@@ -505,15 +506,17 @@ def _backward_plan(grad_y, x, weight, op, params, stride, padding, dilation, gro
     p = params(grad_y.shape, x.shape, weight.shape, stride, padding, dilation, groups, mask)
     algorithm = dispatch.kernels_for(op, backend, algo, p, (grad_y, x, weight))
     kernels, (want_x, want_w, want_b) = algorithm.kernels, p.output_mask
+    prep_gy, prep_x = preparer(backend, grad_y, p.y_shape), preparer(backend, x, p.x_shape)
+    prep_w = preparer(backend, weight, p.w_shape)
 
     def plan(grad_y, x, weight):
-        gy = prepare(backend, grad_y, p.y_shape)
+        gy = prep_gy(grad_y)
         gx = gw = gb = None
         if want_x:
-            gx = kernels.backward_data(gy, prepare(backend, weight, p.w_shape), p)
+            gx = kernels.backward_data(gy, prep_w(weight), p)
             gx = gx.reshape(x.shape)
         if want_w:
-            gw = kernels.backward_weight(prepare(backend, x, p.x_shape), gy, p)
+            gw = kernels.backward_weight(prep_x(x), gy, p)
             gw = gw.reshape(weight.shape)
         if want_b:
             gb = kernels.backward_bias(gy, p)
@@ -556,14 +559,16 @@ def _transposed_backward_plan(grad_y, x, weight, stride, padding, output_padding
                                          output_padding, groups, dilation, mask)
     algorithm = dispatch.kernels_for(op, backend, algo, p, (grad_y, x, weight))
     kernels, (want_x, want_w, want_b) = algorithm.kernels, p.output_mask
+    prep_gy = preparer(backend, grad_y, p.output_shape)
+    prep_x, prep_w = preparer(backend, x, p.input_shape), preparer(backend, weight)
 
     def plan(grad_y, x, weight):
-        gy = prepare(backend, grad_y, p.output_shape)
+        gy = prep_gy(grad_y)
         gx = gw = gb = None
         if want_x:
-            gx = kernels.forward(gy, prepare(backend, weight), None, p).reshape(x.shape)
+            gx = kernels.forward(gy, prep_w(weight), None, p).reshape(x.shape)
         if want_w:
-            gw = kernels.backward_weight(gy, prepare(backend, x, p.input_shape), p)
+            gw = kernels.backward_weight(gy, prep_x(x), p)
         if want_b:
             gb = kernels.backward_bias(gy, p)
         return gx, gw, gb

@@ -18,7 +18,7 @@ from functools import cached_property
 from math import prod
 
 from . import _calls, _validate, dispatch, registry
-from ._calls import prepare
+from ._calls import preparer
 from ._validate import (at_most_limit, batched, check_grad, check_index_range,
                         dims, flag, ints, is_int, unused_stride_as_one,
                         user_shape)
@@ -326,9 +326,10 @@ def _max_pool2d_plan(x, kernel_size, stride, padding, dilation, ceil_mode, retur
                           return_indices)
     algorithm = dispatch.kernels_for(op, backend, algo, p, (x,))
     kernels, y_shape = algorithm.kernels, p.user_shape(p.y_shape)
+    prep_x = preparer(backend, x, p.x_shape)
 
     def plan(x):
-        y, indices = kernels.max_pool_forward(prepare(backend, x, p.x_shape), p)
+        y, indices = kernels.max_pool_forward(prep_x(x), p)
         if not p.return_indices:
             return y.reshape(y_shape) if p.unbatched else y
         return (y.reshape(y_shape), indices.reshape(y_shape)) if p.unbatched else (y, indices)
@@ -372,15 +373,17 @@ def _max_pool2d_backward_plan(grad_y, x, indices, kernel_size, stride, padding, 
                                      (grad_y, x if indices is None else indices))
     kernels, plane = algorithm.kernels, p.x_shape[2] * p.x_shape[3]
     selecting = replace(p, return_indices=True)
+    prep_gy, prep_x = preparer(backend, grad_y, p.y_shape), preparer(backend, x, p.x_shape)
+    prep_indices = preparer(backend, indices, p.y_shape)
 
     def plan(grad_y, x, indices):
         if indices is None:
-            _, indices = kernels.max_pool_forward(prepare(backend, x, p.x_shape), selecting)
+            _, indices = kernels.max_pool_forward(prep_x(x), selecting)
         else:
             if check_range:
                 check_index_range(op, indices, plane)
-            indices = prepare(backend, indices, p.y_shape)
-        gx = kernels.max_pool_backward(prepare(backend, grad_y, p.y_shape), indices, p)
+            indices = prep_indices(indices)
+        gx = kernels.max_pool_backward(prep_gy(grad_y), indices, p)
         return gx.reshape(x.shape) if p.unbatched else gx
     return dispatch.finish(plan, algorithm, op, p, x.dtype.itemsize)
 
@@ -417,9 +420,10 @@ def _avg_pool2d_plan(x, kernel_size, stride, padding, ceil_mode, count_include_p
                           divisor_override)
     algorithm = dispatch.kernels_for(op, backend, algo, p, (x,))
     kernels, y_shape = algorithm.kernels, p.user_shape(p.y_shape)
+    prep_x = preparer(backend, x, p.x_shape)
 
     def plan(x):
-        y = kernels.avg_pool_forward(prepare(backend, x, p.x_shape), p)
+        y = kernels.avg_pool_forward(prep_x(x), p)
         return y.reshape(y_shape) if p.unbatched else y
     return dispatch.finish(plan, algorithm, op, p, x.dtype.itemsize)
 
@@ -440,10 +444,10 @@ def _avg_pool2d_backward_plan(grad_y, x, kernel_size, stride, padding, ceil_mode
     p = avg_pool2d_backward_params(grad_y.shape, x.shape, kernel_size, stride, padding,
                                    ceil_mode, count_include_pad, divisor_override)
     algorithm = dispatch.kernels_for(op, backend, algo, p, (grad_y, x))
-    kernels = algorithm.kernels
+    kernels, prep_gy = algorithm.kernels, preparer(backend, grad_y, p.y_shape)
 
     def plan(grad_y, x):
-        gx = kernels.avg_pool_backward(prepare(backend, grad_y, p.y_shape), p)
+        gx = kernels.avg_pool_backward(prep_gy(grad_y), p)
         return gx.reshape(x.shape) if p.unbatched else gx
     return dispatch.finish(plan, algorithm, op, p, x.dtype.itemsize)
 
@@ -469,9 +473,10 @@ def _adaptive_plan(x, output_size, algo):
     p = adaptive_avg_pool2d_params(x.shape, output_size)
     algorithm = dispatch.kernels_for(op, backend, algo, p, (x,))
     kernels, y_shape = algorithm.kernels, p.user_shape(p.y_shape)
+    prep_x = preparer(backend, x, p.x_shape)
 
     def plan(x):
-        y = kernels.adaptive_avg_pool_forward(prepare(backend, x, p.x_shape), p)
+        y = kernels.adaptive_avg_pool_forward(prep_x(x), p)
         return y.reshape(y_shape) if p.unbatched else y
     return dispatch.finish(plan, algorithm, op, p, x.dtype.itemsize)
 
@@ -487,9 +492,9 @@ def _adaptive_backward_plan(grad_y, x, algo):
     backend = _validate.check_arrays(op, grad_y=grad_y, x=x)
     p = adaptive_avg_pool2d_backward_params(grad_y.shape, x.shape)
     algorithm = dispatch.kernels_for(op, backend, algo, p, (grad_y, x))
-    kernels = algorithm.kernels
+    kernels, prep_gy = algorithm.kernels, preparer(backend, grad_y, p.y_shape)
 
     def plan(grad_y, x):
-        gx = kernels.adaptive_avg_pool_backward(prepare(backend, grad_y, p.y_shape), p)
+        gx = kernels.adaptive_avg_pool_backward(prep_gy(grad_y), p)
         return gx.reshape(x.shape) if p.unbatched else gx
     return dispatch.finish(plan, algorithm, op, p, x.dtype.itemsize)

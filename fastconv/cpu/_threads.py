@@ -106,6 +106,13 @@ def threads() -> int:
     return numba.get_num_threads()
 
 
+def count_of_this_thread():
+    """The fastest function that returns :func:`threads` (after :func:`start`): Numba's own
+    per-thread count where it has one, else threads itself."""
+    start()
+    return _count or threads
+
+
 @contextlib.contextmanager
 def limited(count: int):
     """Run the block's CPU kernels on at most ``count`` threads (Numba's count is per Python

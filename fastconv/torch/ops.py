@@ -60,10 +60,9 @@ def _call(fn, tensors, *args, **kwargs):
             with on_device(device_of(*tensors)):
                 return _tensors(fn(*(to_array(t) for t in tensors), *args, **kwargs))
     wanted = torch.get_num_threads()
-    threads = _threads or _cpu_threads()
-    if wanted == threads.threads():
+    if wanted == _thread_count():
         return _cpu_tensors(fn(*arrays, *args, **kwargs))
-    with threads.limited(wanted):
+    with _cpu_threads().limited(wanted):
         return _cpu_tensors(fn(*arrays, *args, **kwargs))
 
 
@@ -87,10 +86,20 @@ _threads = None  # fastconv.cpu._threads, imported with the first CPU call (it i
 
 
 def _cpu_threads():
-    global _threads
+    global _threads, _thread_count
     if _threads is None:
         from fastconv.cpu import _threads
+        _thread_count = _threads.count_of_this_thread()
     return _threads
+
+
+def _first_thread_count():
+    return _cpu_threads().threads()
+
+
+# fastconv's CPU thread count of the calling thread: the backend's fastest function for it once
+# the backend is loaded (_cpu_threads), until then one that loads it
+_thread_count = _first_thread_count
 
 
 def _or_empty(gradients, like):
@@ -173,9 +182,21 @@ def _views(*tensors):
             arrays.append(t.numpy(force=True))
         else:
             arrays.append(t.numpy())
-    if torch.get_num_threads() != (_threads or _cpu_threads()).threads():
+    if torch.get_num_threads() != _thread_count():
         return None
     return arrays
+
+
+def _view(t):
+    """:func:`_views` of a call with one tensor (pooling), in one expression: its NumPy view,
+    or None."""
+    if (torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active()
+            or type(t) not in _PLAIN or not t.is_cpu or _is_wrapped(t)
+            or torch.get_num_threads() != _thread_count()):
+        return None
+    if t.requires_grad:
+        return None if torch.is_grad_enabled() else t.numpy(force=True)
+    return t.numpy()
 
 
 def _first_order(backward):
@@ -720,10 +741,11 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False, *, algo="auto"):
     """As ``torch.nn.functional.max_pool2d``, computed by fastconv."""
+    x = _view(input)
+    if x is not None:
+        return _cpu_tensors(fastconv.max_pool2d(x, kernel_size, stride, padding, dilation,
+                                                ceil_mode, return_indices, algo=algo))
     settings = (kernel_size, stride, padding, dilation, ceil_mode)
-    arrays = _views(input)
-    if arrays is not None:
-        return _cpu_tensors(fastconv.max_pool2d(*arrays, *settings, return_indices, algo=algo))
     way = _way(input)
     if way is DIRECT:
         return _call(fastconv.max_pool2d, (input,), *settings, return_indices, algo=algo)
@@ -739,10 +761,11 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
                count_include_pad=True, divisor_override=None, *, algo="auto"):
     """As ``torch.nn.functional.avg_pool2d``, computed by fastconv."""
+    x = _view(input)
+    if x is not None:
+        return _from_numpy(fastconv.avg_pool2d(x, kernel_size, stride, padding, ceil_mode,
+                                               count_include_pad, divisor_override, algo=algo))
     settings = (kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
-    arrays = _views(input)
-    if arrays is not None:
-        return _cpu_tensors(fastconv.avg_pool2d(*arrays, *settings, algo=algo))
     way = _way(input)
     if way is DIRECT:
         return _call(fastconv.avg_pool2d, (input,), *settings, algo=algo)
@@ -757,9 +780,9 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
 def adaptive_avg_pool2d(input, output_size, *, algo="auto"):
     """As ``torch.nn.functional.adaptive_avg_pool2d`` (None in output_size keeps that input
     size), computed by fastconv."""
-    arrays = _views(input)
-    if arrays is not None:
-        return _cpu_tensors(fastconv.adaptive_avg_pool2d(*arrays, output_size, algo=algo))
+    x = _view(input)
+    if x is not None:
+        return _from_numpy(fastconv.adaptive_avg_pool2d(x, output_size, algo=algo))
     way = _way(input)
     if way is DIRECT:
         return _call(fastconv.adaptive_avg_pool2d, (input,), output_size, algo=algo)
