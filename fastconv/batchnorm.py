@@ -186,13 +186,19 @@ def _forward_plan(x, running_mean, running_var, weight, bias, training, momentum
     algorithm = dispatch.kernels_for(op, backend, algo, p, (x, weight, bias))
     kernels = algorithm.kernels
     prep_x, prep_w, prep_b = (preparer(backend, a) for a in (x, weight, bias))
-
-    def plan(x, running_mean, running_var, weight, bias):
-        if updating:  # writeable when the plan was made; an array's flag can change since
+    if updating:
+        def plan(x, running_mean, running_var, weight, bias):
+            # writeable when the plan was made; an array's flag can change since
             check_writeable(op, running_mean=running_mean, running_var=running_var)
-        # running statistics are passed as they are: they are updated in place
-        return kernels.forward(prep_x(x), running_mean, running_var, prep_w(weight),
-                               prep_b(bias), p)
+            # the running statistics are passed as they are: they are updated in place
+            return kernels.forward(prep_x(x), running_mean, running_var, prep_w(weight),
+                                   prep_b(bias), p)
+    else:  # read, never written: inputs like any other
+        prep_mean, prep_var = preparer(backend, running_mean), preparer(backend, running_var)
+
+        def plan(x, running_mean, running_var, weight, bias):
+            return kernels.forward(prep_x(x), prep_mean(running_mean), prep_var(running_var),
+                                   prep_w(weight), prep_b(bias), p)
     return dispatch.finish(plan, algorithm, op, p, x.dtype.itemsize)
 
 

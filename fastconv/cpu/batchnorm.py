@@ -144,8 +144,8 @@ def forward(x, running_mean, running_var, weight, bias, p):
     if p.training:  # running statistics (if any) are updated in place
         fixed = (fixed_nothing, fixed_nothing)
         updated = (running_mean, running_var) if p.has_running else (nothing, nothing)
-    else:  # the running statistics are read, never written
-        fixed, updated = (frozen(running_mean), frozen(running_var)), (nothing, nothing)
+    else:  # the running statistics are read, never written (handed over read-only)
+        fixed, updated = (running_mean, running_var), (nothing, nothing)
     _forward(x.reshape(p.planes), *fixed, *updated, _or_empty(weight, dt), _or_empty(bias, dt),
              p.momentum, p.eps, y.reshape(p.planes))
     return y

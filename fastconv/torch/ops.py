@@ -54,16 +54,28 @@ def _call(fn, tensors, *args, **kwargs):
     for t in tensors:
         if t is None:
             arrays.append(None)
-        elif t.is_cpu:  # force: the view without a detach() first (0.4 us)
-            arrays.append(t.numpy(force=True) if t.requires_grad else t.numpy())
+        elif t.is_cpu:
+            arrays.append(_numpy(t))
         else:  # CUDA (to_array names a device it cannot take)
             with on_device(device_of(*tensors)):
                 return _tensors(fn(*(to_array(t) for t in tensors), *args, **kwargs))
+    return _cpu_tensors(_cpu_run(fn, arrays, *args, **kwargs))
+
+
+def _cpu_run(fn, arrays, *args, **kwargs):
+    """fn(*arrays, *args, **kwargs) of NumPy arrays, fastconv's kernels on torch's thread
+    count; fn's NumPy results."""
     wanted = torch.get_num_threads()
     if wanted == _thread_count():
-        return _cpu_tensors(fn(*arrays, *args, **kwargs))
+        return fn(*arrays, *args, **kwargs)
     with _cpu_threads().limited(wanted):
-        return _cpu_tensors(fn(*arrays, *args, **kwargs))
+        return fn(*arrays, *args, **kwargs)
+
+
+def _numpy(t):
+    """The NumPy view of a CPU tensor (force: without a detach() first when it requires grad,
+    0.4 us less)."""
+    return t.numpy(force=True) if t.requires_grad else t.numpy()
 
 
 def _tensors(out):
@@ -167,36 +179,48 @@ def _views(*tensors):
     plain tensors (:func:`_plain`) on the CPU, no gradient wanted, fastconv already on torch's
     thread count. None otherwise, and the call takes :func:`_way`'s road. The same checks as
     ``_way`` and ``_call`` made in one pass: the common case of inference, where every
-    microsecond is a tenth of a tiny call."""
+    microsecond is a tenth of a tiny call.
+
+    A functorch wrapper left over from a transform is told apart by ``Tensor.numpy`` itself,
+    which refuses any tensor without storage of its own (a RuntimeError); only ``force=True``,
+    which detaches first, needs the explicit look (0.15 us a tensor)."""
     if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
         return None
     arrays = []
-    for t in tensors:
-        if t is None:
-            arrays.append(None)
-        elif type(t) not in _PLAIN or not t.is_cpu or _is_wrapped(t):
-            return None
-        elif t.requires_grad:  # (grad mode asked only here: 0.2 us)
-            if torch.is_grad_enabled():
+    try:
+        for t in tensors:
+            if t is None:
+                arrays.append(None)
+            elif type(t) not in _PLAIN or not t.is_cpu:
                 return None
-            arrays.append(t.numpy(force=True))
-        else:
-            arrays.append(t.numpy())
+            elif t.requires_grad:  # (grad mode asked only here: 0.2 us)
+                if torch.is_grad_enabled() or _is_wrapped(t):
+                    return None
+                arrays.append(t.numpy(force=True))
+            else:
+                arrays.append(t.numpy())
+    except RuntimeError:
+        return None
     if torch.get_num_threads() != _thread_count():
         return None
     return arrays
 
 
 def _view(t):
-    """:func:`_views` of a call with one tensor (pooling), in one expression: its NumPy view,
+    """:func:`_views` of a call with one tensor (pooling), without the loop: its NumPy view,
     or None."""
     if (torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active()
-            or type(t) not in _PLAIN or not t.is_cpu or _is_wrapped(t)
+            or type(t) not in _PLAIN or not t.is_cpu
             or torch.get_num_threads() != _thread_count()):
         return None
     if t.requires_grad:
-        return None if torch.is_grad_enabled() else t.numpy(force=True)
-    return t.numpy()
+        if torch.is_grad_enabled() or _is_wrapped(t):
+            return None
+        return t.numpy(force=True)
+    try:
+        return t.numpy()
+    except RuntimeError:  # a functorch wrapper (see _views)
+        return None
 
 
 def _first_order(backward):
@@ -592,21 +616,35 @@ class _Convolution(torch.autograd.Function):
         return (None, *gradients, None, None)
 
 
+# Pooling's gradients depend on x's shape, never on its values (max pooling's on the indices
+# the forward chose): on the CPU the nodes below keep x's NumPy view (and max pooling its NumPy
+# indices) for the backward rather than saving tensors, which would be unpacked and viewed
+# again: 4-6 us of a tiny call's forward and backward. An in-place change of x after the
+# forward leaves the gradient as it is, so nothing needs to catch one.
 class _Pooling(torch.autograd.Function):
     """``apply(ops, x, settings, algo)``: average or adaptive average pooling, ``ops`` its
     fastconv (forward, backward) pair, the backward called as ``(grad_y, x, *settings)``."""
 
     @staticmethod
     def forward(ctx, ops, x, settings, algo):
-        ctx.save_for_backward(x)
         ctx.backward_op, ctx.settings, ctx.algo = ops[1], settings, algo
+        if x.is_cpu:
+            ctx.x = xa = _numpy(x)
+            return _from_numpy(_cpu_run(ops[0], (xa,), *settings, algo=algo))
+        ctx.x = None
+        ctx.save_for_backward(x)
         return _call(ops[0], (x,), *settings, algo=algo)
 
     @staticmethod
     @_first_order
     def backward(ctx, grad_y):
-        (x,) = ctx.saved_tensors
-        return None, _call(ctx.backward_op, (grad_y, x), *ctx.settings, algo=ctx.algo), None, None
+        if ctx.x is not None:
+            gx = _from_numpy(_cpu_run(ctx.backward_op, (_numpy(grad_y), ctx.x), *ctx.settings,
+                                      algo=ctx.algo))
+        else:
+            (x,) = ctx.saved_tensors
+            gx = _call(ctx.backward_op, (grad_y, x), *ctx.settings, algo=ctx.algo)
+        return None, gx, None, None
 
 
 class _MaxPool2d(torch.autograd.Function):
@@ -615,17 +653,27 @@ class _MaxPool2d(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, settings, algo):
+        ctx.settings, ctx.algo = settings, algo
+        if x.is_cpu:
+            xa = _numpy(x)
+            y, indices = _cpu_run(fastconv.max_pool2d, (xa,), *settings, True, algo=algo)
+            ctx.arrays = xa, indices
+            return _from_numpy(y)
+        ctx.arrays = None
         y, indices = _call(fastconv.max_pool2d, (x,), *settings, True, algo=algo)
         ctx.save_for_backward(x, indices)
-        ctx.settings, ctx.algo = settings, algo
         return y
 
     @staticmethod
     @_first_order
     def backward(ctx, grad_y):
-        x, indices = ctx.saved_tensors
-        gx = _call(_max_pool2d_backward_of_own_indices, (grad_y, x, indices), *ctx.settings,
-                   ctx.algo)
+        if ctx.arrays is not None:
+            gx = _from_numpy(_cpu_run(_max_pool2d_backward_of_own_indices,
+                                      (_numpy(grad_y), *ctx.arrays), *ctx.settings, ctx.algo))
+        else:
+            x, indices = ctx.saved_tensors
+            gx = _call(_max_pool2d_backward_of_own_indices, (grad_y, x, indices),
+                       *ctx.settings, ctx.algo)
         return gx, None, None
 
 
@@ -800,8 +848,9 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     tensors = (input, running_mean, running_var, weight, bias)
     arrays = _views(*tensors)
     if arrays is not None:  # fastconv updates the running statistics in place, as torch does
-        y = _cpu_tensors(fastconv.batch_norm(*arrays, training, momentum, eps, algo=algo))
-        _updated(training, running_mean, running_var)
+        y = _from_numpy(fastconv.batch_norm(*arrays, training, momentum, eps, algo=algo))
+        if training:
+            _updated(training, running_mean, running_var)
         return y
     way = _way(*tensors)
     if way is DIRECT:

@@ -257,3 +257,38 @@ def test_second_derivatives_raise_rather_than_vanish():
         (g,) = torch.autograd.grad(op(x).pow(2).sum(), x, create_graph=True)
         with pytest.raises(RuntimeError):
             g.sum().backward()
+
+
+def _escaped(transform):
+    """A tensor that escaped from inside a functorch transform: still wrapped, no transform
+    active any more."""
+    escaped = []
+
+    def keep(t):
+        escaped.append(t)
+        return t * 2
+    if transform == "vmap":
+        torch.vmap(keep)(torch.randn(2, 2, 3, 6, 6))
+    else:
+        torch.func.grad(lambda t: keep(t).sum())(torch.randn(2, 3, 6, 6))
+    return escaped[0]
+
+
+@pytest.mark.parametrize("grad_mode", [True, False], ids=["grad-mode", "no-grad"])
+@pytest.mark.parametrize("transform", ["vmap", "grad"])
+def test_a_tensor_escaped_from_a_transform_is_treated_as_torch_treats_it(transform, grad_mode):
+    """Such a tensor is never taken for a plain CPU tensor's NumPy view: one escaped from vmap
+    raises, as torch raises; one escaped from grad gives torch's values, one op or several."""
+    t = _escaped(transform)
+    with torch.set_grad_enabled(grad_mode):
+        for ours, theirs in ((lambda a: ft.avg_pool2d(a, 2), lambda a: F.avg_pool2d(a, 2)),
+                             (lambda a: ft.batch_norm(a, None, None, training=True),
+                              lambda a: F.batch_norm(a, None, None, training=True))):
+            if transform == "vmap":
+                with pytest.raises(RuntimeError):
+                    theirs(t)
+                with pytest.raises(RuntimeError):
+                    ours(t)
+            else:
+                expected = theirs(t).detach().numpy()
+                assert error(ours(t).detach().numpy(), expected) <= tolerance(np.float32)
