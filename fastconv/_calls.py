@@ -52,8 +52,8 @@ def signature(op, arrays, options) -> tuple:
     another array's type, dtype, shape, strides and device."""
     types = tuple(map(type, options))
     if not _PLAIN.issuperset(types):  # sequences element by element (a list is no key),
-        options = tuple((tuple(v), tuple(map(type, v))) if isinstance(v, _SEQUENCES) else v
-                        for v in options)  # subclasses too (a namedtuple of 2.0 equals 2's)
+        options = tuple([(tuple(v), tuple(map(type, v))) if isinstance(v, _SEQUENCES) else v
+                         for v in options])  # subclasses too (a namedtuple of 2.0 equals 2's)
     key = (op, registry.epoch, config.generation, _thread_count and _thread_count(), types,
            options)
     for a in arrays:
