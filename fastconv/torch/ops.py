@@ -620,7 +620,19 @@ class _Convolution(torch.autograd.Function):
 # the forward chose): on the CPU the nodes below keep x's NumPy view (and max pooling its NumPy
 # indices) for the backward rather than saving tensors, which would be unpacked and viewed
 # again: 4-6 us of a tiny call's forward and backward. An in-place change of x after the
-# forward leaves the gradient as it is, so nothing needs to catch one.
+# forward leaves the gradient as it is, so nothing needs to catch one. Under saved-tensor
+# hooks (torch.utils.checkpoint, save_on_cpu) they save tensors, so that the hooks decide what
+# is kept.
+def _keeps_views(x) -> bool:
+    """Whether a pooling node of x may keep NumPy views: a CPU tensor, no saved-tensor hooks."""
+    return x.is_cpu and _saved_tensor_hooks(False) is None
+
+
+# the (pack, unpack) hooks in force, or None: 0.1 us (a private name; without it, always save)
+_saved_tensor_hooks = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks",
+                              lambda ignore_tracing: True)
+
+
 class _Pooling(torch.autograd.Function):
     """``apply(ops, x, settings, algo)``: average or adaptive average pooling, ``ops`` its
     fastconv (forward, backward) pair, the backward called as ``(grad_y, x, *settings)``."""
@@ -628,7 +640,7 @@ class _Pooling(torch.autograd.Function):
     @staticmethod
     def forward(ctx, ops, x, settings, algo):
         ctx.backward_op, ctx.settings, ctx.algo = ops[1], settings, algo
-        if x.is_cpu:
+        if _keeps_views(x):
             ctx.x = xa = _numpy(x)
             return _from_numpy(_cpu_run(ops[0], (xa,), *settings, algo=algo))
         ctx.x = None
@@ -654,7 +666,7 @@ class _MaxPool2d(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, settings, algo):
         ctx.settings, ctx.algo = settings, algo
-        if x.is_cpu:
+        if _keeps_views(x):
             xa = _numpy(x)
             y, indices = _cpu_run(fastconv.max_pool2d, (xa,), *settings, True, algo=algo)
             ctx.arrays = xa, indices

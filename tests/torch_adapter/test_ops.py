@@ -292,3 +292,28 @@ def test_a_tensor_escaped_from_a_transform_is_treated_as_torch_treats_it(transfo
             else:
                 expected = theirs(t).detach().numpy()
                 assert error(ours(t).detach().numpy(), expected) <= tolerance(np.float32)
+
+
+@pytest.mark.parametrize("op", ["max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"])
+def test_pooling_under_saved_tensor_hooks_saves_what_the_hooks_see(op):
+    """Pooling nodes keep NumPy views for their backward only where no saved-tensor hooks are
+    in force: under hooks (checkpointing, save_on_cpu) the input is saved through them, and the
+    gradient is torch's either way."""
+    args = (2,) if op != "adaptive_avg_pool2d" else ((2, 3),)
+    x = torch.randn(2, 3, 6, 6, requires_grad=True)
+    expected = torch.autograd.grad(getattr(F, op)(x, *args).pow(2).sum(), x)[0]
+    packed = []
+
+    def pack(t):
+        packed.append(t)
+        return t
+    for hooked in (False, True):
+        packed.clear()
+        if hooked:
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                y = getattr(ft, op)(x, *args)
+        else:
+            y = getattr(ft, op)(x, *args)
+        (gx,) = torch.autograd.grad(y.pow(2).sum(), x)
+        assert any(t is x for t in packed) == hooked
+        assert error(gx.numpy(), expected.numpy()) <= tolerance(np.float32)
