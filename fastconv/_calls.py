@@ -51,9 +51,8 @@ def signature(op, arrays, options) -> tuple:
     group that its first element delimits: ``None``; a NumPy array's dtype, shape and strides;
     another array's type, dtype, shape, strides and device."""
     types = tuple(map(type, options))
-    if not _PLAIN.issuperset(types):  # sequences element by element (a list is no key),
-        options = tuple([(tuple(v), tuple(map(type, v))) if isinstance(v, _SEQUENCES) else v
-                         for v in options])  # subclasses too (a namedtuple of 2.0 equals 2's)
+    if not _PLAIN.issuperset(types):
+        options = _elementwise(options, types)
     key = (op, registry.epoch, config.generation, _thread_count and _thread_count(), types,
            options)
     for a in arrays:
@@ -64,6 +63,27 @@ def signature(op, arrays, options) -> tuple:
         else:  # a CuPy array (anything else fails the plan's own check)
             key += (type(a), a.dtype, a.shape, a.strides, a.device.id)
     return key
+
+
+def _elementwise(options, types):
+    """``options`` with each sequence as its elements and their types (a list is no key, and
+    a tuple of 2.0 equals one of 2; tuple and list subclasses too: a namedtuple of 2.0 equals
+    2's). Where the sequences are is looked up by ``types`` (0.5 us less than asking each
+    option)."""
+    at = _SEQUENCES_AT.get(types)
+    if at is None:
+        at = remember(_SEQUENCES_AT, types,
+                      tuple([i for i, t in enumerate(types) if issubclass(t, _SEQUENCES)]))
+    if not at:  # other types only (NumPy scalars, say): their types tell them apart
+        return options
+    options = list(options)
+    for i in at:
+        v = options[i]
+        options[i] = (tuple(v), tuple(map(type, v)))
+    return tuple(options)
+
+
+_SEQUENCES_AT: dict = {}  # the types of an op's options -> the positions of its sequences
 
 
 def run(op, make, arrays, *options):
