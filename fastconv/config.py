@@ -1,7 +1,6 @@
 """Tunables of the kernels, in one place. Tests patch them (tiny tiles, so that small inputs still
 span many tiles); users may too, at their own risk.
 """
-import operator
 import sys
 import types
 
@@ -34,18 +33,11 @@ DIRECT_CHUNK = 512
 CPU_ONE_THREAD_BELOW = 2**15
 
 
-def tunables() -> tuple:
-    """The current values of every tunable above, as a tuple."""
-    return _values(globals())
-
-
-_values = operator.itemgetter(*(k for k in list(globals()) if k.isupper()))
-
 # Counts the assignments to the tunables (``config.X = ...``, monkeypatch.setattr included):
 # part of the key of every remembered plan, so that a patched tunable takes effect at once.
 # One int in the key in place of the values themselves, which cost 0.3 us more a call to read,
-# hash and compare.
-generation = 0
+# hash and compare. It only grows, across a reload of this module too.
+generation = globals().get("generation", -1) + 1
 
 
 class _Tunables(types.ModuleType):

@@ -119,6 +119,22 @@ def test_a_change_of_the_registry_makes_new_plans():
         fc.conv2d(X, W, algo="oracle")
 
 
+def test_a_patched_tunable_takes_effect_at_once(monkeypatch):
+    """The plans are keyed by the tunables' generation: every assignment to one (monkeypatch's
+    and its undo included) makes the next call make its plan again, with the new value."""
+    _calls.forget()  # (so that the memory cannot fill up and empty itself in between)
+    fc.conv2d(X, W, padding=1, algo="im2col")
+    before = len(_calls.PLANS)
+    generation = config.generation
+    monkeypatch.setattr(config, "IM2COL_TILE_BYTES", 1)  # one output row per tile
+    assert config.generation == generation + 1
+    y = fc.conv2d(X, W, padding=1, algo="im2col")
+    assert len(_calls.PLANS) == before + 1
+    assert_matches(y, reference_op("conv2d", X, W, padding=1), np.float32)
+    monkeypatch.undo()
+    assert config.generation == generation + 2
+
+
 def test_calls_from_many_threads_at_once_agree_bitwise():
     expected = fc.conv2d(X, W, padding=1), fc.max_pool2d(X, 3, 2, 1), fc.avg_pool2d(X, 2)
     results, failures = [], []
