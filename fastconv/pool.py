@@ -60,6 +60,13 @@ class PoolParams:
         """``(kh, kw, sh, sw, ph, pw)``, as the kernels take them (made once per object)."""
         return (*self.kernel, *self.stride, *self.padding)
 
+    @cached_property
+    def averaging(self) -> tuple[bool, int]:
+        """``(count_include_pad, divisor)``, how an average divides, as the kernels take it:
+        divisor 0 for no override (made once per object)."""
+        return self.count_include_pad, (0 if self.divisor_override is None
+                                        else self.divisor_override)
+
     def output_shapes(self, op: str) -> tuple:
         """Shapes of the arrays ``op`` returns, in the caller's layout."""
         if op.endswith("_backward"):

@@ -48,7 +48,7 @@ def max_pool_backward(gy, indices, p):
 
 
 def _avg_options(p):
-    return ints(p.count_include_pad, 0 if p.divisor_override is None else p.divisor_override)
+    return ints(*p.averaging)
 
 
 def _pooled(name, a, shape, p, *options):
