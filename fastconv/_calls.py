@@ -7,9 +7,11 @@ that the memory the call needs exists, and returns the plan: a function of the a
 that calls the chosen kernels. Plans are kept per *signature*: the op, each array's type,
 dtype, shape and strides (and device, for CuPy), every other argument with its type, and what
 else decides the plan (the kernels' tunables, by their generation; the CPU threads of the
-calling thread; the registry's epoch). A call whose signature was seen goes from that key straight to the kernels:
-nothing it could change between calls is left unchecked (an array of another type, dtype, shape
-or layout is another signature), and nothing is validated, dispatched or measured again.
+calling thread; the registry's epoch). A call whose signature was seen goes from that key
+straight to the kernels: nothing it could change between calls is left unchecked (an array of
+another type, dtype, shape or layout is another signature), and nothing is validated,
+dispatched or measured again; what the signature fixes about the arrays is decided when the
+plan is made (:func:`preparer`).
 
 A call that raises is never remembered, so bad input raises the same error, before any work,
 every time. Arguments that cannot be part of a key (an unhashable value) simply make the plan
@@ -28,7 +30,8 @@ PLANS: dict = {}
 _SEQUENCES = (tuple, list)
 _PLAIN = frozenset((int, float, bool, str, type(None)))  # option types that are their own key
 
-_thread_count = None  # fastconv.cpu._threads.threads once the CPU backend is loaded (lazily)
+# the calling thread's CPU thread count (a function) once the CPU backend is loaded (lazily)
+_thread_count = None
 
 
 def remember(memory: dict, key, value):

@@ -193,7 +193,7 @@ def _forward_plan(x, running_mean, running_var, weight, bias, training, momentum
             # the running statistics are passed as they are: they are updated in place
             return kernels.forward(prep_x(x), running_mean, running_var, prep_w(weight),
                                    prep_b(bias), p)
-    else:  # read, never written: inputs like any other
+    else:  # evaluation (or training without them): read, never written, inputs like any other
         prep_mean, prep_var = preparer(backend, running_mean), preparer(backend, running_var)
 
         def plan(x, running_mean, running_var, weight, bias):
