@@ -77,6 +77,7 @@ inline std::vector<State> states;
 inline unsigned current = 0;
 inline std::function<void()> body;  // the launch being run, with its arguments bound
 inline int error = 0;              // 1: a barrier in divergent code
+inline unsigned pretend_grid_x = 0;  // nonzero: the gridDim.x a 1-D launch's kernels see
 
 [[noreturn]] inline void fiber_entry() {
     body();
@@ -100,9 +101,13 @@ inline fc_dim3 unflatten(unsigned long long i, fc_dim3 d) {
     return {unsigned(i % d.x), unsigned(i / d.x % d.y), unsigned(i / d.x / d.y)};
 }
 
-// Runs body() for every thread of every block of the launch (grid, block).
+// Runs body() for every thread of every block of the launch (grid, block). With pretend_grid_x
+// set, a 1-D launch's kernels see a grid that many blocks wide while only the real blocks run:
+// a grid-stride loop then takes the stride of a huge launch on a small input (whose real grid
+// covers every item in the first step).
 inline void run(fc_dim3 grid, fc_dim3 block) {
     gridDim = grid;
+    if (pretend_grid_x && grid.y == 1 && grid.z == 1) gridDim.x = std::max(grid.x, pretend_grid_x);
     blockDim = block;
     const unsigned threads = block.x * block.y * block.z;
     fibers.resize(threads);
@@ -148,6 +153,8 @@ void launch(const unsigned* dims, void** args) { launch_kernel(KERNEL, dims, arg
 
 // 1 (and cleared) if the last launches reached a barrier in divergent code, else 0.
 extern "C" int fc_host_error() { return std::exchange(fc_host::error, 0); }
+// The gridDim.x that 1-D launches pretend to have from now on (0: their own).
+extern "C" void fc_host_pretend_grid_x(unsigned x) { fc_host::pretend_grid_x = x; }
 
 inline void __syncthreads() {
     fc_host::states[fc_host::current] = fc_host::AT_BARRIER;

@@ -183,6 +183,22 @@ def test_grid_with_64_bit_indices(case, rng, on_host, monkeypatch):
     assert used <= {64}
 
 
+@pytest.mark.parametrize("case", CASES[4::60], ids=lambda c: f"{c.op}[{c}]")
+def test_grid_stride_loops_take_the_stride_of_a_huge_launch(case, rng, on_host, kernels):
+    """Every launch's kernels see a grid 2**23 blocks wide (a stride of 2**31 items at 256
+    threads a block) while only its real blocks run: every item is still done in the first
+    step, and the next one must end the loop, 32-bit indices included. A stride computed as
+    ``(int)blockDim.x * gridDim.x`` (an unsigned product) or a 32-bit counter wrapped the index
+    negative there, as on a GPU for any launch of 1.6e9 items or more (issue 19): the loops
+    count in 64 bits (fc_first_item, fc_grid_stride in common.cuh)."""
+    library = kernels[0]
+    library.fc_host_pretend_grid_x(2**23)
+    try:
+        check(case, rng)
+    finally:
+        library.fc_host_pretend_grid_x(0)
+
+
 @pytest.mark.parametrize("strategy", DRAWN, ids=lambda s: s.__name__)
 def test_drawn(strategy, on_host):
     grids.run_drawn(strategy, settings.default.max_examples // 4, check)

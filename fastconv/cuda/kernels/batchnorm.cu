@@ -41,8 +41,8 @@ __global__ void bn_mean_var(const T* x, double* mean, double* var, I n, int chan
 template <typename T, typename I>
 __global__ void bn_affine(const T* x, const double* scale, const double* shift, T* y, I total,
                           int channels, I l) {
-    for (I idx = blockIdx.x * (I)blockDim.x + threadIdx.x; idx < total;
-         idx += (I)blockDim.x * gridDim.x) {
+    for (long long k = fc_first_item(); k < total; k += fc_grid_stride()) {
+        const I idx = (I)k;
         const int c = (int)((idx / l) % channels);
         y[idx] = (T)(x[idx] * scale[c] + shift[c]);
     }
@@ -77,8 +77,8 @@ template <typename T, typename I>
 __global__ void bn_input_gradient(const T* gy, const T* x, const double* mean, const double* k1,
                                   const double* k2, const double* k3, T* gx, I total,
                                   int channels, I l) {
-    for (I idx = blockIdx.x * (I)blockDim.x + threadIdx.x; idx < total;
-         idx += (I)blockDim.x * gridDim.x) {
+    for (long long k = fc_first_item(); k < total; k += fc_grid_stride()) {
+        const I idx = (I)k;
         const int c = (int)((idx / l) % channels);
         gx[idx] = (T)(k1[c] * gy[idx] + k2[c] * (x[idx] - mean[c]) + k3[c]);
     }

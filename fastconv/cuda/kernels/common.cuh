@@ -11,6 +11,18 @@
 #define FC_THREADS 256  // threads per block of every launch (the Python side uses the same)
 #endif
 
+// Grid-stride loops count in 64 bits, whatever the index type I, and hand the body its index as
+// I: `for (long long k = fc_first_item(); k < total; k += fc_grid_stride()) { const I idx = (I)k;`.
+// gridDim is unsigned, so (I)blockDim.x * gridDim.x is a 32-bit unsigned product when I is int,
+// and a 32-bit counter overflows once it passes 2**31 - 1 - stride (1.6e9 elements at
+// MAX_BLOCKS * 256 threads): either way the index went negative while still below the total.
+__device__ __forceinline__ long long fc_first_item() {
+    return blockIdx.x * (long long)blockDim.x + threadIdx.x;
+}
+__device__ __forceinline__ long long fc_grid_stride() {
+    return (long long)blockDim.x * gridDim.x;
+}
+
 // Floor and ceiling of a / b for b > 0, also for negative a (C++ '/' truncates toward zero).
 __device__ __forceinline__ long long fc_floordiv(long long a, long long b) {
     return a >= 0 ? a / b : -((-a + b - 1) / b);

@@ -231,8 +231,8 @@ __global__ void depthwise_forward(const T* x, const T* w, const T* b, int has_bi
                                   int pt, int pl, int dh, int dw) {
     const int mult = o / c;
     const I total = (I)n * o * ho * wo;
-    for (I idx = blockIdx.x * (I)blockDim.x + threadIdx.x; idx < total;
-         idx += (I)blockDim.x * gridDim.x) {
+    for (long long k = fc_first_item(); k < total; k += fc_grid_stride()) {
+        const I idx = (I)k;
         const int j = (int)(idx % wo), i = (int)((idx / wo) % ho);
         const int oc = (int)((idx / ((I)ho * wo)) % o);
         const I nn = idx / ((I)o * ho * wo);
@@ -249,8 +249,8 @@ __global__ void depthwise_backward_data(const T* gy, const T* w, T* gx, int n, i
                                         int sw, int pt, int pl, int dh, int dw) {
     const int mult = o / c;
     const I total = (I)n * c * h * wd;
-    for (I idx = blockIdx.x * (I)blockDim.x + threadIdx.x; idx < total;
-         idx += (I)blockDim.x * gridDim.x) {
+    for (long long k = fc_first_item(); k < total; k += fc_grid_stride()) {
+        const I idx = (I)k;
         const int q = (int)(idx % wd), r = (int)((idx / wd) % h);
         const int cc = (int)((idx / ((I)h * wd)) % c);
         const I nn = idx / ((I)c * h * wd);
@@ -269,8 +269,8 @@ template <typename T, typename I>
 __global__ void im2col(const T* x, T* cols, int n0, int nb, int c, int h, int wd, int ho, int wo,
                        int kh, int kw, int sh, int sw, int pt, int pl, int dh, int dw) {
     const I total = (I)nb * c * kh * kw * ho * wo;
-    for (I idx = blockIdx.x * (I)blockDim.x + threadIdx.x; idx < total;
-         idx += (I)blockDim.x * gridDim.x) {
+    for (long long k = fc_first_item(); k < total; k += fc_grid_stride()) {
+        const I idx = (I)k;
         const int j = (int)(idx % wo), i = (int)((idx / wo) % ho);
         const I tap = idx / ((I)ho * wo);  // (nb, C, kh, kw) flattened
         const int e = (int)(tap % kw), a = (int)((tap / kw) % kh);
@@ -287,8 +287,8 @@ template <typename T, typename I>
 __global__ void col2im(const T* dcols, T* gx, int n0, int nb, int c, int h, int wd, int ho,
                        int wo, int kh, int kw, int sh, int sw, int pt, int pl, int dh, int dw) {
     const I total = (I)nb * c * h * wd;
-    for (I idx = blockIdx.x * (I)blockDim.x + threadIdx.x; idx < total;
-         idx += (I)blockDim.x * gridDim.x) {
+    for (long long k = fc_first_item(); k < total; k += fc_grid_stride()) {
+        const I idx = (I)k;
         const int q = (int)(idx % wd), r = (int)((idx / wd) % h);
         const I plane = idx / ((I)h * wd);  // image in chunk * C + channel
         const T acc = fc_window_gather<T, I>(dcols + plane * ((I)kh * kw * ho * wo), (const T*)0,

@@ -212,8 +212,8 @@ __global__ void implicit_gemm_backward_weight(const T* x, const T* gy, T* out, F
 // gw[i] = sum over s of partial[s, i], s in increasing order: the ordered second pass.
 template <typename T, typename I>
 __global__ void implicit_gemm_slice_sum(const T* partial, T* gw, int slices, I size) {
-    for (I idx = blockIdx.x * (I)blockDim.x + threadIdx.x; idx < size;
-         idx += (I)blockDim.x * gridDim.x) {
+    for (long long k = fc_first_item(); k < size; k += fc_grid_stride()) {
+        const I idx = (I)k;
         T acc = partial[idx];
         for (int s = 1; s < slices; ++s) acc += partial[(I)s * size + idx];
         gw[idx] = acc;

@@ -29,8 +29,8 @@ __global__ void max_pool_forward(const T* x, T* y, long long* indices, int want_
                                  int h, int w, int ho, int wo, int kh, int kw, int sh, int sw,
                                  int ph, int pw, int dh, int dw) {
     const I total = planes * ho * wo;
-    for (I idx = blockIdx.x * (I)blockDim.x + threadIdx.x; idx < total;
-         idx += (I)blockDim.x * gridDim.x) {
+    for (long long k = fc_first_item(); k < total; k += fc_grid_stride()) {
+        const I idx = (I)k;
         const int j = (int)(idx % wo), i = (int)((idx / wo) % ho);
         const T* plane = x + (idx / ((I)ho * wo)) * ((I)h * w);
         const int r0 = i * sh - ph, q0 = j * sw - pw;
@@ -61,8 +61,8 @@ __global__ void max_pool_backward(const T* gy, const long long* indices, T* gx, 
                                   int h, int w, int ho, int wo, int kh, int kw, int sh, int sw,
                                   int ph, int pw, int dh, int dw) {
     const I total = planes * h * w;
-    for (I idx = blockIdx.x * (I)blockDim.x + threadIdx.x; idx < total;
-         idx += (I)blockDim.x * gridDim.x) {
+    for (long long k = fc_first_item(); k < total; k += fc_grid_stride()) {
+        const I idx = (I)k;
         const int q = (int)(idx % w), r = (int)((idx / w) % h);
         const I base = (idx / ((I)h * w)) * ((I)ho * wo);
         int i_lo, i_hi, j_lo, j_hi;
@@ -95,8 +95,8 @@ __global__ void avg_pool_forward(const T* x, T* y, I planes, int h, int w, int h
                                  int kh, int kw, int sh, int sw, int ph, int pw,
                                  int count_include_pad, int divisor_override) {
     const I total = planes * ho * wo;
-    for (I idx = blockIdx.x * (I)blockDim.x + threadIdx.x; idx < total;
-         idx += (I)blockDim.x * gridDim.x) {
+    for (long long k = fc_first_item(); k < total; k += fc_grid_stride()) {
+        const I idx = (I)k;
         const int j = (int)(idx % wo), i = (int)((idx / wo) % ho);
         const T* plane = x + (idx / ((I)ho * wo)) * ((I)h * w);
         const int r0 = i * sh - ph, q0 = j * sw - pw;
@@ -115,8 +115,8 @@ __global__ void avg_pool_backward(const T* gy, T* gx, I planes, int h, int w, in
                                   int kh, int kw, int sh, int sw, int ph, int pw,
                                   int count_include_pad, int divisor_override) {
     const I total = planes * h * w;
-    for (I idx = blockIdx.x * (I)blockDim.x + threadIdx.x; idx < total;
-         idx += (I)blockDim.x * gridDim.x) {
+    for (long long k = fc_first_item(); k < total; k += fc_grid_stride()) {
+        const I idx = (I)k;
         const int q = (int)(idx % w), r = (int)((idx / w) % h);
         const T* g = gy + (idx / ((I)h * w)) * ((I)ho * wo);
         int i_lo, i_hi, j_lo, j_hi;
@@ -144,8 +144,8 @@ template <typename T, typename I>
 __global__ void adaptive_avg_pool_forward(const T* x, T* y, I planes, int h, int w, int ho,
                                           int wo) {
     const I total = planes * ho * wo;
-    for (I idx = blockIdx.x * (I)blockDim.x + threadIdx.x; idx < total;
-         idx += (I)blockDim.x * gridDim.x) {
+    for (long long k = fc_first_item(); k < total; k += fc_grid_stride()) {
+        const I idx = (I)k;
         const int j = (int)(idx % wo), i = (int)((idx / wo) % ho);
         const T* plane = x + (idx / ((I)ho * wo)) * ((I)h * w);
         const int r0 = fc_window_start(i, h, ho), r1 = fc_window_end(i, h, ho);
@@ -163,8 +163,8 @@ template <typename T, typename I>
 __global__ void adaptive_avg_pool_backward(const T* gy, T* gx, I planes, int h, int w, int ho,
                                            int wo) {
     const I total = planes * h * w;
-    for (I idx = blockIdx.x * (I)blockDim.x + threadIdx.x; idx < total;
-         idx += (I)blockDim.x * gridDim.x) {
+    for (long long k = fc_first_item(); k < total; k += fc_grid_stride()) {
+        const I idx = (I)k;
         const int q = (int)(idx % w), r = (int)((idx / w) % h);
         const T* g = gy + (idx / ((I)h * w)) * ((I)ho * wo);
         const int i_lo = max(0, (int)(((long long)r * ho) / h) - 1);
