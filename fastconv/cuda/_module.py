@@ -106,7 +106,13 @@ def _file_of(name: str) -> str:
 
 
 def kernel(name: str, dtype, index_bits: int):
-    """The compiled kernel ``name`` for ``dtype`` and ``index_bits`` on the current device."""
+    """The compiled kernel ``name`` for ``dtype`` and ``index_bits`` on the current device.
+
+    The first kernel wanted from a file compiles the whole file, every specialisation of every
+    kernel in it, once per device, under a lock: ``RawModule`` compiles lazily, at its first
+    ``get_function``, so a module made under the lock but compiled outside it let two threads
+    compile the same file at once. A CUDA graph cannot capture a compilation: make one call of
+    each op family before capturing."""
     import cupy
 
     filename = _file_of(name)
@@ -118,6 +124,7 @@ def kernel(name: str, dtype, index_bits: int):
             if module is None:
                 module = cupy.RawModule(code=source(filename), options=OPTIONS,
                                         name_expressions=expressions(filename))
+                module.compile()
                 _MODULES[key] = module
     return module.get_function(expression(name, dtype, index_bits))
 

@@ -72,3 +72,46 @@ def test_cuda_algorithms_are_listed_and_explained_without_a_gpu():
     huge = fastconv.explain("conv2d", (2**16, 64, 32, 32), (64, 64, 3, 3), padding=1,
                             backend="cuda", algo="direct")
     assert huge["index_bits"] == 64  # x has 2**32 elements
+
+
+def test_a_file_is_compiled_once_under_the_lock_whatever_the_threads(monkeypatch):
+    """Many threads asking at once for kernels of one file: the file compiles exactly once,
+    never two compilations at a time, and every function is fetched from the compiled module
+    (a stand-in for CuPy's RawModule, which compiles lazily at its first get_function unless
+    compiled first)."""
+    import sys
+    import threading
+    import time
+    import types
+
+    events, running = [], []
+
+    class Module:
+        def __init__(self, code, options, name_expressions):
+            self.compiled = False
+
+        def compile(self):
+            running.append(1)
+            events.append(("compile", len(running)))
+            time.sleep(0.05)  # long enough for the other threads to arrive
+            self.compiled = True
+            running.pop()
+
+        def get_function(self, expression):
+            events.append(("get", self.compiled))
+            return expression
+
+    cupy = types.ModuleType("cupy")
+    cupy.RawModule = Module
+    cupy.cuda = types.SimpleNamespace(Device=lambda: types.SimpleNamespace(id=0))
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    monkeypatch.setattr(_module, "_MODULES", {})
+    names = _module.KERNELS["pool.cu"]
+    threads = [threading.Thread(target=_module.kernel, args=(names[i % len(names)], "float32",
+                                                             32)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [e for e in events if e[0] == "compile"] == [("compile", 1)]
+    assert [e for e in events if e[0] == "get"] == [("get", True)] * 8
