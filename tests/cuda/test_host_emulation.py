@@ -23,6 +23,7 @@ from hypothesis import settings
 
 import fastconv
 import fastconv.cuda
+from fastconv.testing import error, tolerance
 from fastconv import _calls, _validate, config
 from fastconv.cuda import _conv, _module, batchnorm, im2col, implicit_gemm, pool
 
@@ -44,7 +45,9 @@ def _compile(folder, *defines):
                 + ", ".join(f"(void*)&fc_host::launch<&{name}>" for name in names) + "};")
     source, library = folder / "kernels.cpp", folder / "kernels.so"
     source.write_text("\n".join(text))
-    done = subprocess.run([GXX, "-O1", "-std=c++17", "-shared", "-fPIC", "-w", *defines,
+    # -fwrapv: signed arithmetic wraps, as the GPU's integer instructions do, so that an
+    # overflow shows here as it would there rather than as whatever the optimiser makes of it
+    done = subprocess.run([GXX, "-O1", "-fwrapv", "-std=c++17", "-shared", "-fPIC", "-w", *defines,
                            f"-I{Path(__file__).parent}", "-o", str(library), str(source)],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
@@ -197,6 +200,28 @@ def test_grid_stride_loops_take_the_stride_of_a_huge_launch(case, rng, on_host, 
         check(case, rng)
     finally:
         library.fc_host_pretend_grid_x(0)
+
+
+def test_a_stride_past_32_bit_patch_arithmetic(rng, on_host):
+    """conv2d with a column stride sw over a row sw + 2 wide: two outputs, so the stride is
+    used (a dimension with one output gets stride 1). A direct tile's patch spans
+    (TW-1)*sw + (kw-1)*dw + 1 columns; sw = 69,273,668 is the first stride where that passes
+    2**31. In 32 bits the width went negative, the area of its 8 rows wrapped to 496 and passed
+    for shared, nothing was loaded into the patch, and the taps read past it (issue 19).
+    Every CUDA algorithm's forward against the reference; the input is 277 MB."""
+    from fastconv.testing import reference_op
+
+    sw = 69_273_668
+    x = rng.standard_normal((1, 1, 1, sw + 2)).astype(np.float32)
+    w = rng.standard_normal((2, 1, 1, 2)).astype(np.float32)
+    kwargs = dict(stride=(1, sw))
+    expected = reference_op("conv2d", x.astype(np.float64), w.astype(np.float64), **kwargs)
+    candidates = fastconv.explain("conv2d", x.shape, w.shape, backend="cuda",
+                                  **kwargs)["candidates"]
+    assert "direct" in candidates
+    for algo in candidates:
+        y = fastconv.conv2d(x, w, algo=algo, **kwargs)
+        assert error(y, expected) <= tolerance(np.float32), algo
 
 
 @pytest.mark.parametrize("strategy", DRAWN, ids=lambda s: s.__name__)

@@ -82,12 +82,13 @@ __device__ __forceinline__ FcTile fc_tile(I tile, int rows, int cols, int th, in
 }
 
 // Copies rows [r0, r0 + ph) and columns [q0, q0 + pw) of plane (h x wd) into patch, zero
-// outside the plane; then a barrier.
+// outside the plane; then a barrier. The corner in 64 bits: a tile's first row times a stride
+// can pass 2**31 even when its patch is small.
 template <typename T, typename I>
-__device__ __forceinline__ void fc_load_patch(T* patch, const T* plane, int r0, int q0, int ph,
-                                              int pw, int h, int wd) {
+__device__ __forceinline__ void fc_load_patch(T* patch, const T* plane, long long r0,
+                                              long long q0, int ph, int pw, int h, int wd) {
     for (int e = threadIdx.x; e < ph * pw; e += blockDim.x) {
-        const int r = r0 + e / pw, q = q0 + e % pw;
+        const long long r = r0 + e / pw, q = q0 + e % pw;
         patch[e] = (r >= 0 && r < h && q >= 0 && q < wd) ? plane[(I)r * wd + q] : (T)0;
     }
     __syncthreads();
@@ -102,30 +103,34 @@ __global__ void direct_forward(const T* x, const T* w, const T* b, int has_bias,
     __shared__ T patch[FC_PATCH];
     const int cg = c / groups, og = o / groups, taps = kh * kw;
     const int ty = threadIdx.x / TW, tx = threadIdx.x % TW;
-    // the input patch under a tile: rows from row0*sh - pt, (TH-1)*sh + (kh-1)*dh + 1 of them
-    const int ph = (TH - 1) * sh + (kh - 1) * dh + 1, pw = (TW - 1) * sw + (kw - 1) * dw + 1;
-    const bool shared = ph * pw <= FC_PATCH;
+    // the input patch under a tile: rows from row0*sh - pt, (TH-1)*sh + (kh-1)*dh + 1 of them.
+    // In 64 bits: strides and dilations go up to 2**31 - 1, and the patch is then not shared;
+    // when it is, every offset into it is below FC_PATCH.
+    const long long ph = (TH - 1) * (long long)sh + (kh - 1) * (long long)dh + 1;
+    const long long pw = (TW - 1) * (long long)sw + (kw - 1) * (long long)dw + 1;
+    const bool shared = ph <= FC_PATCH && pw <= FC_PATCH && ph * pw <= FC_PATCH;
     const int channel_blocks = (og + CB - 1) / CB;
     const I tiles = (I)n * groups * channel_blocks * ((ho + TH - 1) / TH) * ((wo + TW - 1) / TW);
     for (I tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
         const FcTile t = fc_tile<I>(tile, ho, wo, TH, TW, channel_blocks, CB, groups);
         const int i = t.row0 + ty, j = t.col0 + tx, oc0 = t.grp * og + t.ch0;
-        const int r0 = t.row0 * sh - pt, q0 = t.col0 * sw - pl;  // the patch's corner in x
+        // the patch's corner in x
+        const long long r0 = (long long)t.row0 * sh - pt, q0 = (long long)t.col0 * sw - pl;
         const int channels = og - t.ch0 < CB ? og - t.ch0 : CB;
         T acc[CB];
         for (int k = 0; k < CB; ++k) acc[k] = (has_bias && k < channels) ? b[oc0 + k] : (T)0;
         for (int ci = 0; ci < cg; ++ci) {
             const T* plane = x + ((I)t.img * c + t.grp * cg + ci) * ((I)h * wd);
-            if (shared) fc_load_patch<T, I>(patch, plane, r0, q0, ph, pw, h, wd);
+            if (shared) fc_load_patch<T, I>(patch, plane, r0, q0, (int)ph, (int)pw, h, wd);
             const T* taps_of = w + ((I)oc0 * cg + ci) * taps;  // + k*cg*taps for channel k
             for (int a = 0; a < kh; ++a) {
                 for (int e = 0; e < kw; ++e) {
-                    const int pr = ty * sh + a * dh, pc = tx * sw + e * dw;  // in the patch
                     T v;
-                    if (shared) {
-                        v = patch[pr * pw + pc];
+                    if (shared) {  // the tap's place in the patch, every term below FC_PATCH
+                        v = patch[(ty * sh + a * dh) * (int)pw + tx * sw + e * dw];
                     } else {
-                        const int r = r0 + pr, q = q0 + pc;
+                        const long long r = r0 + (long long)ty * sh + (long long)a * dh;
+                        const long long q = q0 + (long long)tx * sw + (long long)e * dw;
                         v = (r >= 0 && r < h && q >= 0 && q < wd) ? plane[(I)r * wd + q] : (T)0;
                     }
                     for (int k = 0; k < CB; ++k)
