@@ -1,0 +1,64 @@
+"""One small call of every op through every CUDA algorithm, forward and backward, in both
+dtypes, each checked against the NumPy reference: the workload compute-sanitizer runs under in
+benchmarks/gpu.sh (racecheck, synccheck, memcheck), small enough to finish under its tools.
+Exits 1 on any mismatch; needs a GPU.
+
+    python benchmarks/gpu_smoke.py
+"""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+CALLS = [  # (op, shapes, kwargs): one of each kernel's kind, with padding, stride and groups
+    ("conv2d", ((2, 4, 9, 7), (6, 2, 3, 3), (6,)), dict(stride=2, padding=1, groups=2)),
+    ("conv2d", ((2, 4, 9, 7), (8, 1, 3, 3), (8,)), dict(padding=1, groups=4)),  # depthwise
+    ("conv2d", ((2, 4, 9, 7), (6, 4, 1, 1), None), {}),  # pointwise
+    ("conv1d", ((2, 4, 11), (6, 4, 3), (6,)), dict(dilation=2)),
+    ("conv_transpose2d", ((2, 4, 5, 4), (4, 3, 3, 3), (3,)), dict(stride=2, padding=1)),
+    ("max_pool2d", ((2, 3, 9, 8),), dict(kernel_size=3, stride=2, padding=1)),
+    ("avg_pool2d", ((2, 3, 9, 8),), dict(kernel_size=3, stride=2, padding=1,
+                                         count_include_pad=False)),
+    ("adaptive_avg_pool2d", ((2, 3, 9, 8),), dict(output_size=(4, 3))),
+    ("batch_norm", ((4, 3, 5, 6), (3,), (3,), (3,), (3,)), dict(training=True)),
+]
+
+
+def main() -> int:
+    import fastconv
+    from fastconv import cuda
+    from fastconv.testing import assert_matches, fastconv_runner, oracle_outputs, reference_op
+
+    if not cuda.available():
+        print("gpu_smoke: no CUDA device visible; nothing run")
+        return 0
+    sys.path.insert(0, "tests")
+    import grids
+
+    rng = np.random.default_rng(0)
+    failures, runs = [], 0
+    for op, shapes, kwargs in CALLS:
+        case = grids.Case(op, shapes, kwargs)
+        args = grids.forward_args(case, rng)
+        bargs, bkwargs = grids.backward_args(case, args, rng)
+        for name, a, kw in ((op, args, kwargs), (op + "_backward", bargs, bkwargs)):
+            shapes_of = [None if x is None else x.shape for x in a]
+            algos = fastconv.explain(name, *shapes_of, backend="cuda", **kw)["candidates"]
+            for dtype in (np.float32, np.float64):
+                expected = oracle_outputs(name, a, kw, reference_op, dtype)
+                for algo in algos:
+                    runs += 1
+                    try:
+                        assert_matches(name, a, kw, fastconv_runner(algo, "cuda"), reference_op,
+                                       dtype, expected=expected)
+                    except AssertionError as e:
+                        failures.append(f"{name} {algo} {np.dtype(dtype)}: {e}")
+    for f in failures:
+        print("FAIL", f)
+    print(f"gpu_smoke: {runs - len(failures)} of {runs} calls match the reference")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
