@@ -98,7 +98,7 @@ def run(op, make, arrays, *options):
     except (TypeError, AttributeError):  # unhashable, or not an array: no key, no memory
         key = plan = None
     if plan is None:
-        plan = make(*arrays, *options)
+        plan = _made(make, arrays, options)
         if key is not None:
             remember(PLANS, key, plan)
     try:
@@ -107,6 +107,25 @@ def run(op, make, arrays, *options):
         if str(e).startswith(f"{op}:"):
             raise
         raise MemoryError(f"{op}: out of memory: {e}") from e
+
+
+def _made(make, arrays, options):
+    """``make(*arrays, *options)``, made and run on the device of the call's arrays when they
+    are CuPy arrays: the kernel cache, the launches, the memory check and every allocation then
+    use that device, not whichever one is current (arrays on device 1 with device 0 current).
+    NumPy arrays have no device: their plan is make's own."""
+    device = next((a.device for a in arrays
+                   if a is not None and type(a) is not np.ndarray and hasattr(a, "device")),
+                  None)
+    if device is None:
+        return make(*arrays, *options)
+    with device:
+        plan = make(*arrays, *options)
+
+    def on_device(*arrays):
+        with device:
+            return plan(*arrays)
+    return on_device
 
 
 def forget() -> None:

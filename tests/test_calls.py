@@ -201,3 +201,36 @@ def test_serial_twins_keep_the_parallel_loops_error_model(monkeypatch):
         gradients.append(fc.batch_norm_backward(x, x, None, zeros, zeros, False, 0.0))
     for parallel, alone in zip(*gradients):
         np.testing.assert_array_equal(alone, parallel)
+
+
+def test_a_cupy_calls_plan_is_made_and_run_on_its_arrays_device():
+    """Arrays on one GPU while another is current: the plan is made (memory check, dispatch,
+    kernel cache) and run (launches, allocations) inside that device's context. A stand-in
+    for CuPy arrays and devices; tests/cuda runs the real thing where a GPU is visible."""
+    current = []
+
+    class Device:
+        def __init__(self, id):
+            self.id = id
+
+        def __enter__(self):
+            current.append(self.id)
+
+        def __exit__(self, *exc):
+            current.pop()
+
+    class Array:
+        dtype, shape, strides = np.dtype(np.float32), (2,), (4,)
+
+        def __init__(self, device):
+            self.device = Device(device)
+
+    seen = []
+
+    def make(x, option):
+        seen.append(("make", current[-1] if current else None))
+        return lambda x: seen.append(("run", current[-1] if current else None))
+
+    for _ in range(2):  # a plan made, then the same plan remembered
+        _calls.run("a_test_op", make, (Array(1),), 0)
+    assert seen == [("make", 1), ("run", 1), ("run", 1)] and current == []
