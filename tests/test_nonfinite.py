@@ -85,11 +85,23 @@ WEIGHT_CASES = [
 def test_nonfinite_weights_give_torchs_forward(op, x_shape, w_shape, kwargs, rng):
     """A NaN or Inf in the weights: PyTorch's forward treats the padding as zeros that meet the
     weight (0 * Inf is NaN there), and so does every algorithm."""
+    check_nonfinite_weights(op, x_shape, w_shape, kwargs, rng, "cpu")
+
+
+def check_nonfinite_weights(op, x_shape, w_shape, kwargs, rng, backend):
+    """The weight case on every algorithm of ``backend`` against PyTorch (tests/cuda runs it
+    on the CUDA kernels)."""
     pytest.importorskip("torch")
     from fastconv.testing import torch_op
 
     x = rng.standard_normal(x_shape)
     w = with_nonfinite(rng.standard_normal(w_shape), rng)
     shapes = (x_shape, w_shape)
-    for algo in fastconv.explain(op, *shapes, **kwargs)["candidates"]:
-        assert_matches(op, [x, w], kwargs, fastconv_runner(algo), torch_op, np.float64)
+    failing = []
+    for algo in fastconv.explain(op, *shapes, backend=backend, **kwargs)["candidates"]:
+        try:
+            assert_matches(op, [x, w], kwargs, fastconv_runner(algo, backend), torch_op,
+                           np.float64)
+        except AssertionError as e:
+            failing.append(f"{algo}: {e}")
+    assert not failing, "; ".join(failing)

@@ -7,8 +7,10 @@
 // read it (those with i*sh = r + pt - a*dh for a whole i in range). Backward-weight gives each
 // weight element one block, which sums x * gy over N*Ho*Wo in a fixed order.
 
-// The window dot product of output (i, j): sum over the taps inside the input of
-// plane[r, q] * taps[a, e], with r = i*sh - pt + a*dh and q = j*sw - pl + e*dw.
+// The window dot product of output (i, j): sum over its taps of plane[r, q] * taps[a, e],
+// with r = i*sh - pt + a*dh and q = j*sw - pl + e*dw, a tap in the padding reading a zero.
+// The padding's zeros meet the weights, as in PyTorch: an Inf weight there gives 0 * Inf = NaN
+// (skipping those taps gave a finite value where the CPU backend and PyTorch give NaN).
 template <typename T, typename I>
 __device__ __forceinline__ T fc_window_dot(const T* plane, const T* taps, int i, int j, int h,
                                            int wd, int kh, int kw, int sh, int sw, int pt,
@@ -16,10 +18,11 @@ __device__ __forceinline__ T fc_window_dot(const T* plane, const T* taps, int i,
     T acc = 0;
     for (int a = 0; a < kh; ++a) {
         const int r = i * sh - pt + a * dh;
-        if (r < 0 || r >= h) continue;
+        const bool row_inside = r >= 0 && r < h;
         for (int e = 0; e < kw; ++e) {
             const int q = j * sw - pl + e * dw;
-            if (q >= 0 && q < wd) acc += plane[(I)r * wd + q] * taps[a * kw + e];
+            const T v = (row_inside && q >= 0 && q < wd) ? plane[(I)r * wd + q] : (T)0;
+            acc += v * taps[a * kw + e];
         }
     }
     return acc;
