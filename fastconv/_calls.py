@@ -114,9 +114,7 @@ def _made(make, arrays, options):
     are CuPy arrays: the kernel cache, the launches, the memory check and every allocation then
     use that device, not whichever one is current (arrays on device 1 with device 0 current).
     NumPy arrays have no device: their plan is make's own."""
-    device = next((a.device for a in arrays
-                   if a is not None and type(a) is not np.ndarray and hasattr(a, "device")),
-                  None)
+    device = next((a.device for a in arrays if type(a).__module__.startswith("cupy")), None)
     if device is None:
         return make(*arrays, *options)
     with device:

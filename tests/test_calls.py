@@ -219,7 +219,8 @@ def test_a_cupy_calls_plan_is_made_and_run_on_its_arrays_device():
         def __exit__(self, *exc):
             current.pop()
 
-    class Array:
+    class Array:  # as a CuPy array: of a class from a cupy module, with a device
+        __module__ = "cupy._core.core"
         dtype, shape, strides = np.dtype(np.float32), (2,), (4,)
 
         def __init__(self, device):
@@ -234,3 +235,6 @@ def test_a_cupy_calls_plan_is_made_and_run_on_its_arrays_device():
     for _ in range(2):  # a plan made, then the same plan remembered
         _calls.run("a_test_op", make, (Array(1),), 0)
     assert seen == [("make", 1), ("run", 1), ("run", 1)] and current == []
+    # NumPy arrays have no device to enter, subclasses included (their .device is "cpu")
+    assert_matches(fc.avg_pool2d(np.ma.masked_array(X), 2), reference_op("avg_pool2d", X, 2),
+                   np.float32)
