@@ -245,11 +245,24 @@ def test_failed_call_leaves_running_stats_untouched():
     np.testing.assert_array_equal(rv, np.arange(3.0) + 1)
 
 
+class _FakeDevice:
+    """Stands in for a cupy.cuda.Device: its id, and a context that makes it current."""
+
+    def __init__(self, id):
+        self.id = id
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
 class _FakeCupyArray:
     """Stands in for a cupy.ndarray, so that mixing array kinds is tested without a GPU."""
 
     def __init__(self, shape, device=0):
-        self.shape, self.dtype, self.device = shape, np.dtype(np.float64), types.SimpleNamespace(id=device)
+        self.shape, self.dtype, self.device = shape, np.dtype(np.float64), _FakeDevice(device)
 
 
 _FakeCupyArray.__module__ = "cupy"
