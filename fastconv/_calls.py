@@ -180,9 +180,7 @@ def prepare(backend, a, shape=None):
         return a if shape is None else a.reshape(shape)
     if type(a) is not np.ndarray or not a.flags.c_contiguous:  # (a subclass: its base array)
         a = np.ascontiguousarray(a)
-    a = a.view() if shape is None else a.reshape(shape)  # a new view either way
-    a.setflags(False)  # write=False (positional: the keyword costs 0.2 us more)
-    return a
+    return read_only(a, shape)
 
 
 def preparer(backend, a, shape=None):
@@ -197,19 +195,15 @@ def preparer(backend, a, shape=None):
         if shape is None or tuple(shape) == a.shape:
             return read_only
         shape = tuple(shape)
-
-        def reshaped(a):
-            a = a.reshape(shape)
-            a.setflags(False)
-            return a
-        return reshaped
+        return lambda a: read_only(a, shape)
     return lambda a: prepare(backend, a, shape)
 
 
-def read_only(a):
-    """A read-only view of the NumPy array ``a`` (the caller's array keeps its flags)."""
-    a = a.view()
-    a.setflags(False)
+def read_only(a, shape=None):
+    """A read-only view of the contiguous NumPy array ``a``, of ``shape`` when given (a new
+    view either way: the caller's array keeps its flags)."""
+    a = a.view() if shape is None else a.reshape(shape)
+    a.setflags(False)  # write=False (positional: the keyword costs 0.2 us more)
     return a
 
 

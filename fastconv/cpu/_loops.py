@@ -13,6 +13,8 @@ from math import prod
 
 import numpy as np
 from numba import njit, prange, uint64
+
+from .._calls import read_only
 from ._threads import parallel_jit
 
 FASTMATH = {"contract"}  # fused multiply-add only: no reassociation, NaN and Inf kept
@@ -26,15 +28,12 @@ FASTMATH = {"contract"}  # fused multiply-add only: no reassociation, NaN and In
 FASTMATH_SUM = {"contract", "reassoc"}
 
 
-def frozen(a):
-    """A read-only view of a. The kernels take every input read-only (``_calls.prepare``
-    hands them over so), and Numba compiles a kernel once per combination of argument types, a
-    writeable and a read-only array being two types: an input the backend makes itself (a
-    padded copy, zeros for a missing bias) goes through here, so that each kernel is compiled
-    once per dtype, not once per mix."""
-    v = a.view()
-    v.setflags(False)  # write=False, positional (the keyword costs 0.2 us more)
-    return v
+# frozen(a): a read-only view of a. The kernels take every input read-only (the front end's
+# plans hand them over through the same function), and Numba compiles a kernel once per
+# combination of argument types, a writeable and a read-only array being two types: an input
+# the backend makes itself (a padded copy, zeros for a missing bias) goes through here, so that
+# each kernel is compiled once per dtype, not once per mix.
+frozen = read_only
 
 
 def planes(a):
