@@ -23,7 +23,7 @@ from hypothesis import settings
 
 import fastconv
 import fastconv.cuda
-from fastconv.testing import error, tolerance
+from fastconv.testing import error, reference_op, tolerance
 from fastconv import _calls, _validate, config
 from fastconv.cuda import _conv, _module, batchnorm, im2col, implicit_gemm, pool
 
@@ -210,8 +210,6 @@ def test_a_stride_past_32_bit_patch_arithmetic(rng, on_host):
     2**31. In 32 bits the width went negative, the area of its 8 rows wrapped to 496 and passed
     for shared, nothing was loaded into the patch, and the taps read past it (issue 19).
     Every CUDA algorithm's forward against the reference; the input is 277 MB."""
-    from fastconv.testing import reference_op
-
     sw = 69_273_668
     x = rng.standard_normal((1, 1, 1, sw + 2)).astype(np.float32)
     w = rng.standard_normal((2, 1, 1, 2)).astype(np.float32)
