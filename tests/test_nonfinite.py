@@ -3,8 +3,11 @@ gradients) whose windows touch them, a NaN in a max-pool window wins, and nothin
 
 Every CPU algorithm is compared with the reference, and the reference with PyTorch where it is
 installed; ``fastconv.testing.error`` requires NaN in exactly the same places and Inf equal.
-Only x holds the non-finite values (gradients and weights stay finite): the kernels' zero
-padding and thrown-away grid columns must never turn into 0 * Inf.
+In the grid cases only x holds the non-finite values (gradients and weights stay finite): the
+kernels' zero padding and thrown-away grid columns must never turn into 0 * Inf. The weight
+cases put them in w, against PyTorch: a forward's padding zeros meet the weights (0 * Inf =
+NaN, as in PyTorch), while a tap/pixel pair of backward-data through which no output reads
+forms no product at all.
 """
 import numpy as np
 import pytest
@@ -77,6 +80,12 @@ WEIGHT_CASES = [
     ("conv2d", (2, 4, 6, 6), (6, 4, 1, 1), {}),
     ("conv1d", (2, 4, 9), (6, 4, 3), dict(padding="same")),
     ("conv_transpose2d", (2, 4, 5, 5), (4, 3, 3, 3), dict(stride=2, padding=1)),
+    # stride 1, no padding: the border pixels of the output have taps that no input reads
+    # through, which must add no term (0 * Inf would be NaN where PyTorch has none)
+    ("conv_transpose2d", (2, 4, 5, 5), (4, 3, 3, 3), {}),
+    ("conv_transpose2d", (2, 4, 5, 5), (4, 2, 3, 3), dict(groups=4, padding=1)),
+    ("conv_transpose2d", (2, 4, 5, 6), (4, 2, 3, 2), dict(stride=(2, 3), dilation=(2, 1),
+                                                          output_padding=(1, 2), groups=2)),
 ]
 
 
@@ -84,7 +93,9 @@ WEIGHT_CASES = [
                          ids=[f"{c[0]}-{i}" for i, c in enumerate(WEIGHT_CASES)])
 def test_nonfinite_weights_give_torchs_forward(op, x_shape, w_shape, kwargs, rng):
     """A NaN or Inf in the weights: PyTorch's forward treats the padding as zeros that meet the
-    weight (0 * Inf is NaN there), and so does every algorithm."""
+    weight (0 * Inf is NaN there), and so does every algorithm; a transposed convolution (a
+    backward-data) adds no term for a tap that reads no input (direct's stride-1 adjoint, a
+    forward over zero-padded gy, gave NaN there)."""
     check_nonfinite_weights(op, x_shape, w_shape, kwargs, rng, "cpu")
 
 

@@ -297,8 +297,10 @@ def backward_data(gy, w, p):
     Stride 1: x[.., r, q] meets w[o, c, a, e] in gy[.., r + top - a*dh, q + left - e*dw], so
     dL/dx is the stride-1 convolution of gy, zero-padded by _adjoint_padding, with the filter
     flipped in space and its two channel axes exchanged within each group: the forward kernel
-    does it. Other strides scatter (_backward_data_scatter)."""
-    if p.stride == (1, 1):
+    does it. Other strides scatter (_backward_data_scatter), and so does stride 1 when some
+    weight is Inf or NaN: the adjoint's zero padding would meet it (0 * Inf = NaN) at tap/pixel
+    pairs through which no output reads, where the scatter, like PyTorch, forms no product."""
+    if p.stride == (1, 1) and all_finite(w):
         gx = np.empty(p.x_shape, dtype=gy.dtype)
         no_bias = frozen(np.zeros(p.x_shape[1], gy.dtype))
         return _run_forward(gy, _flipped(w, p.groups), no_bias, gx, *_adjoint_padding(p), p)
