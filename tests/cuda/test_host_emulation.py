@@ -223,16 +223,13 @@ def test_a_stride_past_32_bit_patch_arithmetic(rng, on_host):
         assert error(y, expected) <= tolerance(np.float32), algo
 
 
-@pytest.mark.parametrize("index", [
-    pytest.param(i, marks=pytest.mark.xfail(strict=True, reason=(
-        "issue 19, defect 3, open: implicit GEMM's backward-data multiplies w by the zero of a "
-        "tap/pixel pair that does not exist (stride > 1), so an Inf weight gives NaN where "
-        "PyTorch gives Inf"))) if case[0] == "conv_transpose2d" else i
-    for i, case in enumerate(test_nonfinite.WEIGHT_CASES)])
+@pytest.mark.parametrize("index", range(len(test_nonfinite.WEIGHT_CASES)))
 def test_nonfinite_weights_give_torchs_forward(index, rng, on_host):
     """tests/test_nonfinite.py's weight cases through every CUDA algorithm: PyTorch's forward
     treats the padding as zeros that meet the weight (0 * Inf is NaN there), and every kernel
-    must too (issue 19: depthwise skipped its padding taps)."""
+    must too, while a tap/pixel pair of backward-data through which no output reads adds no
+    term at all (issue 19: depthwise skipped its padding taps; implicit GEMM and direct
+    backward-data multiplied w by 0 for pairs that do not exist)."""
     test_nonfinite.check_nonfinite_weights(*test_nonfinite.WEIGHT_CASES[index], rng, "cuda")
 
 

@@ -1,11 +1,14 @@
 // Convolution kernels. Shapes: x, gx (N, C, H, W); w, gw (O, Cg, kh, kw) with Cg = C/G and
 // Og = O/G per group; y, gy (N, O, Ho, Wo). Output (i, j) reads input rows i*sh - pt + a*dh
-// and columns j*sw - pl + e*dw; taps outside the input are zero padding and are skipped (only
-// the top/left padding matters here: the bottom/right padding only sizes the output).
+// and columns j*sw - pl + e*dw; a tap outside the input reads a zero of the padding, which
+// meets its weight as in PyTorch (0 * Inf = NaN). Only the top/left padding matters here: the
+// bottom/right padding only sizes the output.
 //
 // Backward-data is a gather: one thread per input element sums w * gy over the outputs that
-// read it (those with i*sh = r + pt - a*dh for a whole i in range). Backward-weight gives each
-// weight element one block, which sums x * gy over N*Ho*Wo in a fixed order.
+// read it (those with i*sh = r + pt - a*dh for a whole i in range). A tap/pixel pair with no
+// such output adds no term at all, as in PyTorch's col2im (not a product with zero).
+// Backward-weight gives each weight element one block, which sums x * gy over N*Ho*Wo in a
+// fixed order.
 
 // The window dot product of output (i, j): sum over its taps of plane[r, q] * taps[a, e],
 // with r = i*sh - pt + a*dh and q = j*sw - pl + e*dw, a tap in the padding reading a zero.
@@ -177,19 +180,20 @@ __global__ void direct_backward_data(const T* gy, const T* w, T* gx, int n, int 
             const T* plane = gy + ((I)t.img * o + oc) * ((I)ho * wo);
             if (shared) fc_load_patch<T, I>(patch, plane, i0, j0, ph, pw, ho, wo);
             const T* taps_of = w + ((I)oc * cg + ci0) * taps;  // + k*taps for channel k
+            // Only the taps through which some output reads (r, q) add a term: one that would
+            // read from outside gy has no product at all, not a product with zero (an Inf
+            // weight there would make 0 * Inf = NaN where PyTorch and the CPU have no term).
             for (int a = 0; a < kh; ++a) {
                 const int u = r + pt - a * dh;  // = i*sh for the output row i that reads r
                 if (u % sh != 0) continue;
                 const int i = u / sh;
+                if (i < 0 || i >= ho) continue;
                 for (int e = 0; e < kw; ++e) {
                     const int v = q + pl - e * dw;
                     if (v % sw != 0) continue;
                     const int j = v / sw;
-                    T g;
-                    if (shared)
-                        g = patch[(i - i0) * pw + (j - j0)];  // zero outside gy
-                    else
-                        g = (i >= 0 && i < ho && j >= 0 && j < wo) ? plane[(I)i * wo + j] : (T)0;
+                    if (j < 0 || j >= wo) continue;
+                    const T g = shared ? patch[(i - i0) * pw + (j - j0)] : plane[(I)i * wo + j];
                     for (int k = 0; k < CB; ++k)
                         if (k < channels) acc[k] += g * taps_of[(I)k * taps + a * kw + e];
                 }

@@ -7,7 +7,7 @@
 //   forward          Og   N*Ho*Wo       Cg*kh*kw       w[m, k]           x under tap k of output col
 //   backward-data    Cg   N*H*W         Og*kh*kw       w[oc, m, tap]     gy at the output that tap
 //                                                                        (oc, a, e) of input col
-//                                                                        reads from, or 0
+//                                                                        reads from, or no term
 //   backward-weight  Og   Cg*kh*kw      N*Ho*Wo        gy[m at k]        x under tap col at k
 //
 // Block tiling: a block of (BM/TM)*(BN/TN) threads computes a BM x BN tile of C. It walks K
@@ -37,7 +37,12 @@ __device__ __forceinline__ T fc_input(const T* x, const FcConv& g, I img, int ch
 }
 
 // Operand loaders of the three directions: element (m, k) of A and (k, col) of B for group
-// `grp`; the caller keeps m, k and col in range.
+// `grp`; the caller keeps m, k and col in range. `b` stores the element in v and returns
+// whether the pair (k, col) has a product at all. Only backward-data has pairs without one: a
+// tap (oc, a, e) through which no output reads input col (its output row or column would be
+// out of range or between strides). Those must add nothing, not w * 0: PyTorch's col2im never
+// forms them, and with an Inf weight 0 * Inf would be NaN. The padding zeros of the forward
+// and backward-weight columns do meet their weights, as in PyTorch.
 template <int MODE>
 struct FcOperands;
 
@@ -49,12 +54,13 @@ struct FcOperands<0> {  // forward: A = w, B = columns of x
         return w[((I)grp * og + m) * ((I)cg * g.kh * g.kw) + k];
     }
     template <typename T, typename I>
-    __device__ static T b(const T*, const T* x, const FcConv& g, int grp, I k, I col) {
+    __device__ static bool b(const T*, const T* x, const FcConv& g, int grp, I k, I col, T& v) {
         const int taps = g.kh * g.kw, cg = g.c / g.groups;
         const int ci = (int)(k / taps), a = (int)(k % taps) / g.kw, e = (int)(k % g.kw);
         const int j = (int)(col % g.wo), i = (int)(col / g.wo % g.ho);
-        return fc_input<T, I>(x, g, col / ((I)g.ho * g.wo), grp * cg + ci,
-                              i * g.sh - g.pt + a * g.dh, j * g.sw - g.pl + e * g.dw);
+        v = fc_input<T, I>(x, g, col / ((I)g.ho * g.wo), grp * cg + ci,
+                           i * g.sh - g.pt + a * g.dh, j * g.sw - g.pl + e * g.dw);
+        return true;
     }
 };
 
@@ -67,17 +73,19 @@ struct FcOperands<1> {  // backward-data: A = w with (oc, tap) as k, B = gy gath
         return w[((I)oc * cg + m) * taps + k % taps];
     }
     template <typename T, typename I>
-    __device__ static T b(const T*, const T* gy, const FcConv& g, int grp, I k, I col) {
+    __device__ static bool b(const T*, const T* gy, const FcConv& g, int grp, I k, I col, T& v) {
         const int taps = g.kh * g.kw, og = g.o / g.groups;
         const int oc = grp * og + (int)(k / taps), a = (int)(k % taps) / g.kw,
                   e = (int)(k % g.kw);
         const int q = (int)(col % g.wd), r = (int)(col / g.wd % g.h);
         const int t = r + g.pt - a * g.dh, u = q + g.pl - e * g.dw;  // i*sh and j*sw if read
-        if (t < 0 || u < 0 || t % g.sh != 0 || u % g.sw != 0) return (T)0;
+        v = (T)0;
+        if (t < 0 || u < 0 || t % g.sh != 0 || u % g.sw != 0) return false;
         const int i = t / g.sh, j = u / g.sw;
-        if (i >= g.ho || j >= g.wo) return (T)0;
+        if (i >= g.ho || j >= g.wo) return false;
         const I img = col / ((I)g.h * g.wd);
-        return gy[((img * g.o + oc) * g.ho + i) * (I)g.wo + j];
+        v = gy[((img * g.o + oc) * g.ho + i) * (I)g.wo + j];
+        return true;
     }
 };
 
@@ -90,12 +98,13 @@ struct FcOperands<2> {  // backward-weight: A = gy with (img, i, j) as k, B = co
         return gy[((k / plane) * g.o + grp * og + m) * plane + k % plane];
     }
     template <typename T, typename I>
-    __device__ static T b(const T*, const T* x, const FcConv& g, int grp, I k, I col) {
+    __device__ static bool b(const T*, const T* x, const FcConv& g, int grp, I k, I col, T& v) {
         const int taps = g.kh * g.kw, cg = g.c / g.groups;
         const int ci = (int)(col / taps), a = (int)(col % taps) / g.kw, e = (int)(col % g.kw);
         const int j = (int)(k % g.wo), i = (int)(k / g.wo % g.ho);
-        return fc_input<T, I>(x, g, k / ((I)g.ho * g.wo), grp * cg + ci,
-                              i * g.sh - g.pt + a * g.dh, j * g.sw - g.pl + e * g.dw);
+        v = fc_input<T, I>(x, g, k / ((I)g.ho * g.wo), grp * cg + ci,
+                           i * g.sh - g.pt + a * g.dh, j * g.sw - g.pl + e * g.dw);
+        return true;
     }
 };
 
@@ -112,8 +121,12 @@ __device__ __forceinline__ void fc_tile_product(const T* a_src, const T* b_src, 
     // for A: w's taps, gy's pixels; for B, the output pixels, except in backward-weight where
     // they are k). The +1 column keeps k-fastest writes off a single shared-memory bank.
     constexpr bool B_K_FASTEST = MODE == 2;
+    // Backward-data keeps beside its B tile which pairs have a product (see FcOperands); the
+    // other directions need no mask and get a one-element placeholder.
+    constexpr bool MASKED = MODE == 1;
     __shared__ T a_tile[BK][BM + 1];
     __shared__ T b_tile[BK][BN + 1];
+    __shared__ bool b_has[MASKED ? BK : 1][MASKED ? BN + 1 : 1];
     const int tid = threadIdx.x, tx = tid % THREADS_X, ty = tid / THREADS_X;
     const int grp = blockIdx.z / slices, slice = blockIdx.z % slices;
     const int m0 = blockIdx.y * BM;
@@ -134,17 +147,23 @@ __device__ __forceinline__ void fc_tile_product(const T* a_src, const T* b_src, 
         }
         for (int e = tid; e < BK * BN; e += THREADS) {  // B slice: BK x BN
             const int kk = B_K_FASTEST ? e % BK : e / BN, nn = B_K_FASTEST ? e / BK : e % BN;
-            b_tile[kk][nn] = (n0 + nn < n_cols && k0 + kk < k_end)
-                                 ? FcOperands<MODE>::b(a_src, b_src, g, grp, k0 + kk, n0 + nn)
-                                 : (T)0;
+            T v = 0;
+            const bool has = n0 + nn < n_cols && k0 + kk < k_end &&
+                             FcOperands<MODE>::b(a_src, b_src, g, grp, k0 + kk, n0 + nn, v);
+            b_tile[kk][nn] = v;
+            if (MASKED) b_has[MASKED ? kk : 0][MASKED ? nn : 0] = has;
         }
         __syncthreads();
         for (int kk = 0; kk < BK; ++kk) {  // BK rank-1 updates of the register tile
             T a[TM], b[TN];
+            bool has[TN];
             for (int i = 0; i < TM; ++i) a[i] = a_tile[kk][ty + i * THREADS_Y];
             for (int j = 0; j < TN; ++j) b[j] = b_tile[kk][tx + j * THREADS_X];
+            for (int j = 0; j < TN; ++j)
+                has[j] = !MASKED || b_has[MASKED ? kk : 0][MASKED ? tx + j * THREADS_X : 0];
             for (int i = 0; i < TM; ++i)
-                for (int j = 0; j < TN; ++j) acc[i][j] += a[i] * b[j];
+                for (int j = 0; j < TN; ++j)
+                    if (has[j]) acc[i][j] += a[i] * b[j];
         }
         __syncthreads();  // the tiles are overwritten next step
     }
