@@ -6,12 +6,22 @@ PyTorch's current stream of that device, so the work is ordered with the surroun
 work without synchronising. Results come back the same way: ``torch.from_numpy`` and
 ``torch.from_dlpack`` wrap fastconv's output buffers without copying.
 
+On the CUDA side, every buffer fastconv allocates while it serves PyTorch (outputs, workspace,
+cuBLAS's temporaries) comes from PyTorch's caching allocator (:func:`torch_allocator`), not
+from CuPy's memory pool. One pool, then: PyTorch's ``memory_allocated`` counts fastconv's
+outputs, ``empty_cache`` and out-of-memory retries see every cached block, and a result tensor
+follows PyTorch's stream rules (allocated on the stream fastconv runs on, reused only after
+work queued there; ``record_stream`` for other streams, as for any tensor). Memory from
+CuPy's pool could not be: PyTorch could run out while CuPy held cached blocks, and a block
+freed after use on another stream (DDP's NCCL stream) was reused by CuPy without waiting.
+
 On the CPU, fastconv's kernels run on at most ``torch.get_num_threads()`` threads: the thread
 budget the user gave PyTorch is the one the whole model gets.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import numpy as np
 import torch
@@ -64,5 +74,24 @@ def on_device(device: torch.device):
 
     index = device.index if device.index is not None else torch.cuda.current_device()
     stream = torch.cuda.current_stream(index)
-    with cupy.cuda.Device(index), cupy.cuda.ExternalStream(stream.cuda_stream, index):
+    with cupy.cuda.Device(index), cupy.cuda.ExternalStream(stream.cuda_stream, index), \
+            cupy.cuda.using_allocator(torch_allocator(index)):
         yield
+
+
+@functools.lru_cache(maxsize=None)
+def torch_allocator(index: int):
+    """A CuPy allocator (``cupy.cuda.using_allocator``) for device ``index`` that takes its
+    memory from PyTorch's caching allocator: each buffer is a uint8 tensor, allocated on
+    PyTorch's current stream of the device, which the CuPy memory keeps alive and which goes
+    back to PyTorch's pool when CuPy drops the memory."""
+    import cupy
+
+    device = torch.device("cuda", index)
+
+    def allocate(size: int):
+        block = torch.empty(size, dtype=torch.uint8, device=device)
+        return cupy.cuda.MemoryPointer(
+            cupy.cuda.UnownedMemory(block.data_ptr(), size, block, device_id=index), 0)
+
+    return allocate

@@ -69,3 +69,26 @@ def test_resnet18_on_cuda_same_before_and_after_convert(training):
     assert error(out.cpu().numpy(), out_ref.cpu().numpy()) <= tol
     for name, g in grads.items():
         assert error(g.cpu().numpy(), grads_ref[name].cpu().numpy()) <= tol, name
+
+
+def test_outputs_and_workspace_come_from_torchs_allocator():
+    """Issue 19, defect 5: fastconv's outputs (and its workspace: im2col's columns) are
+    PyTorch memory, counted by torch.cuda.memory_allocated, and CuPy's pool stays untouched."""
+    import cupy
+
+    x = torch.randn(4, 16, 32, 32, device="cuda")
+    w = torch.randn(32, 16, 3, 3, device="cuda")
+    pool = cupy.get_default_memory_pool()
+    torch.cuda.synchronize()
+    used, held, torch_before = pool.used_bytes(), pool.total_bytes(), torch.cuda.memory_allocated()
+    y = ft.conv2d(x, w, padding=1, algo="im2col")
+    torch.cuda.synchronize()
+    assert (pool.used_bytes(), pool.total_bytes()) == (used, held)
+    assert torch.cuda.memory_allocated() - torch_before >= y.numel() * y.element_size()
+    with torch.backends.cudnn.flags(allow_tf32=False):
+        expected = F.conv2d(x, w, padding=1)
+    assert error(y.cpu().numpy(), expected.cpu().numpy()) <= tolerance(np.float32)
+    del expected
+    del y
+    torch.cuda.synchronize()
+    assert torch.cuda.memory_allocated() == torch_before  # every buffer went back to PyTorch

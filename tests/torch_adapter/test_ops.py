@@ -219,6 +219,54 @@ def test_cpu_tensors_are_handed_over_without_copies():
     assert t.data_ptr() == x.data_ptr()
 
 
+def test_cuda_buffers_come_from_torchs_caching_allocator(monkeypatch):
+    """Issue 19, defect 5: while fastconv serves PyTorch on a GPU, every buffer it allocates
+    comes from PyTorch's caching allocator (one pool, PyTorch's stream rules), not from CuPy's
+    pool. Stand-ins for the device calls, so that this runs without a GPU (test_cuda.py
+    checks the real thing): on_device installs the allocator of the tensors' device for as
+    long as it runs, and each allocation is a uint8 tensor of that device which the CuPy
+    memory keeps alive and lets go with it."""
+    import contextlib
+    import gc
+    import weakref
+
+    import cupy
+
+    from fastconv.torch import _handover
+
+    made = []
+
+    def empty(size, dtype, device):  # torch.empty on the GPU, here a CPU tensor
+        made.append(torch.zeros(size, dtype=dtype))
+        made[-1].asked = (size, dtype, device)
+        return made[-1]
+
+    class Stream:
+        cuda_stream = 12345
+
+    monkeypatch.setattr(torch, "empty", empty)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda index: Stream())
+    monkeypatch.setattr(cupy.cuda, "Device", lambda index: contextlib.nullcontext())
+    monkeypatch.setattr(cupy.cuda, "ExternalStream",
+                        lambda ptr, index: contextlib.nullcontext())
+    before = cupy.cuda.get_allocator()
+    with _handover.on_device(torch.device("cuda", 1)):
+        allocate = cupy.cuda.get_allocator()
+        assert allocate is _handover.torch_allocator(1)
+        pointer = allocate(1000)
+    assert cupy.cuda.get_allocator() is before
+    (block,) = made
+    assert block.asked == (1000, torch.uint8, torch.device("cuda", 1))
+    assert pointer.ptr == block.data_ptr() and pointer.mem.size == 1000
+    alive = weakref.ref(block)
+    del block, made[:]
+    gc.collect()
+    assert alive() is not None  # the CuPy memory holds the tensor...
+    del pointer
+    gc.collect()
+    assert alive() is None  # ...and lets it go back to PyTorch's pool with itself
+
+
 def test_algo_passes_through_and_bad_input_names_the_argument():
     x, w = torch.randn(2, 4, 8, 8), torch.randn(8, 4, 3, 3)
     for algo in ("direct", "im2col", "reference"):
