@@ -1,8 +1,8 @@
 """Depthwise convolution on the GPU (kernels/conv.cu): groups == in_channels, O = C*M. A
 stencil per channel, memory-bound: forward one thread per output over its kh*kw taps,
 backward-data one thread per input gathering over its M filters and their taps. The weight
-gradient and the bias gradient are direct's kernels (one block per weight element, which here
-has N*Ho*Wo terms to sum: enough work per block without a channel loop)."""
+gradient and the bias gradient are direct's kernels (one block per filter, all its taps at
+once, which here has N*Ho*Wo terms to sum: enough work per block without a channel loop)."""
 from __future__ import annotations
 
 import numpy as np

@@ -2,8 +2,9 @@
 threads owns an 8 x 32 tile of output pixels for 4 output channels, and per input channel
 copies the input patch under the tile into shared memory once, then runs every tap from there.
 Backward-data is the same gather over a tile of input pixels and the gy patch they read, so no
-atomics. Backward-weight gives each weight element one block that sums over N*Ho*Wo in a fixed
-order. Dilation, stride, padding and groups are plain loop bounds; no workspace."""
+atomics. Backward-weight gives each filter slice (oc, ci) one block (per 9 taps) whose threads
+each sum a share of N*Ho*Wo for all its taps at once, one load of gy serving them all, in a
+fixed order. Dilation, stride, padding and groups are plain loop bounds; no workspace."""
 from __future__ import annotations
 
 import numpy as np
@@ -12,6 +13,7 @@ from ._conv import channel_sum, conv_geometry, conv_index_bits
 from ._module import DIRECT_TILE, launch
 
 TH, TW, CB = DIRECT_TILE
+WEIGHT_TAPS = 9  # FC_WEIGHT_TAPS in conv.cu: the taps one backward-weight block sums at once
 
 
 def tiles(n, groups, channels_per_group, rows, cols) -> int:
@@ -47,8 +49,10 @@ def backward_weight(x, gy, p):
     import cupy
 
     gw = cupy.empty(p.w_shape, dtype=x.dtype)
+    o, cg, kh, kw = p.w_shape
     launch("direct_backward_weight", x.dtype, conv_index_bits(p), gw.size,
-           (x, gy, gw, *conv_geometry(p), np.int32(p.groups)), blocks=gw.size)
+           (x, gy, gw, *conv_geometry(p), np.int32(p.groups)),
+           blocks=o * cg * -(-kh * kw // WEIGHT_TAPS))
     return gw
 
 

@@ -7,8 +7,8 @@
 // Backward-data is a gather: one thread per input element sums w * gy over the outputs that
 // read it (those with i*sh = r + pt - a*dh for a whole i in range). A tap/pixel pair with no
 // such output adds no term at all, as in PyTorch's col2im (not a product with zero).
-// Backward-weight gives each weight element one block, which sums x * gy over N*Ho*Wo in a
-// fixed order.
+// Backward-weight gives each filter slice (oc, ci) a block, which sums x * gy over N*Ho*Wo in
+// a fixed order for up to FC_WEIGHT_TAPS taps at once.
 
 // The window dot product of output (i, j): sum over its taps of plane[r, q] * taps[a, e],
 // with r = i*sh - pt + a*dh and q = j*sw - pl + e*dw, a tap in the padding reading a zero.
@@ -206,31 +206,56 @@ __global__ void direct_backward_data(const T* gy, const T* w, T* gx, int n, int 
     }
 }
 
-// x (N, C, H, W), gy (N, O, Ho, Wo) -> gw (O, Cg, kh, kw): one block per weight element.
+// x (N, C, H, W), gy (N, O, Ho, Wo) -> gw (O, Cg, kh, kw). One block per filter slice (oc, ci)
+// and chunk of FC_WEIGHT_TAPS of its taps (a 3x3 filter in one chunk): each thread walks a
+// share of the N*Ho*Wo outputs and, per output, loads gy and works out where it is once, then
+// adds x * gy for every tap of the chunk into its own double accumulators (registers: the tap
+// loop has a compile-time bound). A fixed tree per tap sums the threads. One block per weight
+// element, as this kernel was first written, redid that load and the index divisions for
+// every tap and re-read gy kh*kw times. Taps that read the padding add no term.
+#ifndef FC_WEIGHT_TAPS
+#define FC_WEIGHT_TAPS 9
+#endif
 template <typename T, typename I>
 __global__ void direct_backward_weight(const T* x, const T* gy, T* gw, int n, int c, int h,
                                        int wd, int o, int ho, int wo, int kh, int kw, int sh,
                                        int sw, int pt, int pl, int dh, int dw, int groups) {
     __shared__ double shared[FC_THREADS];
-    const int cg = c / groups, og = o / groups;
-    const I weights = (I)o * cg * kh * kw;
-    for (I widx = blockIdx.x; widx < weights; widx += gridDim.x) {
-        const int e = (int)(widx % kw), a = (int)((widx / kw) % kh);
-        const int ci = (int)((widx / ((I)kh * kw)) % cg);
-        const int oc = (int)(widx / ((I)cg * kh * kw));
-        const int cc = (oc / og) * cg + ci;
-        const I m = (I)n * ho * wo;
-        double sum = 0;
-        for (I k = threadIdx.x; k < m; k += FC_THREADS) {
-            const int j = (int)(k % wo), i = (int)((k / wo) % ho);
-            const I nn = k / ((I)ho * wo);
-            const int r = i * sh - pt + a * dh, q = j * sw - pl + e * dw;
-            if (r < 0 || r >= h || q < 0 || q >= wd) continue;
-            sum += (double)x[(nn * c + cc) * ((I)h * wd) + (I)r * wd + q] *
-                   (double)gy[(nn * o + oc) * ((I)ho * wo) + (I)i * wo + j];
+    const int cg = c / groups, og = o / groups, taps = kh * kw;
+    const int chunks = (taps + FC_WEIGHT_TAPS - 1) / FC_WEIGHT_TAPS;
+    const I work = (I)o * cg * chunks, m = (I)n * ho * wo, plane = (I)ho * wo;
+    for (I item = blockIdx.x; item < work; item += gridDim.x) {
+        const I slice = item / chunks;  // oc * cg + ci
+        const int t0 = (int)(item % chunks) * FC_WEIGHT_TAPS;
+        const int count = taps - t0 < FC_WEIGHT_TAPS ? taps - t0 : FC_WEIGHT_TAPS;
+        const int oc = (int)(slice / cg), cc = (oc / og) * cg + (int)(slice % cg);
+        // tap t of the chunk reads row i*sh + row_of[t] and column j*sw + col_of[t]
+        int row_of[FC_WEIGHT_TAPS], col_of[FC_WEIGHT_TAPS];
+        double sum[FC_WEIGHT_TAPS];
+#pragma unroll
+        for (int t = 0; t < FC_WEIGHT_TAPS; ++t) {
+            const int tap = t0 + (t < count ? t : 0);
+            row_of[t] = tap / kw * dh - pt;
+            col_of[t] = tap % kw * dw - pl;
+            sum[t] = 0;
         }
-        sum = fc_block_sum(sum, shared);
-        if (threadIdx.x == 0) gw[widx] = (T)sum;
+        for (I k = threadIdx.x; k < m; k += FC_THREADS) {
+            const int j = (int)(k % wo), i = (int)(k / wo % ho);
+            const I img = k / plane;
+            const double g = (double)gy[(img * o + oc) * plane + (I)i * wo + j];
+            const T* xp = x + (img * c + cc) * ((I)h * wd);
+#pragma unroll
+            for (int t = 0; t < FC_WEIGHT_TAPS; ++t) {
+                const int r = i * sh + row_of[t], q = j * sw + col_of[t];
+                if (t < count && r >= 0 && r < h && q >= 0 && q < wd)
+                    sum[t] += (double)xp[(I)r * wd + q] * g;
+            }
+        }
+#pragma unroll
+        for (int t = 0; t < FC_WEIGHT_TAPS; ++t) {
+            const double total = fc_block_sum(sum[t], shared);  // every thread takes part
+            if (threadIdx.x == 0 && t < count) gw[slice * taps + t0 + t] = (T)total;
+        }
     }
 }
 
