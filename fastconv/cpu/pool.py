@@ -307,6 +307,20 @@ def _adaptive_forward(x, w_, rows, cols, y):
                 y[plane, i, j] = total / ((r1 - r0) * (q1 - q0))
 
 
+@parallel_jit(fastmath=FASTMATH_SUM, cache=True)
+def _global_forward(x, y):
+    # x (P, H*W) -> y (P,): the mean of each plane, one contiguous sum (float64) per plane. The
+    # general kernel above spent as long again on its window bounds, view and divisor as on
+    # the sums (ResNet's 8x2048 planes of 7x7: 0.19 ms against 0.09 ms).
+    size = x.shape[1]
+    for plane in prange(x.shape[0]):
+        row = x[plane]
+        total = 0.0
+        for k in range(row.size):
+            total += row[k]
+        y[plane] = total / size
+
+
 # Adaptive-average gradient: each input element of window (i, j) receives gy[i, j] / its size.
 @parallel_jit(cache=True)
 def _adaptive_backward(gy, rows, cols, gx):
@@ -368,6 +382,9 @@ def _adaptive_options(p):
 def adaptive_avg_pool_forward(x, p):
     planes, rows, cols = _adaptive_options(p)
     y = np.empty(p.y_shape, dtype=x.dtype)
+    if p.y_shape[2:] == (1, 1):  # global pooling
+        _global_forward(x.reshape(planes, p.x_shape[2] * p.x_shape[3]), y.reshape(planes))
+        return y
     _adaptive_forward(x.reshape(planes, p.x_shape[2] * p.x_shape[3]), p.x_shape[3], rows, cols,
                       y.reshape(planes, *p.y_shape[2:]))
     return y
