@@ -9,7 +9,7 @@ from hypothesis import settings
 import fastconv
 from fastconv import config
 from fastconv.testing import (assert_matches, error, fastconv_runner, reference_op, sum_error,
-                              typed_args)
+                              torch_available, torch_op, typed_args)
 
 
 def check_algorithms(case, rng):
@@ -97,3 +97,22 @@ def test_a_cancelled_sum_is_judged_against_the_magnitude_of_its_terms():
                                  **kwargs)["candidates"]:
         assert_matches("conv1d_backward", args, kwargs, fastconv_runner(algo), reference_op,
                        np.float32)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("first, offset", [(0.0, 0.0), (1e5, 0.0), (0.0, 1e4), (-1e6, 1e4)],
+                         ids=["plain", "outlier-first", "offset", "outlier-and-offset"])
+def test_batch_norm_backward_statistics_about_a_shift(first, offset, dtype, rng):
+    """The CPU backward takes its statistics in one pass about a shift, the channel's first
+    value, and again exactly about the mean where that value lies more than 32 standard
+    deviations from it (fastconv.cpu.batchnorm). Both roads against the reference and
+    PyTorch: 2500 values a channel, the first of them 1e5 or 1e6 from the others (which a
+    channel this size puts 50 standard deviations or more from the mean: the exact road), or
+    none (the one-pass road), on data near zero and far from it."""
+    x = rng.standard_normal((4, 2, 25, 25)) + offset
+    x[0, :, 0, 0] += first
+    gy, w = rng.standard_normal(x.shape), rng.standard_normal(2)
+    args, kwargs = [gy, x, w, None, None], dict(training=True)
+    for oracle in (reference_op, *([torch_op] if torch_available() else [])):
+        assert_matches("batch_norm_backward", args, kwargs, fastconv_runner("direct"), oracle,
+                       dtype)
