@@ -149,7 +149,9 @@ def test_auto_rule_of_a_backend_is_used(unit_stride_algorithm):
     (((8, 256, 56, 56), (128, 256, 1, 1)), dict(stride=2), "pointwise"),
     (((8, 64, 56, 56), (64, 64, 1, 1)), dict(padding=1), "im2col"),  # padded 1x1: no pointwise
     (((8, 64, 56, 56), (64, 64, 3, 3)), dict(padding=1), "im2col"),
-    (((8, 256, 28, 28), (256, 8, 3, 3)), dict(padding=1, groups=32), "direct"),  # 8 per group
+    (((8, 256, 28, 28), (256, 8, 3, 3)), dict(padding=1, groups=32), "im2col"),  # 8 per group
+    (((8, 256, 28, 28), (256, 4, 3, 3)), dict(padding=1, groups=64), "direct"),  # 4 per group
+    (((8, 8, 112, 112), (8, 8, 3, 3)), dict(padding=1), "direct"),  # 8 outputs, dense
     (((8, 512, 28, 28), (512, 8, 3, 3)), dict(padding=1, stride=2, groups=64), "im2col"),
     (((8, 256, 28, 28), (256, 16, 3, 3)), dict(padding=1, groups=16), "im2col"),
     (((8, 256, 28, 28), (256, 2, 3, 3)), dict(padding=1, groups=128), "direct"),  # 2 per group
@@ -159,6 +161,18 @@ def test_auto_rule_of_a_backend_is_used(unit_stride_algorithm):
 ])
 def test_cpu_auto_picks_the_specialised_kernels(shapes, kwargs, expected):
     info = fc.explain("conv2d", *shapes, **kwargs)
+    assert info["algo"] == expected, info["reason"]
+
+
+@pytest.mark.parametrize("mask, expected", [
+    ((True, False, False), "direct"), ((False, True, False), "im2col"),
+    ((True, True, False), "im2col"), ((True, True, True), "im2col"),
+])
+def test_cpu_auto_rule_is_per_set_of_directions(mask, expected):
+    """ResNeXt's grouped layer (8 outputs per group): direct wins its input gradient, im2col its
+    weight gradient and a backward computing both (fastconv.cpu.DIRECT_UP_TO)."""
+    info = fc.explain("conv2d_backward", (8, 256, 28, 28), (8, 256, 28, 28), (256, 8, 3, 3),
+                      padding=1, groups=32, output_mask=mask)
     assert info["algo"] == expected, info["reason"]
 
 

@@ -52,26 +52,41 @@ def auto_rule(op, p, candidates):
     return None
 
 
-# Measured on this project's 2-core AVX-512 machine, float32, batch 8, with
+# Measured on this project's 2-core AVX-512 machine (Intel Xeon), float32, batch 8, with
 # benchmarks/direct_vs_im2col.py (docs/algorithms.md has the table). im2col's cost is one copy
 # of every window element plus a GEMM with Og = O/groups rows; direct does the multiply-adds at
-# about half of BLAS's rate (2x3 register tiles on flattened planes) but copies nothing. Direct
-# won every direction with 2, 4 and 8 output channels per group at stride 1 (ResNeXt's
-# 8-per-group layer: 4.2 against 9.2 ms forward, 7.3 against 11.4 backward-data, 8.5 against
-# 13.8 backward-weight); at 16 the two split the directions, from 32 up im2col won. At stride 2
-# direct computes on a grid twice as wide as the output and lost 3-6x at 16 per group.
-DIRECT_BELOW_OUT_CHANNELS_PER_GROUP = 8
-DIRECT_AT_STRIDE_1_UP_TO = 8
+# about half of BLAS's rate but copies nothing. At stride 1 the crossover depends on the kernel
+# and on whether the layer is grouped (many small GEMMs, one per group and tile), so the rule
+# is a table of the most output channels per group at which direct still wins, per kernel set
+# a call runs: dense layers 8 in every direction; grouped layers 4 forward (ResNeXt's 8 per
+# group: 3.8 against 4.9 ms for im2col), 8 backward-data, none backward-weight (im2col's GEMM
+# per group beat direct's dot products even at 2 per group: 2.8 against 3.7 ms), and 4 for a
+# backward computing both gradients (at 8 per group the sums are 9.8 against 12.8 ms).
+# At other strides direct computes on a grid wider than the output, and wins only below 8 per
+# group (it lost 3-6x at 16).
+DIRECT_UP_TO = {  # (grouped, kernels run) -> most output channels per group for direct
+    (False, ("forward",)): 8, (False, ("backward_data",)): 8,
+    (False, ("backward_weight",)): 8, (False, ("backward_data", "backward_weight")): 8,
+    (True, ("forward",)): 4, (True, ("backward_data",)): 8,
+    (True, ("backward_weight",)): 0, (True, ("backward_data", "backward_weight")): 4,
+}
+DIRECT_BELOW_OUT_CHANNELS_PER_GROUP = 8  # at strides other than 1
 
 
 def direct_or_im2col(op, p):
     """The measured rule between the two general algorithms."""
     per_group = p.y_shape[1] // p.groups
-    limit = DIRECT_AT_STRIDE_1_UP_TO + 1 if p.stride == (1, 1) else \
-        DIRECT_BELOW_OUT_CHANNELS_PER_GROUP
-    if per_group < limit:
-        return "direct", (f"{per_group} output channel(s) per group: im2col's GEMMs would have "
-                          f"{per_group} row(s), and copying the windows would cost more than "
-                          f"the arithmetic it speeds up")
-    return "im2col", (f"{per_group} output channels per group: one BLAS GEMM per column tile "
-                      f"beats the loop nest")
+    if p.stride == (1, 1):
+        kernels = tuple(k for k in ("forward", "backward_data", "backward_weight")
+                        if k in p.kernel_calls(op))
+        grouped = p.groups > 1
+        limit = DIRECT_UP_TO.get((grouped, kernels), 8)
+        where = f"{'grouped' if grouped else 'dense'} {' + '.join(kernels) or 'bias gradient'} at stride 1"
+    else:
+        limit, where = DIRECT_BELOW_OUT_CHANNELS_PER_GROUP - 1, f"stride {p.stride}"
+    if per_group <= limit:
+        return "direct", (f"{per_group} output channel(s) per group, {where}: im2col's GEMMs "
+                          f"would have {per_group} row(s), and copying the windows costs more "
+                          f"than the arithmetic it speeds up (direct up to {limit})")
+    return "im2col", (f"{per_group} output channels per group, {where}: BLAS GEMMs over copied "
+                      f"windows beat the loop nest (direct only up to {limit})")
