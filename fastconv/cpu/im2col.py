@@ -22,9 +22,13 @@ its own buffer (``numba.get_thread_id``). (Handing tasks out one at a time as th
 Numba's parallel chunk size 1, cost more than it balanced: 2x on a one-tile call.)
 Backward-data's tasks are whole images (a run of them, or one image done tile by tile), so the
 col2im scatters of overlapping windows never meet; backward-weight's are (group, block of K
-rows of the columns) pairs, each summing over every tile in order, so the weight gradient
-needs no reduction between threads. No result depends on which thread ran
-a task or on how many threads there are: bitwise repeatable.
+rows of the columns, share of the tiles) triples, each summing over the tiles of its share in
+order into a partial weight gradient of its own, and the shares are then added in order. A
+layer with many groups or a long K has a single share: no partials at all; one with few (a
+stem's 3 input channels make K = 147, 3 blocks) splits its tiles into enough shares for
+``WEIGHT_TASKS`` tasks (ResNet's stem: 36 -> 22 ms, where 3 tasks had kept one of two threads
+half idle). The shares are fixed by the shapes. No result depends on which thread ran a task or
+on how many threads there are: bitwise repeatable.
 
 The zero padding is never copied: the column copies write zeros where a window hangs over the
 edge of x (per tap, the output rows and columns whose input lies inside are known in advance),
@@ -34,7 +38,8 @@ Workspace: one column buffer per thread of at most ``config.IM2COL_TILE_BYTES`` 
 many output rows as fit, at least one, split as evenly as the rows allow, and a call has at
 least ``config.IM2COL_MIN_TILES`` tiles where it has the rows, so that a small batch, which
 fits one tile, still gives every thread work) and the channel-major
-output or output gradient (unless N == 1).
+output or output gradient (unless N == 1); backward-weight with several shares, their partial
+weight gradients.
 """
 from __future__ import annotations
 
@@ -49,6 +54,9 @@ from ._threads import parallel_jit, threads
 # backward-weight splits the K = Cg*kh*kw rows of the columns into blocks of about this many,
 # one task per block and group (fixed, so that no sum depends on the thread count)
 WEIGHT_ROWS_PER_TASK = 64
+# ... and, where that gives fewer tasks than this, also splits the tiles into shares summed
+# apart and added in order (weight_shares)
+WEIGHT_TASKS = 8
 
 
 @njit(inline="always")
@@ -280,19 +288,22 @@ def _backward_data(blas, gyt, w2, gx, buffers, groups, tile_rows, geometry):
 
 
 @parallel_jit(cache=True)
-def _backward_weight(blas, x, gyt, gw2, buffers, groups, block, tile_rows, geometry):
-    # gw2 (O, K) = sum over the tiles of gyt_g @ cols^T, per (group, block of K rows) task
+def _backward_weight(blas, x, gyt, partial, buffers, groups, block, tile_rows, geometry):
+    # partial (S, O, K): partial[s] = sum over the tiles of share s of gyt_g @ cols^T, one task
+    # per (group, block of K rows, share s of the tiles); the caller adds the S shares in order
     n_, ho_, wo_ = x.shape[0], geometry[2], geometry[3]
-    og, k_, cg = gw2.shape[0] // groups, gw2.shape[1], x.shape[1] // groups
+    shares, og, k_ = partial.shape[0], partial.shape[1] // groups, partial.shape[2]
+    cg = x.shape[1] // groups
     tiles = _tile_count(n_, ho_, tile_rows)
     blocks = (k_ + block - 1) // block
-    for task in prange(groups * blocks):
-        g, k0 = task // blocks, task % blocks * block
+    for task in prange(groups * blocks * shares):
+        s, gk = task % shares, task // shares
+        g, k0 = gk // blocks, gk % blocks * block
         kc = min(block, k_ - k0)
-        out = gw2[g * og:(g + 1) * og, k0:k0 + kc]
+        out = partial[s, g * og:(g + 1) * og, k0:k0 + kc]
         out[:, :] = 0
         buffer = buffers[_own(buffers)]
-        for t in range(tiles):
+        for t in range(s * tiles // shares, (s + 1) * tiles // shares):
             r0, rows = _tile(t, n_, ho_, tile_rows)
             cols = buffer[:kc * rows * wo_].reshape(kc, rows * wo_)
             _fill_columns(x, cols, g * cg, k0, r0, rows, geometry)
@@ -335,6 +346,17 @@ def weight_block(p) -> int:
     k = _k(p)
     blocks = -(-k // WEIGHT_ROWS_PER_TASK)
     return -(-k // blocks)
+
+
+def weight_shares(p, tile_rows) -> int:
+    """Shares of the tiles that backward-weight sums separately (then adds in order): enough
+    that a layer with few (group, K block) tasks, such as a stem's 3 input channels, still has
+    WEIGHT_TASKS tasks; fixed by the shapes, never by the thread count, so no sum depends on
+    the threads."""
+    k = _k(p)
+    tasks = p.groups * -(-k // weight_block(p))
+    tiles = _tile_count(p.y_shape[0], p.y_shape[2], tile_rows) if p.y_shape[0] else 1
+    return max(1, min(tiles, -(-WEIGHT_TASKS // tasks)))
 
 
 def rows_per_tile(p, itemsize, k_rows=None) -> int:
@@ -395,12 +417,17 @@ def backward_data(gy, w, p):
 
 def backward_weight(x, gy, p):
     """dL/dw = sum over the tiles of gy_g @ cols^T; -> (O, C/G, kh, kw)."""
-    gw = np.empty((p.y_shape[1], _k(p)), dtype=x.dtype)
     block = weight_block(p)
     buffers, rows = _buffers(p, x.dtype, block)
+    partial = np.empty((weight_shares(p, rows), p.y_shape[1], _k(p)), dtype=x.dtype)
     with single_threaded():
-        _backward_weight(library(), x, _channel_major(gy), gw, buffers, p.groups, block, rows,
-                         _geometry(p))
+        _backward_weight(library(), x, _channel_major(gy), partial, buffers, p.groups, block,
+                         rows, _geometry(p))
+    if partial.shape[0] == 1:
+        return partial[0].reshape(p.w_shape)
+    gw = partial[0].copy()
+    for share in partial[1:]:  # in order: the sum does not depend on the threads
+        gw += share
     return gw.reshape(p.w_shape)
 
 
@@ -417,8 +444,11 @@ def workspace_bytes(op, p, itemsize):
 
 def _kernel_workspace(kernel, p, itemsize):
     k_rows = weight_block(p) if kernel == "backward_weight" else _k(p)
-    tile = k_rows * rows_per_tile(p, itemsize, k_rows) * p.y_shape[3] * itemsize
+    rows = rows_per_tile(p, itemsize, k_rows)
+    tile = k_rows * rows * p.y_shape[3] * itemsize
     # y (forward, unless one image without bias) or grad_y (backward) in channel-major order
     channel_major = p.y_shape[0] > 1 or (kernel == "forward" and p.has_bias)
     outputs = np.prod(p.y_shape, dtype=np.int64) * itemsize if channel_major else 0
-    return threads() * tile + int(outputs)
+    shares = weight_shares(p, rows) if kernel == "backward_weight" else 1
+    partials = shares * p.y_shape[1] * _k(p) * itemsize if shares > 1 else 0
+    return threads() * tile + int(outputs) + partials
