@@ -426,8 +426,9 @@ def backward_weight(x, gy, p):
     if partial.shape[0] == 1:
         return partial[0].reshape(p.w_shape)
     gw = partial[0].copy()
-    for share in partial[1:]:  # in order: the sum does not depend on the threads
-        gw += share
+    with np.errstate(invalid="ignore", over="ignore"):  # Inf + -Inf is NaN, silently, as in
+        for share in partial[1:]:  # the kernels; in order: no sum depends on the threads
+            gw += share
     return gw.reshape(p.w_shape)
 
 
