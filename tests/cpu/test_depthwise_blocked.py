@@ -1,0 +1,97 @@
+"""The CPU depthwise forward's channel-blocked kernel (16 channels to a vector, for small
+planes; fastconv.cpu.depthwise) and the in-register transpose it is built on (fastconv.cpu.
+_simd): against the NumPy reference and PyTorch over a grid of its own, since the shared grids'
+four channels never make a block of 16."""
+import numpy as np
+import pytest
+from numba import njit
+
+import fastconv
+from fastconv.conv import conv2d_params
+from fastconv.cpu import _simd, depthwise
+from fastconv.testing import assert_matches, fastconv_runner, reference_op, tolerance, \
+    torch_available, torch_op, error
+
+
+@njit
+def _transpose(dst, d0, dstride, src, s0, sstride):
+    _simd.transpose16(dst, d0, dstride, src, s0, sstride)
+
+
+@pytest.mark.parametrize("d0, dstride, s0, sstride", [
+    (0, 16, 0, 16), (3, 20, 5, 17), (0, 100, 7, 16), (11, 16, 0, 300)])
+def test_transpose16_transposes_a_block_and_touches_nothing_else(d0, dstride, s0, sstride):
+    rng = np.random.default_rng(0)
+    src = rng.standard_normal(s0 + 15 * sstride + 16 + 5).astype(np.float32)
+    dst = rng.standard_normal(d0 + 15 * dstride + 16 + 5).astype(np.float32)
+    expected = dst.copy()
+    for r in range(16):
+        for c in range(16):
+            expected[d0 + c * dstride + r] = src[s0 + r * sstride + c]
+    before = src.copy()
+    _transpose(dst, d0, dstride, src, s0, sstride)
+    assert np.array_equal(dst, expected) and np.array_equal(src, before)
+
+
+CASES = [  # (x shape, kernel, kwargs): every one served by the blocked kernel
+    ((2, 16, 14, 14), (3, 3), dict(stride=2, padding=1)),       # MobileNet's strided layers
+    ((3, 32, 7, 7), (3, 3), dict(padding=1)),                    # stride 1, plane 7x7
+    ((1, 16, 16, 16), (3, 3), dict(padding=1)),                  # stride 1 at the 256 limit
+    ((2, 16, 11, 13), (5, 5), dict(stride=(2, 3), padding=(2, 1), dilation=(1, 2))),
+    ((3, 16, 6, 5), (2, 3), dict(stride=3)),                     # no padding, taps left over
+    ((2, 48, 10, 10), (3, 3), dict(padding="same", dilation=2)),
+    ((1, 16, 9, 15), (1, 1), dict(stride=2, padding=1)),         # 1x1 with padding
+    ((2, 16, 17, 3), (3, 1), dict(stride=(2, 1), padding=(1, 0))),  # rows narrower than 16
+    ((1, 16, 40, 40), (7, 7), dict(stride=2, padding=3)),        # large plane, strided
+    ((0, 16, 8, 8), (3, 3), dict(stride=2, padding=1)),          # empty batch
+]
+
+
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+@pytest.mark.parametrize("x_shape, kernel, kwargs", CASES, ids=str)
+def test_blocked_forward_matches_the_reference_and_torch(x_shape, kernel, kwargs, bias, rng):
+    c = x_shape[1]
+    w_shape = (c, 1) + kernel
+    p = conv2d_params(x_shape, w_shape, (c,) if bias else None, groups=c, **kwargs)
+    assert depthwise._blocked(p.x_shape, p.w_shape, 4, p.stride)  # the case is the kernel's
+    args = [rng.standard_normal(x_shape), rng.standard_normal(w_shape),
+            rng.standard_normal(c) if bias else None]
+    kwargs = dict(kwargs, groups=c)
+    for oracle in (reference_op, *([torch_op] if torch_available() else [])):
+        assert_matches("conv2d", args, kwargs, fastconv_runner("depthwise"), oracle, np.float32)
+
+
+def test_blocked_forward_is_repeatable_and_takes_non_contiguous_input(rng):
+    """Bitwise the same run after run; a non-contiguous x (which the plane kernel serves)
+    gives the same values within the tolerance."""
+    x = rng.standard_normal((4, 32, 14, 28)).astype(np.float32)
+    w = rng.standard_normal((32, 1, 3, 3)).astype(np.float32)
+    first = fastconv.conv2d(x, w, stride=2, padding=1, groups=32, algo="depthwise")
+    again = fastconv.conv2d(x, w, stride=2, padding=1, groups=32, algo="depthwise")
+    assert np.array_equal(first, again)
+    strided = fastconv.conv2d(x[..., ::2], w, stride=2, padding=1, groups=32, algo="depthwise")
+    expected = reference_op("conv2d", x[..., ::2].astype(np.float64), w.astype(np.float64),
+                            stride=2, padding=1, groups=32)
+    assert error(strided, expected) <= tolerance(np.float32)
+
+
+def test_blocked_forward_spreads_nonfinite_values_as_torch(rng):
+    """NaN and Inf in x and in w: the padding's zeros meet the weights, as in PyTorch."""
+    pytest.importorskip("torch")
+    x = rng.standard_normal((2, 16, 14, 14))
+    w = rng.standard_normal((16, 1, 3, 3))
+    x[0, 3, 0, 5], x[1, 7, 13, 13], x[1, 0, 6, 6] = np.nan, np.inf, -np.inf
+    w[2, 0, 0, 0], w[9, 0, 1, 2] = np.inf, np.nan
+    assert_matches("conv2d", [x, w, None], dict(stride=2, padding=1, groups=16),
+                   fastconv_runner("depthwise"), torch_op, np.float32)
+
+
+@pytest.mark.parametrize("x_shape, stride, blocked", [
+    ((8, 512, 14, 14), 2, True), ((8, 1024, 7, 7), 1, True), ((8, 128, 56, 56), 1, False),
+    ((8, 128, 56, 56), 2, True), ((8, 24, 14, 14), 2, False), ((8, 32, 28, 28), 1, False)])
+def test_blocked_forward_serves_small_or_strided_planes_of_whole_blocks(x_shape, stride,
+                                                                       blocked):
+    c = x_shape[1]
+    assert depthwise._blocked(x_shape, (c, 1, 3, 3), 4, (stride, stride)) == blocked
+    assert not depthwise._blocked(x_shape, (c, 1, 3, 3), 8, (stride, stride))  # float64
+    assert not depthwise._blocked(x_shape, (2 * c, 1, 3, 3), 4, (stride, stride))  # M = 2
