@@ -31,13 +31,15 @@ loops as their adjoint (each tap scatters gy into the phase planes, then the pla
 back into x's layout); backward-weight is one dot product per tap, gy's grid against the phase
 planes at the tap's offset.
 
-Small planes (a stride, or at most 16x16) are served differently in the float32 forward: 16
-channels to a vector, with in-register transposes between planes and pixels (see "channel-blocked
-forward" below), since there a plane is too few outputs to fill the vectors of the loops above.
+Small planes (a stride, or at most 16x16) are served differently in float32, every direction:
+16 channels to a vector, with in-register transposes between planes and pixels (see
+"channel-blocked kernels" below), since there a plane is too few outputs to fill the vectors of
+the loops above.
 
 Tasks own whole planes (forward, input gradient), blocks of 16 channels of one image (blocked
-forward) or output channels (weight gradient), and every sum runs in a fixed order, so results
-are bitwise repeatable.
+forward and input gradient), output channels (weight gradient) or blocks of 16 of them over the
+batch (blocked weight gradient), and every sum runs in a fixed order, so results are bitwise
+repeatable.
 """
 from __future__ import annotations
 
@@ -274,7 +276,7 @@ def _backward_weight(x, gy, gw, sh, sw, ph, pw, dh, dw, hq, rq, exact):
             gw[o, 0, t // kw_, t % kw_] = total
 
 
-# --- channel-blocked forward: 16 channels to a vector, for small planes ------------------------
+# --- channel-blocked kernels: 16 channels to a vector, for small planes ------------------------
 #
 # On a 14x14 plane at stride 2 a plane has 49 outputs: each of the loops above runs a few
 # vectors long, and the per-plane work (the phase copy, the calls) costs several times the taps
@@ -291,7 +293,10 @@ def _backward_weight(x, gy, gw, sh, sw, ph, pw, dh, dw, hq, rq, exact):
 # block by channel block), and the result goes back to planes by transpose16 again. The
 # buffer's padding is zeroed once per thread: every task writes the same interior. Served:
 # float32, one filter per channel (M = 1), channels in whole blocks of 16; the sum of each
-# output is the bias, then the taps in order, as in the plane kernel.
+# output is the bias, then the taps in order, as in the plane kernel. Backward-data is its
+# adjoint (gy's pixels scattered through the taps into a zeroed buffer, whose interior is gx);
+# backward-weight keeps per tap one partial sum per (output column, lane) over the batch and
+# rows, and adds the columns at the end.
 
 BLOCK = _simd.LANES
 
@@ -349,6 +354,67 @@ def _nine_lane_taps(out, bias, wr, row, xb, at):
         out[m] = s
 
 
+@njit(inline="always")
+def _phase_run(pc, sw, left, w_):
+    # the plane columns q0, q0 + sw, ... (count of them) that land in column phase pc, and
+    # where the first lands in the phase
+    q0 = (pc - left) % sw
+    count = (w_ - q0 + sw - 1) // sw if q0 < w_ else 0
+    return q0, count, (q0 + left) // sw
+
+
+@njit(inline="always")
+def _into_phases(xb, pixels, h_, w_, sw, top, left, hp, wq):
+    # the interior of the padded, phase-split buffer from pixels (H*W, 16)
+    for pc in range(sw):
+        q0, count, col = _phase_run(pc, sw, left, w_)
+        for r in range(h_):
+            d0 = ((pc * hp + r + top) * wq + col) * BLOCK
+            s0 = (r * w_ + q0) * BLOCK
+            for u in range(count):
+                d, s = uint64(d0 + u * BLOCK), uint64(s0 + u * sw * BLOCK)
+                for k in range(uint64(BLOCK)):
+                    xb[d + k] = pixels[s + k]
+
+
+@njit(inline="always")
+def _from_phases_interior(pixels, xb, h_, w_, sw, top, left, hp, wq):
+    # the inverse of _into_phases: the interior of the buffer back into pixels (H*W, 16)
+    for pc in range(sw):
+        q0, count, col = _phase_run(pc, sw, left, w_)
+        for r in range(h_):
+            d0 = ((pc * hp + r + top) * wq + col) * BLOCK
+            s0 = (r * w_ + q0) * BLOCK
+            for u in range(count):
+                d, s = uint64(d0 + u * BLOCK), uint64(s0 + u * sw * BLOCK)
+                for k in range(uint64(BLOCK)):
+                    pixels[s + k] = xb[d + k]
+
+
+@njit(inline="always")
+def _tap_starts(kh_, kw_, sw, dh, dw, hp, wq):
+    # where tap t of output row 0 starts in the buffer (at least nine entries: see _offsets)
+    first = np.zeros(max(9, kh_ * kw_), dtype=np.int64)
+    for a in range(kh_):
+        for e in range(kw_):
+            first[a * kw_ + e] = (((e * dw) % sw * hp + a * dh) * wq + (e * dw) // sw) * BLOCK
+    return first
+
+
+@njit(inline="always")
+def _lay_weights(wr, w, c0, wo_):
+    # wr[t*row + j*16 + k] = w[c0 + k, 0, a, e] for tap t = (a, e): the block's taps along a row
+    kh_, kw_ = w.shape[2], w.shape[3]
+    row = wo_ * BLOCK
+    for k in range(BLOCK):
+        for a in range(kh_):
+            for e in range(kw_):
+                v = w[c0 + k, 0, a, e]
+                base = (a * kw_ + e) * row + k
+                for j in range(wo_):
+                    wr[base + j * BLOCK] = v
+
+
 @parallel_jit(fastmath=FASTMATH, cache=True)
 def _forward_blocked(x, w, b, y, sh, sw, top, left, dh, dw, hp, wq, per):
     # x (N, C, H, W), w (C, 1, KH, KW), b (C,) -> y (N, C, Ho, Wo), all C-contiguous float32,
@@ -360,12 +426,9 @@ def _forward_blocked(x, w, b, y, sh, sw, top, left, dh, dw, hp, wq, per):
     hw, howo = h_ * wd_, ho_ * wo_
     xf, yf = x.reshape(-1), y.reshape(-1)
     tasks = n_ * (c_ // BLOCK)
-    first = np.zeros(max(9, taps), dtype=np.int64)  # where tap t of output row 0 starts in xb
-    for a in range(kh_):
-        for e in range(kw_):
-            first[a * kw_ + e] = (((e * dw) % sw * hp + a * dh) * wq + (e * dw) // sw) * BLOCK
+    first = _tap_starts(kh_, kw_, sw, dh, dw, hp, wq)
     for chunk in prange((tasks + per - 1) // per):
-        xb = np.zeros(sw * hp * wq * BLOCK, dtype=x.dtype)
+        xb = np.zeros(sw * hp * wq * BLOCK, dtype=x.dtype)  # its padding stays zero
         pixels = np.empty(hw * BLOCK, dtype=x.dtype)
         out = np.empty(howo * BLOCK, dtype=y.dtype)
         wr = np.empty(taps * row, dtype=w.dtype)
@@ -376,24 +439,12 @@ def _forward_blocked(x, w, b, y, sh, sw, top, left, dh, dw, hp, wq, per):
             c0, n = task // n_ * BLOCK, task % n_
             if c0 != laid:  # the weights and bias of this block along an output row
                 laid = c0
+                _lay_weights(wr, w, c0, wo_)
                 for k in range(BLOCK):
                     for j in range(wo_):
                         bias[j * BLOCK + k] = b[c0 + k]
-                    for t in range(taps):
-                        v = w[c0 + k, 0, t // kw_, t % kw_]
-                        for j in range(wo_):
-                            wr[t * row + j * BLOCK + k] = v
             _planes_to_pixels(pixels, xf, (n * c_ + c0) * hw, hw)
-            for pc in range(sw):  # the pixels into the column phases of the padded buffer
-                q0 = (pc - left) % sw  # the first plane column in phase pc
-                count = (wd_ - q0 + sw - 1) // sw if q0 < wd_ else 0
-                for r in range(h_):
-                    d0 = ((pc * hp + r + top) * wq + (q0 + left) // sw) * BLOCK
-                    s0 = (r * wd_ + q0) * BLOCK
-                    for u in range(count):
-                        d, s = uint64(d0 + u * BLOCK), uint64(s0 + u * sw * BLOCK)
-                        for k in range(uint64(BLOCK)):
-                            xb[d + k] = pixels[s + k]
+            _into_phases(xb, pixels, h_, wd_, sw, top, left, hp, wq)
             for i in range(ho_):
                 out_row = out[i * row:(i + 1) * row]
                 for t in range(taps):
@@ -408,10 +459,83 @@ def _forward_blocked(x, w, b, y, sh, sw, top, left, dh, dw, hp, wq, per):
             _pixels_to_planes(yf, (n * c_ + c0) * howo, howo, out)
 
 
+@parallel_jit(fastmath=FASTMATH, cache=True)
+def _backward_data_blocked(gy, w, gx, sh, sw, top, left, dh, dw, hp, wq, per):
+    # gy (N, C, Ho, Wo), w (C, 1, KH, KW) -> gx (N, C, H, W): the adjoint of _forward_blocked.
+    # Where the forward adds w * xb[at + m] into out[m], this adds w * g[m] into xb[at + m] (a
+    # buffer of gradients, zeroed per task), taps in order for each output row in order; then
+    # the interior of the buffer is gx. A tap/output pair always exists here (every output
+    # reads all its taps), and what lands in the padding is dropped.
+    n_, c_, h_, wd_ = gx.shape
+    kh_, kw_ = w.shape[2], w.shape[3]
+    ho_, wo_ = gy.shape[2], gy.shape[3]
+    taps, row = kh_ * kw_, wo_ * BLOCK
+    hw, howo = h_ * wd_, ho_ * wo_
+    gyf, gxf = gy.reshape(-1), gx.reshape(-1)
+    tasks = n_ * (c_ // BLOCK)
+    first = _tap_starts(kh_, kw_, sw, dh, dw, hp, wq)
+    for chunk in prange((tasks + per - 1) // per):
+        xb = np.empty(sw * hp * wq * BLOCK, dtype=gx.dtype)
+        pixels = np.empty(hw * BLOCK, dtype=gx.dtype)
+        g = np.empty(howo * BLOCK, dtype=gy.dtype)
+        wr = np.empty(taps * row, dtype=w.dtype)
+        laid = -1
+        for task in range(chunk * per, min(tasks, (chunk + 1) * per)):
+            c0, n = task // n_ * BLOCK, task % n_
+            if c0 != laid:
+                laid = c0
+                _lay_weights(wr, w, c0, wo_)
+            _planes_to_pixels(g, gyf, (n * c_ + c0) * howo, howo)
+            xb[:] = 0
+            for i in range(ho_):
+                g_row = g[i * row:(i + 1) * row]
+                for t in range(taps):
+                    at = first[t] + i * sh * wq * BLOCK
+                    _lane_axpy(xb[at:at + row], wr[t * row:(t + 1) * row], g_row)
+            _from_phases_interior(pixels, xb, h_, wd_, sw, top, left, hp, wq)
+            _pixels_to_planes(gxf, (n * c_ + c0) * hw, hw, pixels)
+
+
+@parallel_jit(fastmath=FASTMATH, cache=True)
+def _backward_weight_blocked(x, gy, gw, sh, sw, top, left, dh, dw, hp, wq):
+    # x (N, C, H, W), gy (N, C, Ho, Wo) -> gw (C, 1, KH, KW). One task per block of 16
+    # channels, over every image in order: per tap, part[t, j*16 + k] sums gy * x at output
+    # column j for lane k over the images and output rows (float32, in order), and the
+    # columns are then added in order in float64. Padding zeros meet gy, as in the plane kernel.
+    n_, c_, h_, wd_ = x.shape
+    kh_, kw_ = gw.shape[2], gw.shape[3]
+    ho_, wo_ = gy.shape[2], gy.shape[3]
+    taps, row = kh_ * kw_, wo_ * BLOCK
+    hw, howo = h_ * wd_, ho_ * wo_
+    xf, gyf = x.reshape(-1), gy.reshape(-1)
+    first = _tap_starts(kh_, kw_, sw, dh, dw, hp, wq)
+    for block in prange(c_ // BLOCK):
+        c0 = block * BLOCK
+        xb = np.zeros(sw * hp * wq * BLOCK, dtype=x.dtype)  # its padding stays zero
+        pixels = np.empty(hw * BLOCK, dtype=x.dtype)
+        g = np.empty(howo * BLOCK, dtype=gy.dtype)
+        part = np.zeros(taps * row, dtype=gy.dtype)
+        for n in range(n_):
+            _planes_to_pixels(pixels, xf, (n * c_ + c0) * hw, hw)
+            _into_phases(xb, pixels, h_, wd_, sw, top, left, hp, wq)
+            _planes_to_pixels(g, gyf, (n * c_ + c0) * howo, howo)
+            for i in range(ho_):
+                g_row = g[i * row:(i + 1) * row]
+                for t in range(taps):
+                    at = first[t] + i * sh * wq * BLOCK
+                    _lane_axpy(part[t * row:(t + 1) * row], g_row, xb[at:at + row])
+        for k in range(BLOCK):
+            for t in range(taps):
+                total = 0.0
+                for j in range(wo_):
+                    total += part[t * row + j * BLOCK + k]
+                gw[c0 + k, 0, t // kw_, t % kw_] = total
+
+
 def _blocked(x_shape, w_shape, itemsize, stride):
-    """Whether the channel-blocked forward serves a call: float32, M = 1, whole blocks of 16
-    channels, and a plane small enough that the plane kernel's per-plane costs dominate:
-    measured against it (float32, batch 8, 3x3), blocked won every strided layer (112x112/s2
+    """Whether the channel-blocked kernels serve a call: float32, M = 1, whole blocks of 16
+    channels, and a plane small enough that the plane kernels' per-plane costs dominate:
+    measured against them (forward, float32, batch 8, 3x3), blocked won every strided layer (112x112/s2
     5.1 against 6.0 ms, 14x14/s2 0.39 against 1.6, 7x7/s2 0.15 against 0.89) and stride-1
     planes up to 14x14 (7x7: 0.61 against 1.94; 14x14: 1.07 against 1.47), and lost from 28x28
     at stride 1 (1.8 against 1.4)."""
@@ -457,6 +581,11 @@ def forward(x, w, b, p):
 def backward_data(gy, w, p):
     """dL/dx; gy (N, O, Ho, Wo), w (O, 1, kh, kw) -> (N, C, H, W)."""
     gx = np.empty(p.x_shape, dtype=gy.dtype)
+    if _blocked(p.x_shape, p.w_shape, gy.dtype.itemsize, p.stride) and gy.flags.c_contiguous \
+            and w.flags.c_contiguous:
+        _backward_data_blocked(gy, w, gx, *_blocked_geometry(p),
+                               _per_block(gx.shape[0] * gx.shape[1] // BLOCK))
+        return gx
     _backward_data(gy, w, gx, *_geometry(p), _per_block(gx.shape[0] * gx.shape[1]))
     return gx
 
@@ -464,6 +593,10 @@ def backward_data(gy, w, p):
 def backward_weight(x, gy, p):
     """dL/dw; x (N, C, H, W), gy (N, O, Ho, Wo) -> (O, 1, kh, kw)."""
     gw = np.empty(p.w_shape, dtype=x.dtype)
+    if _blocked(p.x_shape, p.w_shape, x.dtype.itemsize, p.stride) and x.flags.c_contiguous \
+            and gy.flags.c_contiguous:
+        _backward_weight_blocked(x, gy, gw, *_blocked_geometry(p))
+        return gw
     _backward_weight(x, gy, gw, *_geometry(p), not all_finite(x))
     return gw
 
@@ -482,8 +615,9 @@ def workspace_bytes(op, p, itemsize):
     kernels = p.kernel_calls(op)
     taps = p.kernel[0] * p.kernel[1] if "backward_weight" in kernels else 0
     per_thread = sh * sw * hq * rq + grid * (1 + taps)
-    if "forward" in kernels and _blocked(p.x_shape, p.w_shape, itemsize, p.stride):
-        # the channel-blocked forward: padded buffer, pixels, output, weights and bias rows
+    if kernels and _blocked(p.x_shape, p.w_shape, itemsize, p.stride):
+        # the channel-blocked kernels: padded buffer, pixels, output (or gy) pixels, and the
+        # weights and bias laid along a row (or backward-weight's partial sums)
         sw, hp, wq = p.stride[1], *_blocked_geometry(p)[6:]
         (h, w), (ho, wo) = p.x_shape[2:], p.y_shape[2:]
         lanes = BLOCK * (sw * hp * wq + h * w + ho * wo + (p.kernel[0] * p.kernel[1] + 1) * wo)

@@ -49,16 +49,37 @@ CASES = [  # (x shape, kernel, kwargs): every one served by the blocked kernel
 
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
 @pytest.mark.parametrize("x_shape, kernel, kwargs", CASES, ids=str)
-def test_blocked_forward_matches_the_reference_and_torch(x_shape, kernel, kwargs, bias, rng):
+def test_blocked_kernels_match_the_reference_and_torch(x_shape, kernel, kwargs, bias, rng):
+    """Forward, and backward (input, weight and bias gradients) in one call."""
     c = x_shape[1]
     w_shape = (c, 1) + kernel
     p = conv2d_params(x_shape, w_shape, (c,) if bias else None, groups=c, **kwargs)
-    assert depthwise._blocked(p.x_shape, p.w_shape, 4, p.stride)  # the case is the kernel's
-    args = [rng.standard_normal(x_shape), rng.standard_normal(w_shape),
-            rng.standard_normal(c) if bias else None]
+    assert depthwise._blocked(p.x_shape, p.w_shape, 4, p.stride)  # the case is the kernels'
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    gy = rng.standard_normal(p.y_shape)
     kwargs = dict(kwargs, groups=c)
-    for oracle in (reference_op, *([torch_op] if torch_available() else [])):
-        assert_matches("conv2d", args, kwargs, fastconv_runner("depthwise"), oracle, np.float32)
+    calls = [("conv2d", [x, w, rng.standard_normal(c) if bias else None], kwargs),
+             ("conv2d_backward", [gy, x, w], dict(kwargs, output_mask=(True, True, bias)))]
+    for op, args, kw in calls:
+        for oracle in (reference_op, *([torch_op] if torch_available() else [])):
+            assert_matches(op, args, kw, fastconv_runner("depthwise"), oracle, np.float32)
+
+
+@pytest.mark.parametrize("kwargs", [dict(stride=2, padding=1), dict(padding=1),
+                                    dict(stride=2, output_padding=1, dilation=2, padding=2)],
+                         ids=str)
+def test_blocked_kernels_serve_depthwise_transposed_convolutions(kwargs, rng):
+    """A depthwise transposed convolution's forward is the blocked backward-data, its input
+    gradient the blocked forward."""
+    x, w = rng.standard_normal((2, 16, 7, 7)), rng.standard_normal((16, 1, 3, 3))
+    kwargs = dict(kwargs, groups=16)
+    y = reference_op("conv_transpose2d", x, w, **kwargs)
+    calls = [("conv_transpose2d", [x, w, None], kwargs),
+             ("conv_transpose2d_backward", [rng.standard_normal(y.shape), x, w],
+              dict(kwargs, output_mask=(True, True, False)))]
+    for op, args, kw in calls:
+        for oracle in (reference_op, *([torch_op] if torch_available() else [])):
+            assert_matches(op, args, kw, fastconv_runner("depthwise"), oracle, np.float32)
 
 
 def test_blocked_forward_is_repeatable_and_takes_non_contiguous_input(rng):
@@ -75,15 +96,25 @@ def test_blocked_forward_is_repeatable_and_takes_non_contiguous_input(rng):
     assert error(strided, expected) <= tolerance(np.float32)
 
 
-def test_blocked_forward_spreads_nonfinite_values_as_torch(rng):
-    """NaN and Inf in x and in w: the padding's zeros meet the weights, as in PyTorch."""
+def test_blocked_kernels_spread_nonfinite_values_as_torch(rng):
+    """NaN and Inf in x, and apart in w: the forward's padding zeros meet the weights, as in
+    PyTorch, the gradients spread them as PyTorch's do, and a transposed convolution's taps that
+    read no input add no term."""
     pytest.importorskip("torch")
+    kwargs = dict(stride=2, padding=1, groups=16)
     x = rng.standard_normal((2, 16, 14, 14))
     w = rng.standard_normal((16, 1, 3, 3))
     x[0, 3, 0, 5], x[1, 7, 13, 13], x[1, 0, 6, 6] = np.nan, np.inf, -np.inf
+    gy = rng.standard_normal((2, 16, 7, 7))
+    run = fastconv_runner("depthwise")
+    assert_matches("conv2d", [x, w, None], kwargs, run, torch_op, np.float32)
+    assert_matches("conv2d_backward", [gy, x, w], dict(kwargs, output_mask=(False, True, False)),
+                   run, torch_op, np.float32)
+    x = rng.standard_normal((2, 16, 14, 14))
     w[2, 0, 0, 0], w[9, 0, 1, 2] = np.inf, np.nan
-    assert_matches("conv2d", [x, w, None], dict(stride=2, padding=1, groups=16),
-                   fastconv_runner("depthwise"), torch_op, np.float32)
+    assert_matches("conv2d", [x, w, None], kwargs, run, torch_op, np.float32)
+    assert_matches("conv_transpose2d", [gy, w, None], dict(kwargs, output_padding=1), run,
+                   torch_op, np.float32)
 
 
 @pytest.mark.parametrize("x_shape, stride, blocked", [
