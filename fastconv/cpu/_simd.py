@@ -71,3 +71,181 @@ def transpose16(typingctx, dst, d0, dstride, src, s0, sstride):
         return context.get_dummy_value()
 
     return types.void(dst, d0, dstride, src, s0, sstride), codegen
+
+
+# --- 16-lane rows of a depthwise convolution (fastconv.cpu.depthwise's blocked kernels) ------
+# A pixel is 16 lanes (16 channels); a row is `count` pixels, pixel j of the source row starting
+# `step` elements after pixel j - 1 (16 times the convolution's stride); tap t of the filter
+# reads at offset at[t] from the row's start and has weight vector w[16t : 16t + 16]. Taps run
+# in order, one fused multiply-add each. Every index is the caller's to keep in bounds.
+
+_I64 = ir.IntType(64)
+
+
+def _vector_type():
+    return ir.VectorType(ir.FloatType(), LANES)
+
+
+def _fma(builder):
+    vector, name = _vector_type(), "llvm.fma.v16f32"
+    return builder.module.globals.get(name) or ir.Function(
+        builder.module, ir.FunctionType(vector, [vector, vector, vector]), name=name)
+
+
+def _vector_at(builder, data, index):
+    return builder.bitcast(builder.gep(data, [index]), _vector_type().as_pointer())
+
+
+def _load(builder, data, index):
+    return builder.load(_vector_at(builder, data, index), align=4)
+
+
+def _store(builder, value, data, index):
+    builder.store(value, _vector_at(builder, data, index), align=4)
+
+
+class _Loop:
+    """``for i in range(count)`` in IR, skipped when count <= 0, with loop-carried values:
+    ``carried`` maps names to their values on entry; inside the body ``self.values`` holds
+    their phis, ``end(**updates)`` closes the body, and after it ``self.results`` holds each
+    value on exit (the entry value if the loop did not run)."""
+
+    def __init__(self, builder, count, name, **carried):
+        self.builder, self.count = builder, count
+        self.entry = builder.block
+        self.body = builder.function.append_basic_block(name)
+        self.after = builder.function.append_basic_block(name + ".done")
+        builder.cbranch(builder.icmp_signed(">", count, ir.Constant(_I64, 0)), self.body,
+                        self.after)
+        builder.position_at_end(self.body)
+        self.index = builder.phi(_I64)
+        self.index.add_incoming(ir.Constant(_I64, 0), self.entry)
+        self.start = carried
+        self.values = {}
+        for key, value in carried.items():
+            self.values[key] = builder.phi(value.type)
+            self.values[key].add_incoming(value, self.entry)
+
+    def end(self, **updates):
+        builder = self.builder
+        last = builder.block
+        following = builder.add(self.index, ir.Constant(_I64, 1))
+        self.index.add_incoming(following, last)
+        for key, value in updates.items():
+            self.values[key].add_incoming(value, last)
+        builder.cbranch(builder.icmp_signed("<", following, self.count), self.body, self.after)
+        builder.position_at_end(self.after)
+        self.results = {}
+        for key, value in updates.items():
+            self.results[key] = builder.phi(value.type)
+            self.results[key].add_incoming(self.start[key], self.entry)
+            self.results[key].add_incoming(value, last)
+
+
+def _arrays_ok(floats, ints):
+    return (all(isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
+                and a.dtype == types.float32 for a in floats)
+            and all(isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
+                    and a.dtype == types.int64 for a in ints))
+
+
+def _unpack(context, builder, sig, args):
+    """Each array argument's data pointer (and, for int64 arrays, its length too)."""
+    out = []
+    for kind, value in zip(sig.args, args):
+        if isinstance(kind, types.Array):
+            array = context.make_array(kind)(context, builder, value)
+            out.append((array.data, builder.extract_value(array.shape, 0)))
+        else:
+            out.append(value)
+    return out
+
+
+_I = types.int64
+
+
+@intrinsic
+def lane_taps(typingctx, out, o0, count, src, s0, step, at, w, bias):
+    """The forward of one row: for each pixel j < count,
+    out[o0 + 16j : +16] = bias[0:16] + sum over the taps t of w[16t:] * src[s0 + at[t] + j*step:]."""
+    if not _arrays_ok((out, src, w, bias), (at,)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        (out_, _), o0_, count_, (src_, _), s0_, step_, (at_, taps), (w_, _), (bias_, _) = \
+            _unpack(context, builder, sig, args)
+        fma = _fma(builder)
+        pixels = _Loop(builder, count_, "pixel")
+        row = builder.add(s0_, builder.mul(pixels.index, step_))
+        tap = _Loop(builder, taps, "tap", acc=_load(builder, bias_, ir.Constant(_I64, 0)))
+        t = tap.index
+        x = _load(builder, src_, builder.add(row, builder.load(builder.gep(at_, [t]))))
+        wt = _load(builder, w_, builder.mul(t, ir.Constant(_I64, LANES)))
+        tap.end(acc=builder.call(fma, [wt, x, tap.values["acc"]]))
+        _store(builder, tap.results["acc"], out_,
+               builder.add(o0_, builder.mul(pixels.index, ir.Constant(_I64, LANES))))
+        pixels.end()
+        return context.get_dummy_value()
+
+    return types.void(out, _I, _I, src, _I, _I, at, w, bias), codegen
+
+
+@intrinsic
+def lane_scatter(typingctx, dst, d0, count, step, at, w, g, g0):
+    """The adjoint of lane_taps for one row: for each pixel j < count and each tap t in order,
+    dst[d0 + at[t] + j*step : +16] += w[16t:] * g[g0 + 16j : +16]."""
+    if not _arrays_ok((dst, w, g), (at,)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        (dst_, _), d0_, count_, step_, (at_, taps), (w_, _), (g_, _), g0_ = \
+            _unpack(context, builder, sig, args)
+        fma = _fma(builder)
+        pixels = _Loop(builder, count_, "pixel")
+        gv = _load(builder, g_, builder.add(g0_, builder.mul(pixels.index,
+                                                               ir.Constant(_I64, LANES))))
+        row = builder.add(d0_, builder.mul(pixels.index, step_))
+        tap = _Loop(builder, taps, "tap")
+        t = tap.index
+        where = builder.add(row, builder.load(builder.gep(at_, [t])))
+        wt = _load(builder, w_, builder.mul(t, ir.Constant(_I64, LANES)))
+        _store(builder, builder.call(fma, [wt, gv, _load(builder, dst_, where)]), dst_, where)
+        tap.end()
+        pixels.end()
+        return context.get_dummy_value()
+
+    return types.void(dst, _I, _I, _I, at, w, g, _I), codegen
+
+
+@intrinsic
+def lane_dots(typingctx, acc, count, src, s0, step, at, g, g0):
+    """The weight gradient of one row: for each tap t, the 16 lanes of
+    sum over j < count of g[g0 + 16j : +16] * src[s0 + at[t] + j*step : +16], summed in float32
+    in j order, are added into acc[16t : 16t + 16] (float64)."""
+    if not (_arrays_ok((src, g), (at,)) and isinstance(acc, types.Array) and acc.ndim == 1
+            and acc.layout == "C" and acc.dtype == types.float64):
+        return None
+
+    def codegen(context, builder, sig, args):
+        (acc_, _), count_, (src_, _), s0_, step_, (at_, taps), (g_, _), g0_ = \
+            _unpack(context, builder, sig, args)
+        fma = _fma(builder)
+        doubles = ir.VectorType(ir.DoubleType(), LANES)
+        zero = ir.Constant(_vector_type(), [0.0] * LANES)
+        tap = _Loop(builder, taps, "tap")
+        t = tap.index
+        offset = builder.add(s0_, builder.load(builder.gep(at_, [t])))
+        pixels = _Loop(builder, count_, "pixel", sum=zero)
+        j = pixels.index
+        gv = _load(builder, g_, builder.add(g0_, builder.mul(j, ir.Constant(_I64, LANES))))
+        x = _load(builder, src_, builder.add(offset, builder.mul(j, step_)))
+        pixels.end(sum=builder.call(fma, [gv, x, pixels.values["sum"]]))
+        slot = builder.bitcast(builder.gep(acc_, [builder.mul(t, ir.Constant(_I64, LANES))]),
+                               doubles.as_pointer())
+        total = builder.fadd(builder.load(slot, align=8),
+                             builder.fpext(pixels.results["sum"], doubles))
+        builder.store(total, slot, align=8)
+        tap.end()
+        return context.get_dummy_value()
+
+    return types.void(acc, _I, src, _I, _I, at, g, _I), codegen

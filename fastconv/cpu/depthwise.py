@@ -31,7 +31,7 @@ loops as their adjoint (each tap scatters gy into the phase planes, then the pla
 back into x's layout); backward-weight is one dot product per tap, gy's grid against the phase
 planes at the tap's offset.
 
-Small planes (a stride, or at most 16x16) are served differently in float32, every direction:
+Small planes (a stride, or at most 28x28) are served differently in float32, every direction:
 16 channels to a vector, with in-register transposes between planes and pixels (see
 "channel-blocked kernels" below), since there a plane is too few outputs to fill the vectors of
 the loops above.
@@ -281,22 +281,20 @@ def _backward_weight(x, gy, gw, sh, sw, ph, pw, dh, dw, hq, rq, exact):
 # On a 14x14 plane at stride 2 a plane has 49 outputs: each of the loops above runs a few
 # vectors long, and the per-plane work (the phase copy, the calls) costs several times the taps
 # (MobileNet's 512-channel layer: 1.6 ms against PyTorch's 0.5). There, 16 channels share one
-# task and one vector: the task turns its 16 planes into pixels of 16 lanes (_simd.transpose16,
-# in registers), places them in a zero-padded buffer split into sw column phases,
+# task and one vector: a pixel is the 16 channels' values at one place. The task turns its 16
+# planes into pixels (_simd.transpose16, in registers) and places them in a zero-padded buffer,
 #
-#     xb[pc, r, q', k] = xp[r, q'*sw + pc] of channel o0 + k     (xp: the padded plane)
+#     xb[r, q, k] = xp[r, q] of channel c0 + k        (xp: the padded plane, Hp x Wp)
 #
-# so that tap (a, e) of output row i reads, for the whole row, the one contiguous run
-# xb[(e*dw) % sw, i*sh + a*dh, (e*dw) // sw + j, k] over (j, k): every stride is stride 1 across
-# the lanes. Each output row is one loop over its wo*16 values with all taps (nine in one pass
-# for 3x3), the weights laid out along the row once per block of channels (tasks run channel
-# block by channel block), and the result goes back to planes by transpose16 again. The
-# buffer's padding is zeroed once per thread: every task writes the same interior. Served:
-# float32, one filter per channel (M = 1), channels in whole blocks of 16; the sum of each
-# output is the bias, then the taps in order, as in the plane kernel. Backward-data is its
-# adjoint (gy's pixels scattered through the taps into a zeroed buffer, whose interior is gx);
-# backward-weight keeps per tap one partial sum per (output column, lane) over the batch and
-# rows, and adds the columns at the end.
+# Output pixel (i, j) is then bias + sum over the taps of w[t] * xb[i*sh + a*dh, j*sw + e*dw], a
+# 16-lane fused multiply-add per tap whatever the stride (_simd.lane_taps, one call per output
+# row, the weight and bias vectors in registers), and the outputs go back to planes by
+# transpose16. The buffer's padding is zeroed once per thread: every task writes the same
+# interior. Backward-data is the adjoint (each output pixel of gy scattered through the taps
+# into a zeroed buffer, _simd.lane_scatter; the buffer's interior is gx); backward-weight sums,
+# per tap and lane, gy times the buffer along each output row in float32 and the rows and images
+# in float64 (_simd.lane_dots). Served: float32, one filter per channel (M = 1), channels in
+# whole blocks of 16. Every sum runs in a fixed order: bitwise repeatable.
 
 BLOCK = _simd.LANES
 
@@ -326,232 +324,157 @@ def _pixels_to_planes(dst, d0, size, src):
 
 
 @njit(inline="always")
-def _lane_axpy(out, wv, src):
-    # out[m] += wv[m] * src[m]: one tap of any filter, the weights laid along the row
-    for m in range(uint64(out.size)):
-        out[m] += wv[m] * src[m]
+def _into_padded(xb, pixels, h_, w_, top, left, wp):
+    # the interior of the padded buffer (Hp, Wp, 16) from pixels (H*W, 16): a run per row
+    for r in range(h_):
+        d0, s0 = uint64(((r + top) * wp + left) * BLOCK), uint64(r * w_ * BLOCK)
+        for m in range(uint64(w_ * BLOCK)):
+            xb[d0 + m] = pixels[s0 + m]
 
 
 @njit(inline="always")
-def _nine_lane_taps(out, bias, wr, row, xb, at):
-    # out[m] = bias[m] + the nine taps, tap t reading wr[t*row + m] * xb[at[t] + m]
-    w0, w1, w2 = wr[0 * row:], wr[1 * row:], wr[2 * row:]
-    w3, w4, w5 = wr[3 * row:], wr[4 * row:], wr[5 * row:]
-    w6, w7, w8 = wr[6 * row:], wr[7 * row:], wr[8 * row:]
-    x0, x1, x2 = xb[at[0]:], xb[at[1]:], xb[at[2]:]
-    x3, x4, x5 = xb[at[3]:], xb[at[4]:], xb[at[5]:]
-    x6, x7, x8 = xb[at[6]:], xb[at[7]:], xb[at[8]:]
-    for m in range(uint64(out.size)):
-        s = bias[m] + w0[m] * x0[m]
-        s += w1[m] * x1[m]
-        s += w2[m] * x2[m]
-        s += w3[m] * x3[m]
-        s += w4[m] * x4[m]
-        s += w5[m] * x5[m]
-        s += w6[m] * x6[m]
-        s += w7[m] * x7[m]
-        s += w8[m] * x8[m]
-        out[m] = s
+def _from_padded(pixels, xb, h_, w_, top, left, wp):
+    # the inverse of _into_padded
+    for r in range(h_):
+        d0, s0 = uint64(((r + top) * wp + left) * BLOCK), uint64(r * w_ * BLOCK)
+        for m in range(uint64(w_ * BLOCK)):
+            pixels[s0 + m] = xb[d0 + m]
 
 
 @njit(inline="always")
-def _phase_run(pc, sw, left, w_):
-    # the plane columns q0, q0 + sw, ... (count of them) that land in column phase pc, and
-    # where the first lands in the phase
-    q0 = (pc - left) % sw
-    count = (w_ - q0 + sw - 1) // sw if q0 < w_ else 0
-    return q0, count, (q0 + left) // sw
-
-
-@njit(inline="always")
-def _into_phases(xb, pixels, h_, w_, sw, top, left, hp, wq):
-    # the interior of the padded, phase-split buffer from pixels (H*W, 16)
-    for pc in range(sw):
-        q0, count, col = _phase_run(pc, sw, left, w_)
-        for r in range(h_):
-            d0 = ((pc * hp + r + top) * wq + col) * BLOCK
-            s0 = (r * w_ + q0) * BLOCK
-            for u in range(count):
-                d, s = uint64(d0 + u * BLOCK), uint64(s0 + u * sw * BLOCK)
-                for k in range(uint64(BLOCK)):
-                    xb[d + k] = pixels[s + k]
-
-
-@njit(inline="always")
-def _from_phases_interior(pixels, xb, h_, w_, sw, top, left, hp, wq):
-    # the inverse of _into_phases: the interior of the buffer back into pixels (H*W, 16)
-    for pc in range(sw):
-        q0, count, col = _phase_run(pc, sw, left, w_)
-        for r in range(h_):
-            d0 = ((pc * hp + r + top) * wq + col) * BLOCK
-            s0 = (r * w_ + q0) * BLOCK
-            for u in range(count):
-                d, s = uint64(d0 + u * BLOCK), uint64(s0 + u * sw * BLOCK)
-                for k in range(uint64(BLOCK)):
-                    pixels[s + k] = xb[d + k]
-
-
-@njit(inline="always")
-def _tap_starts(kh_, kw_, sw, dh, dw, hp, wq):
-    # where tap t of output row 0 starts in the buffer (at least nine entries: see _offsets)
-    first = np.zeros(max(9, kh_ * kw_), dtype=np.int64)
+def _tap_offsets(kh_, kw_, dh, dw, wp):
+    # where tap t reads in the padded buffer, from its output's window corner
+    at = np.empty(kh_ * kw_, dtype=np.int64)
     for a in range(kh_):
         for e in range(kw_):
-            first[a * kw_ + e] = (((e * dw) % sw * hp + a * dh) * wq + (e * dw) // sw) * BLOCK
-    return first
+            at[a * kw_ + e] = (a * dh * wp + e * dw) * BLOCK
+    return at
 
 
 @njit(inline="always")
-def _lay_weights(wr, w, c0, wo_):
-    # wr[t*row + j*16 + k] = w[c0 + k, 0, a, e] for tap t = (a, e): the block's taps along a row
+def _tap_weights(wv, w, c0):
+    # wv[16t + k] = w[c0 + k, 0, a, e] for tap t = (a, e): the block's weight vectors
     kh_, kw_ = w.shape[2], w.shape[3]
-    row = wo_ * BLOCK
-    for k in range(BLOCK):
-        for a in range(kh_):
-            for e in range(kw_):
-                v = w[c0 + k, 0, a, e]
-                base = (a * kw_ + e) * row + k
-                for j in range(wo_):
-                    wr[base + j * BLOCK] = v
+    for a in range(kh_):
+        for e in range(kw_):
+            for k in range(BLOCK):
+                wv[(a * kw_ + e) * BLOCK + k] = w[c0 + k, 0, a, e]
 
 
 @parallel_jit(fastmath=FASTMATH, cache=True)
-def _forward_blocked(x, w, b, y, sh, sw, top, left, dh, dw, hp, wq, per):
+def _forward_blocked(x, w, b, y, sh, sw, top, left, dh, dw, hp, wp, per):
     # x (N, C, H, W), w (C, 1, KH, KW), b (C,) -> y (N, C, Ho, Wo), all C-contiguous float32,
     # C a multiple of 16; tasks (block of 16 channels, image), channel block major
     n_, c_, h_, wd_ = x.shape
-    kh_, kw_ = w.shape[2], w.shape[3]
     ho_, wo_ = y.shape[2], y.shape[3]
-    taps, row = kh_ * kw_, wo_ * BLOCK
     hw, howo = h_ * wd_, ho_ * wo_
     xf, yf = x.reshape(-1), y.reshape(-1)
     tasks = n_ * (c_ // BLOCK)
-    first = _tap_starts(kh_, kw_, sw, dh, dw, hp, wq)
     for chunk in prange((tasks + per - 1) // per):
-        xb = np.zeros(sw * hp * wq * BLOCK, dtype=x.dtype)  # its padding stays zero
+        xb = np.zeros(hp * wp * BLOCK, dtype=x.dtype)  # its padding stays zero
         pixels = np.empty(hw * BLOCK, dtype=x.dtype)
         out = np.empty(howo * BLOCK, dtype=y.dtype)
-        wr = np.empty(taps * row, dtype=w.dtype)
-        bias = np.empty(row, dtype=w.dtype)
-        at = np.empty(max(9, taps), dtype=np.int64)
+        bias = np.empty(BLOCK, dtype=y.dtype)
+        at = _tap_offsets(w.shape[2], w.shape[3], dh, dw, wp)
+        wv = np.empty(at.size * BLOCK, dtype=w.dtype)
         laid = -1
         for task in range(chunk * per, min(tasks, (chunk + 1) * per)):
             c0, n = task // n_ * BLOCK, task % n_
-            if c0 != laid:  # the weights and bias of this block along an output row
+            if c0 != laid:  # tasks run block by block: the weights are laid once per block
                 laid = c0
-                _lay_weights(wr, w, c0, wo_)
+                _tap_weights(wv, w, c0)
                 for k in range(BLOCK):
-                    for j in range(wo_):
-                        bias[j * BLOCK + k] = b[c0 + k]
+                    bias[k] = b[c0 + k]
             _planes_to_pixels(pixels, xf, (n * c_ + c0) * hw, hw)
-            _into_phases(xb, pixels, h_, wd_, sw, top, left, hp, wq)
+            _into_padded(xb, pixels, h_, wd_, top, left, wp)
             for i in range(ho_):
-                out_row = out[i * row:(i + 1) * row]
-                for t in range(taps):
-                    at[t] = first[t] + i * sh * wq * BLOCK
-                if taps == 9:
-                    _nine_lane_taps(out_row, bias, wr, row, xb, at)
-                else:
-                    for m in range(row):
-                        out_row[m] = bias[m]
-                    for t in range(taps):
-                        _lane_axpy(out_row, wr[t * row:(t + 1) * row], xb[at[t]:at[t] + row])
+                _simd.lane_taps(out, i * wo_ * BLOCK, wo_, xb, i * sh * wp * BLOCK, sw * BLOCK,
+                                at, wv, bias)
             _pixels_to_planes(yf, (n * c_ + c0) * howo, howo, out)
 
 
 @parallel_jit(fastmath=FASTMATH, cache=True)
-def _backward_data_blocked(gy, w, gx, sh, sw, top, left, dh, dw, hp, wq, per):
-    # gy (N, C, Ho, Wo), w (C, 1, KH, KW) -> gx (N, C, H, W): the adjoint of _forward_blocked.
-    # Where the forward adds w * xb[at + m] into out[m], this adds w * g[m] into xb[at + m] (a
-    # buffer of gradients, zeroed per task), taps in order for each output row in order; then
-    # the interior of the buffer is gx. A tap/output pair always exists here (every output
-    # reads all its taps), and what lands in the padding is dropped.
+def _backward_data_blocked(gy, w, gx, sh, sw, top, left, dh, dw, hp, wp, per):
+    # gy (N, C, Ho, Wo), w (C, 1, KH, KW) -> gx (N, C, H, W): the adjoint of _forward_blocked,
+    # each output pixel's gy scattered through the taps into a buffer zeroed per task (output
+    # rows in order, taps in order within a pixel). Every tap/output pair exists here (an
+    # output reads all its taps); what lands in the padding is dropped.
     n_, c_, h_, wd_ = gx.shape
-    kh_, kw_ = w.shape[2], w.shape[3]
     ho_, wo_ = gy.shape[2], gy.shape[3]
-    taps, row = kh_ * kw_, wo_ * BLOCK
     hw, howo = h_ * wd_, ho_ * wo_
     gyf, gxf = gy.reshape(-1), gx.reshape(-1)
     tasks = n_ * (c_ // BLOCK)
-    first = _tap_starts(kh_, kw_, sw, dh, dw, hp, wq)
     for chunk in prange((tasks + per - 1) // per):
-        xb = np.empty(sw * hp * wq * BLOCK, dtype=gx.dtype)
+        xb = np.empty(hp * wp * BLOCK, dtype=gx.dtype)
         pixels = np.empty(hw * BLOCK, dtype=gx.dtype)
         g = np.empty(howo * BLOCK, dtype=gy.dtype)
-        wr = np.empty(taps * row, dtype=w.dtype)
+        at = _tap_offsets(w.shape[2], w.shape[3], dh, dw, wp)
+        wv = np.empty(at.size * BLOCK, dtype=w.dtype)
         laid = -1
         for task in range(chunk * per, min(tasks, (chunk + 1) * per)):
             c0, n = task // n_ * BLOCK, task % n_
             if c0 != laid:
                 laid = c0
-                _lay_weights(wr, w, c0, wo_)
+                _tap_weights(wv, w, c0)
             _planes_to_pixels(g, gyf, (n * c_ + c0) * howo, howo)
             xb[:] = 0
             for i in range(ho_):
-                g_row = g[i * row:(i + 1) * row]
-                for t in range(taps):
-                    at = first[t] + i * sh * wq * BLOCK
-                    _lane_axpy(xb[at:at + row], wr[t * row:(t + 1) * row], g_row)
-            _from_phases_interior(pixels, xb, h_, wd_, sw, top, left, hp, wq)
+                _simd.lane_scatter(xb, i * sh * wp * BLOCK, wo_, sw * BLOCK, at, wv, g,
+                                   i * wo_ * BLOCK)
+            _from_padded(pixels, xb, h_, wd_, top, left, wp)
             _pixels_to_planes(gxf, (n * c_ + c0) * hw, hw, pixels)
 
 
 @parallel_jit(fastmath=FASTMATH, cache=True)
-def _backward_weight_blocked(x, gy, gw, sh, sw, top, left, dh, dw, hp, wq):
+def _backward_weight_blocked(x, gy, gw, sh, sw, top, left, dh, dw, hp, wp):
     # x (N, C, H, W), gy (N, C, Ho, Wo) -> gw (C, 1, KH, KW). One task per block of 16
-    # channels, over every image in order: per tap, part[t, j*16 + k] sums gy * x at output
-    # column j for lane k over the images and output rows (float32, in order), and the
-    # columns are then added in order in float64. Padding zeros meet gy, as in the plane kernel.
+    # channels, over every image in order: per tap and lane, gy * x summed along each output
+    # row in float32 and over the rows and images in float64. Padding zeros meet gy, as in the
+    # plane kernel.
     n_, c_, h_, wd_ = x.shape
     kh_, kw_ = gw.shape[2], gw.shape[3]
     ho_, wo_ = gy.shape[2], gy.shape[3]
-    taps, row = kh_ * kw_, wo_ * BLOCK
     hw, howo = h_ * wd_, ho_ * wo_
     xf, gyf = x.reshape(-1), gy.reshape(-1)
-    first = _tap_starts(kh_, kw_, sw, dh, dw, hp, wq)
     for block in prange(c_ // BLOCK):
         c0 = block * BLOCK
-        xb = np.zeros(sw * hp * wq * BLOCK, dtype=x.dtype)  # its padding stays zero
+        xb = np.zeros(hp * wp * BLOCK, dtype=x.dtype)  # its padding stays zero
         pixels = np.empty(hw * BLOCK, dtype=x.dtype)
         g = np.empty(howo * BLOCK, dtype=gy.dtype)
-        part = np.zeros(taps * row, dtype=gy.dtype)
+        acc = np.zeros(kh_ * kw_ * BLOCK)
+        at = _tap_offsets(kh_, kw_, dh, dw, wp)
         for n in range(n_):
             _planes_to_pixels(pixels, xf, (n * c_ + c0) * hw, hw)
-            _into_phases(xb, pixels, h_, wd_, sw, top, left, hp, wq)
+            _into_padded(xb, pixels, h_, wd_, top, left, wp)
             _planes_to_pixels(g, gyf, (n * c_ + c0) * howo, howo)
             for i in range(ho_):
-                g_row = g[i * row:(i + 1) * row]
-                for t in range(taps):
-                    at = first[t] + i * sh * wq * BLOCK
-                    _lane_axpy(part[t * row:(t + 1) * row], g_row, xb[at:at + row])
-        for k in range(BLOCK):
-            for t in range(taps):
-                total = 0.0
-                for j in range(wo_):
-                    total += part[t * row + j * BLOCK + k]
-                gw[c0 + k, 0, t // kw_, t % kw_] = total
+                _simd.lane_dots(acc, wo_, xb, i * sh * wp * BLOCK, sw * BLOCK, at, g,
+                                i * wo_ * BLOCK)
+        for a in range(kh_):
+            for e in range(kw_):
+                for k in range(BLOCK):
+                    gw[c0 + k, 0, a, e] = acc[(a * kw_ + e) * BLOCK + k]
 
 
 def _blocked(x_shape, w_shape, itemsize, stride):
     """Whether the channel-blocked kernels serve a call: float32, M = 1, whole blocks of 16
     channels, and a plane small enough that the plane kernels' per-plane costs dominate:
-    measured against them (forward, float32, batch 8, 3x3), blocked won every strided layer (112x112/s2
-    5.1 against 6.0 ms, 14x14/s2 0.39 against 1.6, 7x7/s2 0.15 against 0.89) and stride-1
-    planes up to 14x14 (7x7: 0.61 against 1.94; 14x14: 1.07 against 1.47), and lost from 28x28
-    at stride 1 (1.8 against 1.4)."""
+    measured against them (forward, float32, batch 8, 3x3), blocked won every strided layer
+    (14x14/s2 0.33 against 1.6 ms; 28x28/s2 0.66 against 1.85; 112x112/s2 3.2 against 4.3) and
+    stride-1 planes up to 28x28 (7x7: 0.35 against 1.9; 28x28: 1.29 against 1.48), and lost at
+    56x56 (2.15 against 1.71)."""
     c, h, w = x_shape[1], x_shape[2], x_shape[3]
     return (itemsize == 4 and w_shape[0] == c and c % BLOCK == 0
-            and (stride != (1, 1) or h * w <= 256))
+            and (stride != (1, 1) or h * w <= 28 * 28))
 
 
 def _blocked_geometry(p):
-    """sh, sw, top, left, dh, dw, Hp, Wq: the padded rows the windows reach and the width of
-    one column phase of the padded plane."""
+    """sh, sw, top, left, dh, dw, Hp, Wp: the padded plane the windows reach."""
     (sh, sw), ((top, _), (left, _)), (dh, dw) = p.stride, p.padding, p.dilation
     (ho, wo), (kh, kw) = p.y_shape[2:], p.kernel
     hp = max((ho - 1) * sh + (kh - 1) * dh + 1, top + p.x_shape[2])
     wp = max((wo - 1) * sw + (kw - 1) * dw + 1, left + p.x_shape[3])
-    return sh, sw, top, left, dh, dw, hp, -(-wp // sw)
+    return sh, sw, top, left, dh, dw, hp, wp
 
 
 def _geometry(p):
@@ -616,10 +539,10 @@ def workspace_bytes(op, p, itemsize):
     taps = p.kernel[0] * p.kernel[1] if "backward_weight" in kernels else 0
     per_thread = sh * sw * hq * rq + grid * (1 + taps)
     if kernels and _blocked(p.x_shape, p.w_shape, itemsize, p.stride):
-        # the channel-blocked kernels: padded buffer, pixels, output (or gy) pixels, and the
-        # weights and bias laid along a row (or backward-weight's partial sums)
-        sw, hp, wq = p.stride[1], *_blocked_geometry(p)[6:]
+        # the channel-blocked kernels: padded buffer, pixels, output (or gy) pixels, the tap
+        # weights and bias, and backward-weight's float64 sums
+        hp, wp = _blocked_geometry(p)[6:]
         (h, w), (ho, wo) = p.x_shape[2:], p.y_shape[2:]
-        lanes = BLOCK * (sw * hp * wq + h * w + ho * wo + (p.kernel[0] * p.kernel[1] + 1) * wo)
-        per_thread = max(per_thread, lanes)
+        taps = p.kernel[0] * p.kernel[1]
+        per_thread = max(per_thread, BLOCK * (hp * wp + h * w + ho * wo + 3 * taps + 1))
     return get_num_threads() * per_thread * itemsize

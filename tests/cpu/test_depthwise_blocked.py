@@ -36,7 +36,7 @@ def test_transpose16_transposes_a_block_and_touches_nothing_else(d0, dstride, s0
 CASES = [  # (x shape, kernel, kwargs): every one served by the blocked kernel
     ((2, 16, 14, 14), (3, 3), dict(stride=2, padding=1)),       # MobileNet's strided layers
     ((3, 32, 7, 7), (3, 3), dict(padding=1)),                    # stride 1, plane 7x7
-    ((1, 16, 16, 16), (3, 3), dict(padding=1)),                  # stride 1 at the 256 limit
+    ((1, 16, 28, 28), (3, 3), dict(padding=1)),                  # stride 1 at the 28x28 limit
     ((2, 16, 11, 13), (5, 5), dict(stride=(2, 3), padding=(2, 1), dilation=(1, 2))),
     ((3, 16, 6, 5), (2, 3), dict(stride=3)),                     # no padding, taps left over
     ((2, 48, 10, 10), (3, 3), dict(padding="same", dilation=2)),
@@ -119,7 +119,8 @@ def test_blocked_kernels_spread_nonfinite_values_as_torch(rng):
 
 @pytest.mark.parametrize("x_shape, stride, blocked", [
     ((8, 512, 14, 14), 2, True), ((8, 1024, 7, 7), 1, True), ((8, 128, 56, 56), 1, False),
-    ((8, 128, 56, 56), 2, True), ((8, 24, 14, 14), 2, False), ((8, 32, 28, 28), 1, False)])
+    ((8, 128, 56, 56), 2, True), ((8, 24, 14, 14), 2, False), ((8, 32, 28, 28), 1, True),
+    ((8, 32, 29, 28), 1, False)])
 def test_blocked_forward_serves_small_or_strided_planes_of_whole_blocks(x_shape, stride,
                                                                        blocked):
     c = x_shape[1]
