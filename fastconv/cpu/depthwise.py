@@ -31,8 +31,8 @@ loops as their adjoint (each tap scatters gy into the phase planes, then the pla
 back into x's layout); backward-weight is one dot product per tap, gy's grid against the phase
 planes at the tap's offset.
 
-Small planes (a stride, or at most 28x28) are served differently in float32, every direction:
-16 channels to a vector, with in-register transposes between planes and pixels (see
+Small planes (a stride, or at most 28x28), and every weight gradient, are served differently in
+float32: 16 channels to a vector, with in-register transposes between planes and pixels (see
 "channel-blocked kernels" below), since there a plane is too few outputs to fill the vectors of
 the loops above.
 
@@ -456,16 +456,19 @@ def _backward_weight_blocked(x, gy, gw, sh, sw, top, left, dh, dw, hp, wp):
                     gw[c0 + k, 0, a, e] = acc[(a * kw_ + e) * BLOCK + k]
 
 
-def _blocked(x_shape, w_shape, itemsize, stride):
-    """Whether the channel-blocked kernels serve a call: float32, M = 1, whole blocks of 16
-    channels, and a plane small enough that the plane kernels' per-plane costs dominate:
-    measured against them (forward, float32, batch 8, 3x3), blocked won every strided layer
-    (14x14/s2 0.33 against 1.6 ms; 28x28/s2 0.66 against 1.85; 112x112/s2 3.2 against 4.3) and
-    stride-1 planes up to 28x28 (7x7: 0.35 against 1.9; 28x28: 1.29 against 1.48), and lost at
-    56x56 (2.15 against 1.71)."""
+def _blocked(kernel, x_shape, w_shape, itemsize, stride):
+    """Whether the channel-blocked kernels serve ``kernel`` ("forward", "backward_data",
+    "backward_weight") of a call: float32, M = 1, whole blocks of 16 channels and, for the
+    forward and backward-data, a plane small enough that the plane kernels' per-plane costs
+    dominate. Measured against the plane kernels (float32, batch 8, 3x3): the blocked forward
+    won every strided layer (14x14/s2 0.33 against 1.6 ms; 28x28/s2 0.66 against 1.85;
+    112x112/s2 3.2 against 4.3) and stride-1 planes up to 28x28 (7x7: 0.35 against 1.9;
+    28x28: 1.29 against 1.48), and was about even at 56x56, where backward-data lost (3.0
+    against 2.5); the blocked backward-weight won everywhere (56x56: 2.1 against 3.9; 112x112
+    with 32 channels: 3.6 against 5.7)."""
     c, h, w = x_shape[1], x_shape[2], x_shape[3]
     return (itemsize == 4 and w_shape[0] == c and c % BLOCK == 0
-            and (stride != (1, 1) or h * w <= 28 * 28))
+            and (kernel == "backward_weight" or stride != (1, 1) or h * w <= 28 * 28))
 
 
 def _blocked_geometry(p):
@@ -491,8 +494,8 @@ def _geometry(p):
 def forward(x, w, b, p):
     """y = depthwise_conv(x, w) + b; x (N, C, H, W), w (O, 1, kh, kw) -> (N, O, Ho, Wo)."""
     y = np.empty(p.y_shape, dtype=x.dtype)
-    if _blocked(p.x_shape, p.w_shape, x.dtype.itemsize, p.stride) and x.flags.c_contiguous \
-            and w.flags.c_contiguous:
+    if _blocked("forward", p.x_shape, p.w_shape, x.dtype.itemsize, p.stride) \
+            and x.flags.c_contiguous and w.flags.c_contiguous:
         _forward_blocked(x, w, bias_or_zeros(b, p, x.dtype), y, *_blocked_geometry(p),
                          _per_block(x.shape[0] * x.shape[1] // BLOCK))
         return y
@@ -504,8 +507,8 @@ def forward(x, w, b, p):
 def backward_data(gy, w, p):
     """dL/dx; gy (N, O, Ho, Wo), w (O, 1, kh, kw) -> (N, C, H, W)."""
     gx = np.empty(p.x_shape, dtype=gy.dtype)
-    if _blocked(p.x_shape, p.w_shape, gy.dtype.itemsize, p.stride) and gy.flags.c_contiguous \
-            and w.flags.c_contiguous:
+    if _blocked("backward_data", p.x_shape, p.w_shape, gy.dtype.itemsize, p.stride) \
+            and gy.flags.c_contiguous and w.flags.c_contiguous:
         _backward_data_blocked(gy, w, gx, *_blocked_geometry(p),
                                _per_block(gx.shape[0] * gx.shape[1] // BLOCK))
         return gx
@@ -516,8 +519,8 @@ def backward_data(gy, w, p):
 def backward_weight(x, gy, p):
     """dL/dw; x (N, C, H, W), gy (N, O, Ho, Wo) -> (O, 1, kh, kw)."""
     gw = np.empty(p.w_shape, dtype=x.dtype)
-    if _blocked(p.x_shape, p.w_shape, x.dtype.itemsize, p.stride) and x.flags.c_contiguous \
-            and gy.flags.c_contiguous:
+    if _blocked("backward_weight", p.x_shape, p.w_shape, x.dtype.itemsize, p.stride) \
+            and x.flags.c_contiguous and gy.flags.c_contiguous:
         _backward_weight_blocked(x, gy, gw, *_blocked_geometry(p))
         return gw
     _backward_weight(x, gy, gw, *_geometry(p), not all_finite(x))
@@ -538,7 +541,7 @@ def workspace_bytes(op, p, itemsize):
     kernels = p.kernel_calls(op)
     taps = p.kernel[0] * p.kernel[1] if "backward_weight" in kernels else 0
     per_thread = sh * sw * hq * rq + grid * (1 + taps)
-    if kernels and _blocked(p.x_shape, p.w_shape, itemsize, p.stride):
+    if any(_blocked(k, p.x_shape, p.w_shape, itemsize, p.stride) for k in kernels):
         # the channel-blocked kernels: padded buffer, pixels, output (or gy) pixels, the tap
         # weights and bias, and backward-weight's float64 sums
         hp, wp = _blocked_geometry(p)[6:]

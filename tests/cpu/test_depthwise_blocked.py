@@ -43,6 +43,7 @@ CASES = [  # (x shape, kernel, kwargs): every one served by the blocked kernel
     ((1, 16, 9, 15), (1, 1), dict(stride=2, padding=1)),         # 1x1 with padding
     ((2, 16, 17, 3), (3, 1), dict(stride=(2, 1), padding=(1, 0))),  # rows narrower than 16
     ((1, 16, 40, 40), (7, 7), dict(stride=2, padding=3)),        # large plane, strided
+    ((1, 16, 40, 30), (3, 3), dict(padding=1)),  # large plane: blocked backward-weight only
     ((0, 16, 8, 8), (3, 3), dict(stride=2, padding=1)),          # empty batch
 ]
 
@@ -54,7 +55,7 @@ def test_blocked_kernels_match_the_reference_and_torch(x_shape, kernel, kwargs, 
     c = x_shape[1]
     w_shape = (c, 1) + kernel
     p = conv2d_params(x_shape, w_shape, (c,) if bias else None, groups=c, **kwargs)
-    assert depthwise._blocked(p.x_shape, p.w_shape, 4, p.stride)  # the case is the kernels'
+    assert depthwise._blocked("backward_weight", p.x_shape, p.w_shape, 4, p.stride)
     x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
     gy = rng.standard_normal(p.y_shape)
     kwargs = dict(kwargs, groups=c)
@@ -121,9 +122,15 @@ def test_blocked_kernels_spread_nonfinite_values_as_torch(rng):
     ((8, 512, 14, 14), 2, True), ((8, 1024, 7, 7), 1, True), ((8, 128, 56, 56), 1, False),
     ((8, 128, 56, 56), 2, True), ((8, 24, 14, 14), 2, False), ((8, 32, 28, 28), 1, True),
     ((8, 32, 29, 28), 1, False)])
-def test_blocked_forward_serves_small_or_strided_planes_of_whole_blocks(x_shape, stride,
+def test_blocked_kernels_serve_small_or_strided_planes_of_whole_blocks(x_shape, stride,
                                                                        blocked):
-    c = x_shape[1]
-    assert depthwise._blocked(x_shape, (c, 1, 3, 3), 4, (stride, stride)) == blocked
-    assert not depthwise._blocked(x_shape, (c, 1, 3, 3), 8, (stride, stride))  # float64
-    assert not depthwise._blocked(x_shape, (2 * c, 1, 3, 3), 4, (stride, stride))  # M = 2
+    """The forward and backward-data on small or strided planes; backward-weight on every
+    plane; only float32, one filter per channel, whole blocks of 16 channels."""
+    c, strides = x_shape[1], (stride, stride)
+    for kernel in ("forward", "backward_data"):
+        assert depthwise._blocked(kernel, x_shape, (c, 1, 3, 3), 4, strides) == blocked
+    assert depthwise._blocked("backward_weight", x_shape, (c, 1, 3, 3), 4, strides) == \
+        (c % 16 == 0)
+    for kernel in ("forward", "backward_data", "backward_weight"):
+        assert not depthwise._blocked(kernel, x_shape, (c, 1, 3, 3), 8, strides)  # float64
+        assert not depthwise._blocked(kernel, x_shape, (2 * c, 1, 3, 3), 4, strides)  # M = 2
