@@ -43,7 +43,8 @@ CASES = [  # (x shape, kernel, kwargs): every one served by the blocked kernel
     ((1, 16, 9, 15), (1, 1), dict(stride=2, padding=1)),         # 1x1 with padding
     ((2, 16, 17, 3), (3, 1), dict(stride=(2, 1), padding=(1, 0))),  # rows narrower than 16
     ((1, 16, 40, 40), (7, 7), dict(stride=2, padding=3)),        # large plane, strided
-    ((1, 16, 40, 30), (3, 3), dict(padding=1)),  # large plane: blocked backward-weight only
+    ((1, 16, 40, 30), (3, 3), dict(padding=1)),  # large plane: blocked gradients only
+    ((2, 16, 9, 8), (3, 3), dict(padding=(3, 0), dilation=(1, 2))),  # padding past the kernel
     ((0, 16, 8, 8), (3, 3), dict(stride=2, padding=1)),          # empty batch
 ]
 
@@ -56,6 +57,7 @@ def test_blocked_kernels_match_the_reference_and_torch(x_shape, kernel, kwargs, 
     w_shape = (c, 1) + kernel
     p = conv2d_params(x_shape, w_shape, (c,) if bias else None, groups=c, **kwargs)
     assert depthwise._blocked("backward_weight", p.x_shape, p.w_shape, 4, p.stride)
+    assert depthwise._blocked("backward_data", p.x_shape, p.w_shape, 4, p.stride)
     x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
     gy = rng.standard_normal(p.y_shape)
     kwargs = dict(kwargs, groups=c)
@@ -116,6 +118,14 @@ def test_blocked_kernels_spread_nonfinite_values_as_torch(rng):
     assert_matches("conv2d", [x, w, None], kwargs, run, torch_op, np.float32)
     assert_matches("conv_transpose2d", [gy, w, None], dict(kwargs, output_padding=1), run,
                    torch_op, np.float32)
+    # stride 1: the gather over zero-padded gy would meet the Inf weight at the borders, so
+    # the scatter runs; and the gather itself, with finite weights
+    for weights in (w, rng.standard_normal(w.shape)):
+        assert_matches("conv_transpose2d", [gy, weights, None], dict(groups=16), run, torch_op,
+                       np.float32)
+        assert_matches("conv2d_backward", [rng.standard_normal((2, 16, 14, 14)), x, weights],
+                       dict(padding=1, groups=16, output_mask=(True, False, False)), run,
+                       torch_op, np.float32)
 
 
 @pytest.mark.parametrize("x_shape, stride, blocked", [
@@ -124,13 +134,12 @@ def test_blocked_kernels_spread_nonfinite_values_as_torch(rng):
     ((8, 32, 29, 28), 1, False)])
 def test_blocked_kernels_serve_small_or_strided_planes_of_whole_blocks(x_shape, stride,
                                                                        blocked):
-    """The forward and backward-data on small or strided planes; backward-weight on every
-    plane; only float32, one filter per channel, whole blocks of 16 channels."""
+    """The forward on small or strided planes, the gradients on every plane; only float32,
+    one filter per channel, whole blocks of 16 channels."""
     c, strides = x_shape[1], (stride, stride)
-    for kernel in ("forward", "backward_data"):
-        assert depthwise._blocked(kernel, x_shape, (c, 1, 3, 3), 4, strides) == blocked
-    assert depthwise._blocked("backward_weight", x_shape, (c, 1, 3, 3), 4, strides) == \
-        (c % 16 == 0)
+    assert depthwise._blocked("forward", x_shape, (c, 1, 3, 3), 4, strides) == blocked
+    for kernel in ("backward_data", "backward_weight"):
+        assert depthwise._blocked(kernel, x_shape, (c, 1, 3, 3), 4, strides) == (c % 16 == 0)
     for kernel in ("forward", "backward_data", "backward_weight"):
         assert not depthwise._blocked(kernel, x_shape, (c, 1, 3, 3), 8, strides)  # float64
         assert not depthwise._blocked(kernel, x_shape, (2 * c, 1, 3, 3), 4, strides)  # M = 2
