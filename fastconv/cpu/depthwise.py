@@ -31,7 +31,7 @@ loops as their adjoint (each tap scatters gy into the phase planes, then the pla
 back into x's layout); backward-weight is one dot product per tap, gy's grid against the phase
 planes at the tap's offset.
 
-Small planes (a stride, or at most 28x28), and every input and weight gradient, are served
+Small planes (a stride, or at most 56x56), and every input and weight gradient, are served
 differently in float32: 16 channels to a vector, with in-register transposes between planes and pixels (see
 "channel-blocked kernels" below), since there a plane is too few outputs to fill the vectors of
 the loops above.
@@ -388,8 +388,12 @@ def _forward_blocked(x, w, b, y, sh, sw, top, left, dh, dw, hp, wp, per):
             _planes_to_pixels(pixels, xf, (n * c_ + c0) * hw, hw)
             _into_padded(xb, pixels, h_, wd_, top, left, wp)
             for i in range(ho_):
-                _simd.lane_taps(out, i * wo_ * BLOCK, wo_, xb, i * sh * wp * BLOCK, sw * BLOCK,
-                                at, wv, bias)
+                if at.size == 9:
+                    _simd.lane_taps9(out, i * wo_ * BLOCK, wo_, xb, i * sh * wp * BLOCK,
+                                     sw * BLOCK, at, wv, bias)
+                else:
+                    _simd.lane_taps(out, i * wo_ * BLOCK, wo_, xb, i * sh * wp * BLOCK,
+                                    sw * BLOCK, at, wv, bias)
             _pixels_to_planes(yf, (n * c_ + c0) * howo, howo, out)
 
 
@@ -448,8 +452,12 @@ def _backward_weight_blocked(x, gy, gw, sh, sw, top, left, dh, dw, hp, wp):
             _into_padded(xb, pixels, h_, wd_, top, left, wp)
             _planes_to_pixels(g, gyf, (n * c_ + c0) * howo, howo)
             for i in range(ho_):
-                _simd.lane_dots(acc, wo_, xb, i * sh * wp * BLOCK, sw * BLOCK, at, g,
-                                i * wo_ * BLOCK)
+                if at.size == 9:
+                    _simd.lane_dots9(acc, wo_, xb, i * sh * wp * BLOCK, sw * BLOCK, at, g,
+                                     i * wo_ * BLOCK)
+                else:
+                    _simd.lane_dots(acc, wo_, xb, i * sh * wp * BLOCK, sw * BLOCK, at, g,
+                                    i * wo_ * BLOCK)
         for a in range(kh_):
             for e in range(kw_):
                 for k in range(BLOCK):
@@ -459,17 +467,18 @@ def _backward_weight_blocked(x, gy, gw, sh, sw, top, left, dh, dw, hp, wp):
 def _blocked(kernel, x_shape, w_shape, itemsize, stride):
     """Whether the channel-blocked kernels serve ``kernel`` ("forward", "backward_data",
     "backward_weight") of a call: float32, M = 1, whole blocks of 16 channels and, for the
-    forward and backward-data, a plane small enough that the plane kernels' per-plane costs
-    dominate. Measured against the plane kernels (float32, batch 8, 3x3): the blocked forward
-    won every strided layer (14x14/s2 0.33 against 1.6 ms; 28x28/s2 0.66 against 1.85;
-    112x112/s2 3.2 against 4.3) and stride-1 planes up to 28x28 (7x7: 0.35 against 1.9;
-    28x28: 1.29 against 1.48), and was about even at 56x56; the blocked backward-weight, and
-    the blocked backward-data (at stride 1 the forward of gy, see backward_data), won
-    everywhere (backward-weight 56x56: 2.1 against 3.9, 112x112 with 32 channels: 3.6 against
-    5.7; backward-data 56x56: 2.7 against 3.2, 112x112: 3.6 against 3.7)."""
+    forward, a plane small enough that the plane kernel's per-plane costs dominate. Measured
+    against the plane kernels (float32, batch 8, 3x3, so lane_taps9): the blocked forward won
+    every strided layer (14x14/s2 0.20 against 1.13 ms; 28x28/s2 0.66 against 1.85;
+    112x112/s2 3.2 against 4.3) and stride-1 planes up to 56x56 (7x7: 0.35 against 1.9; 28x28:
+    1.01 against 1.11; 56x56: 2.0 against 2.8), and lost at 112x112 (32 channels: 2.6 against
+    1.8); the blocked backward-weight, and the blocked backward-data (at stride 1 the forward
+    of gy, see backward_data), won everywhere (backward-weight 56x56: 2.1 against 3.9, 112x112
+    with 32 channels: 3.6 against 5.7; backward-data 56x56: 2.7 against 3.2, 112x112: 3.6
+    against 3.7)."""
     c, h, w = x_shape[1], x_shape[2], x_shape[3]
     return (itemsize == 4 and w_shape[0] == c and c % BLOCK == 0
-            and (kernel != "forward" or stride != (1, 1) or h * w <= 28 * 28))
+            and (kernel != "forward" or stride != (1, 1) or h * w <= 56 * 56))
 
 
 def _blocked_geometry(p):

@@ -33,17 +33,61 @@ def test_transpose16_transposes_a_block_and_touches_nothing_else(d0, dstride, s0
     assert np.array_equal(dst, expected) and np.array_equal(src, before)
 
 
+@njit
+def _lane_calls(out9, out, dst, acc9, acc, src, g, at, w, bias, count, step):
+    _simd.lane_taps(out, 8, count, src, 5, step, at, w, bias)
+    if at.size == 9:
+        _simd.lane_taps9(out9, 8, count, src, 5, step, at, w, bias)
+        _simd.lane_dots9(acc9, count, src, 5, step, at, g, 4)
+    _simd.lane_scatter(dst, 3, count, step, at, w, g, 4)
+    _simd.lane_dots(acc, count, src, 5, step, at, g, 4)
+
+
+@pytest.mark.parametrize("count", [0, 1, 7, 56])
+@pytest.mark.parametrize("taps", [9, 4], ids=["3x3", "2x2"])
+def test_lane_intrinsics_against_numpy(count, taps):
+    """The blocked kernels' 16-lane rows (fastconv.cpu._simd) against the same sums in
+    float64; the nine-tap forms give bitwise the generic forms' results."""
+    rng = np.random.default_rng(1)
+    step = 32  # stride 2: pixel j starts 2 pixels of 16 lanes after pixel j - 1
+    at = (np.array([0, 16, 32, 160, 176, 192, 320, 336, 352][:taps], np.int64))
+    src = rng.standard_normal(5 + 352 + 16 + step * 60).astype(np.float32)
+    g = rng.standard_normal(4 + 16 * 60).astype(np.float32)
+    w = rng.standard_normal(16 * taps).astype(np.float32)
+    bias = rng.standard_normal(16).astype(np.float32)
+    out, out9 = np.zeros(8 + 16 * 60, np.float32), np.zeros(8 + 16 * 60, np.float32)
+    dst = rng.standard_normal(src.size).astype(np.float32)
+    acc = rng.standard_normal(16 * taps)
+    acc9, dst0, acc0 = acc.copy(), dst.astype(np.float64), acc.copy()
+    _lane_calls(out9, out, dst, acc9, acc, src, g, at, w, bias, count, step)
+    expect_out, expect_dst, expect_acc = np.zeros(out.size), dst0, acc0
+    for j in range(count):
+        lanes = slice(8 + 16 * j, 24 + 16 * j)
+        expect_out[lanes] = bias
+        for t in range(taps):
+            x = src[5 + at[t] + j * step:5 + at[t] + j * step + 16].astype(np.float64)
+            gj = g[4 + 16 * j:20 + 16 * j].astype(np.float64)
+            expect_out[lanes] += w[16 * t:16 * t + 16] * x
+            expect_dst[3 + at[t] + j * step:3 + at[t] + j * step + 16] += w[16 * t:16 * t + 16] * gj
+            expect_acc[16 * t:16 * t + 16] += gj * x
+    assert np.abs(out - expect_out).max() <= 1e-5 * max(1, count)
+    assert np.abs(dst - expect_dst).max() <= 1e-5 * max(1, count)
+    assert np.abs(acc - expect_acc).max() <= 1e-5 * max(1, count)
+    if taps == 9:
+        assert np.array_equal(out9, out) and np.array_equal(acc9, acc)
+
+
 CASES = [  # (x shape, kernel, kwargs): every one served by the blocked kernel
     ((2, 16, 14, 14), (3, 3), dict(stride=2, padding=1)),       # MobileNet's strided layers
     ((3, 32, 7, 7), (3, 3), dict(padding=1)),                    # stride 1, plane 7x7
-    ((1, 16, 28, 28), (3, 3), dict(padding=1)),                  # stride 1 at the 28x28 limit
+    ((1, 16, 56, 56), (3, 3), dict(padding=1)),                  # stride 1 at the 56x56 limit
     ((2, 16, 11, 13), (5, 5), dict(stride=(2, 3), padding=(2, 1), dilation=(1, 2))),
     ((3, 16, 6, 5), (2, 3), dict(stride=3)),                     # no padding, taps left over
     ((2, 48, 10, 10), (3, 3), dict(padding="same", dilation=2)),
     ((1, 16, 9, 15), (1, 1), dict(stride=2, padding=1)),         # 1x1 with padding
     ((2, 16, 17, 3), (3, 1), dict(stride=(2, 1), padding=(1, 0))),  # rows narrower than 16
     ((1, 16, 40, 40), (7, 7), dict(stride=2, padding=3)),        # large plane, strided
-    ((1, 16, 40, 30), (3, 3), dict(padding=1)),  # large plane: blocked gradients only
+    ((1, 16, 60, 60), (3, 3), dict(padding=1)),  # large plane: blocked gradients only
     ((2, 16, 9, 8), (3, 3), dict(padding=(3, 0), dilation=(1, 2))),  # padding past the kernel
     ((0, 16, 8, 8), (3, 3), dict(stride=2, padding=1)),          # empty batch
 ]
@@ -129,9 +173,9 @@ def test_blocked_kernels_spread_nonfinite_values_as_torch(rng):
 
 
 @pytest.mark.parametrize("x_shape, stride, blocked", [
-    ((8, 512, 14, 14), 2, True), ((8, 1024, 7, 7), 1, True), ((8, 128, 56, 56), 1, False),
-    ((8, 128, 56, 56), 2, True), ((8, 24, 14, 14), 2, False), ((8, 32, 28, 28), 1, True),
-    ((8, 32, 29, 28), 1, False)])
+    ((8, 512, 14, 14), 2, True), ((8, 1024, 7, 7), 1, True), ((8, 128, 56, 56), 1, True),
+    ((8, 128, 56, 56), 2, True), ((8, 24, 14, 14), 2, False), ((8, 32, 112, 112), 1, False),
+    ((8, 32, 57, 56), 1, False), ((8, 32, 112, 112), 2, True)])
 def test_blocked_kernels_serve_small_or_strided_planes_of_whole_blocks(x_shape, stride,
                                                                        blocked):
     """The forward on small or strided planes, the gradients on every plane; only float32,
