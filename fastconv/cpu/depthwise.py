@@ -333,6 +333,26 @@ def _into_padded(xb, pixels, h_, w_, top, left, wp):
 
 
 @njit(inline="always")
+def _planes_into_padded(xb, pixels, src, s0, h_, w_, top, left, wp):
+    # the interior of the padded buffer (Hp, Wp, 16) from 16 planes (H, W) at src[s0 + k*H*W]:
+    # rows of 16 pixels or more are transposed straight into place, 16 pixels at a time (the
+    # last 16 of a row overlapping the ones before, rewriting the same values); narrower planes
+    # go through pixels (H*W, 16), which skips a copy only where rows are whole vectors
+    hw = h_ * w_
+    if w_ < BLOCK:
+        _planes_to_pixels(pixels, src, s0, hw)
+        _into_padded(xb, pixels, h_, w_, top, left, wp)
+        return
+    for r in range(h_):
+        d0 = ((r + top) * wp + left) * BLOCK
+        q = 0
+        while q < w_:
+            q = min(q, w_ - BLOCK)
+            _simd.transpose16(xb, d0 + q * BLOCK, BLOCK, src, s0 + r * w_ + q, hw)
+            q += BLOCK
+
+
+@njit(inline="always")
 def _from_padded(pixels, xb, h_, w_, top, left, wp):
     # the inverse of _into_padded
     for r in range(h_):
@@ -385,8 +405,7 @@ def _forward_blocked(x, w, b, y, sh, sw, top, left, dh, dw, hp, wp, per):
                 _tap_weights(wv, w, c0)
                 for k in range(BLOCK):
                     bias[k] = b[c0 + k]
-            _planes_to_pixels(pixels, xf, (n * c_ + c0) * hw, hw)
-            _into_padded(xb, pixels, h_, wd_, top, left, wp)
+            _planes_into_padded(xb, pixels, xf, (n * c_ + c0) * hw, h_, wd_, top, left, wp)
             for i in range(ho_):
                 if at.size == 9:
                     _simd.lane_taps9(out, i * wo_ * BLOCK, wo_, xb, i * sh * wp * BLOCK,
@@ -448,8 +467,7 @@ def _backward_weight_blocked(x, gy, gw, sh, sw, top, left, dh, dw, hp, wp):
         acc = np.zeros(kh_ * kw_ * BLOCK)
         at = _tap_offsets(kh_, kw_, dh, dw, wp)
         for n in range(n_):
-            _planes_to_pixels(pixels, xf, (n * c_ + c0) * hw, hw)
-            _into_padded(xb, pixels, h_, wd_, top, left, wp)
+            _planes_into_padded(xb, pixels, xf, (n * c_ + c0) * hw, h_, wd_, top, left, wp)
             _planes_to_pixels(g, gyf, (n * c_ + c0) * howo, howo)
             for i in range(ho_):
                 if at.size == 9:

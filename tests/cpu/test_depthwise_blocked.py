@@ -81,6 +81,8 @@ CASES = [  # (x shape, kernel, kwargs): every one served by the blocked kernel
     ((2, 16, 14, 14), (3, 3), dict(stride=2, padding=1)),       # MobileNet's strided layers
     ((3, 32, 7, 7), (3, 3), dict(padding=1)),                    # stride 1, plane 7x7
     ((1, 16, 56, 56), (3, 3), dict(padding=1)),                  # stride 1 at the 56x56 limit
+    ((2, 16, 5, 16), (3, 3), dict(padding=(0, 2))),               # rows of one whole vector
+    ((2, 16, 4, 33), (2, 2), dict(stride=(1, 2), padding=1)),     # two vectors and one pixel
     ((2, 16, 11, 13), (5, 5), dict(stride=(2, 3), padding=(2, 1), dilation=(1, 2))),
     ((3, 16, 6, 5), (2, 3), dict(stride=3)),                     # no padding, taps left over
     ((2, 48, 10, 10), (3, 3), dict(padding="same", dilation=2)),
