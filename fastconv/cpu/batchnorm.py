@@ -107,6 +107,25 @@ def _forward(x, mean, var, running_mean, running_var, weight, bias, momentum, ep
                 y[n, c, i] = x[n, c, i] * s + t
 
 
+@njit(inline="always")
+def _sums_about(gy, x, c, k):
+    """sum(gy), sum(gy * d), sum(d), sum(d^2) over channel c, d = x - k, in float64."""
+    n_, _, l_ = x.shape
+    a = 0.0
+    b = 0.0
+    s1 = 0.0
+    s2 = 0.0
+    for n in range(n_):
+        for i in range(l_):
+            g = gy[n, c, i]
+            d = x[n, c, i] - k
+            a += g
+            b += g * d
+            s1 += d
+            s2 += d * d
+    return a, b, s1, s2
+
+
 @parallel_jit(fastmath=FASTMATH_SUM, cache=True)
 def _backward(gy, x, weight, running_mean, running_var, training, eps, gx, gw, gb):
     # One task per channel, which makes every pass over that channel in turn while its values
@@ -117,44 +136,19 @@ def _backward(gy, x, weight, running_mean, running_var, training, eps, gx, gw, g
     n_, c_, l_ = x.shape
     m = n_ * l_
     for c in prange(c_):
-        a = 0.0
-        b = 0.0
         if training:  # one pass about the shift k = the channel's first value (see above)
             k = np.float64(x[0, c, 0])
-            s1 = 0.0
-            s2 = 0.0
-            bk = 0.0
-            for n in range(n_):
-                for i in range(l_):
-                    g = gy[n, c, i]
-                    d = x[n, c, i] - k
-                    a += g
-                    bk += g * d
-                    s1 += d
-                    s2 += d * d
+            a, bk, s1, s2 = _sums_about(gy, x, c, k)
             dm = s1 / m  # mean - k
             mu = k + dm
             var = s2 / m - dm * dm
             b = bk - dm * a
-            if not dm * dm <= _SHIFT_BOUND * var:  # k far from the mean: the exact passes
-                a = 0.0
-                b = 0.0
-                squares = 0.0
-                for n in range(n_):
-                    for i in range(l_):
-                        g = gy[n, c, i]
-                        d = x[n, c, i] - mu
-                        a += g
-                        b += g * d
-                        squares += d * d
+            if not dm * dm <= _SHIFT_BOUND * var:  # k far from the mean: the exact pass
+                a, b, _, squares = _sums_about(gy, x, c, mu)
                 var = squares / m
         else:
             mu, var = np.float64(running_mean[c]), np.float64(running_var[c])
-            for n in range(n_):
-                for i in range(l_):
-                    g = gy[n, c, i]
-                    a += g
-                    b += g * (x[n, c, i] - mu)
+            a, b, _, _ = _sums_about(gy, x, c, mu)
         gamma = np.float64(weight[c]) if weight.size else 1.0
         r, k1, k2, k3 = _input_gradient_coefficients(var, gamma, a, b, m, eps, training)
         if gw.size:
