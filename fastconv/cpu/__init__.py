@@ -81,7 +81,8 @@ def direct_or_im2col(op, p):
                         if k in p.kernel_calls(op))
         grouped = p.groups > 1
         limit = DIRECT_UP_TO.get((grouped, kernels), 8)
-        where = f"{'grouped' if grouped else 'dense'} {' + '.join(kernels) or 'bias gradient'} at stride 1"
+        runs = " + ".join(kernels) or "bias gradient"
+        where = f"{'grouped' if grouped else 'dense'} {runs} at stride 1"
     else:
         limit, where = DIRECT_BELOW_OUT_CHANNELS_PER_GROUP - 1, f"stride {p.stride}"
     if per_group <= limit:

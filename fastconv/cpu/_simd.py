@@ -171,8 +171,8 @@ _I = types.int64
 
 @intrinsic
 def lane_taps(typingctx, out, o0, count, src, s0, step, at, w, bias):
-    """The forward of one row: for each pixel j < count,
-    out[o0 + 16j : +16] = bias[0:16] + sum over the taps t of w[16t:] * src[s0 + at[t] + j*step:]."""
+    """The forward of one row: for each pixel j < count, out[o0 + 16j : +16] =
+    bias[0:16] + sum over the taps t of w[16t:] * src[s0 + at[t] + j*step:] (16 lanes each)."""
     if not _arrays_ok((out, src, w, bias), (at,)):
         return None
 

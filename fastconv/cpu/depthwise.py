@@ -32,9 +32,9 @@ back into x's layout); backward-weight is one dot product per tap, gy's grid aga
 planes at the tap's offset.
 
 Small planes (a stride, or at most 56x56), and every input and weight gradient, are served
-differently in float32: 16 channels to a vector, with in-register transposes between planes and pixels (see
-"channel-blocked kernels" below), since there a plane is too few outputs to fill the vectors of
-the loops above.
+differently in float32: 16 channels to a vector, with in-register transposes between planes and
+pixels (see "channel-blocked kernels" below), since there a plane is too few outputs to fill
+the vectors of the loops above.
 
 Tasks own whole planes (forward, input gradient), blocks of 16 channels of one image (blocked
 forward and input gradient), output channels (weight gradient) or blocks of 16 of them over the
@@ -290,8 +290,10 @@ def _backward_weight(x, gy, gw, sh, sw, ph, pw, dh, dw, hq, rq, exact):
 # 16-lane fused multiply-add per tap whatever the stride (_simd.lane_taps, one call per output
 # row, the weight and bias vectors in registers), and the outputs go back to planes by
 # transpose16. The buffer's padding is zeroed once per thread: every task writes the same
-# interior. Backward-data is the adjoint (each output pixel of gy scattered through the taps
-# into a zeroed buffer, _simd.lane_scatter; the buffer's interior is gx); backward-weight sums,
+# interior. Backward-data at stride 1 is this forward over zero-padded gy with the filter
+# flipped (see backward_data); otherwise, or with a non-finite weight, it is the adjoint (each
+# output pixel of gy scattered through the taps into a zeroed buffer, _simd.lane_scatter; the
+# buffer's interior is gx). Backward-weight sums,
 # per tap and lane, gy times the buffer along each output row in float32 and the rows and images
 # in float64 (_simd.lane_dots). Served: float32, one filter per channel (M = 1), channels in
 # whole blocks of 16. Every sum runs in a fixed order: bitwise repeatable.
