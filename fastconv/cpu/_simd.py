@@ -155,7 +155,8 @@ def _arrays_ok(floats, ints):
 
 
 def _unpack(context, builder, sig, args):
-    """Each array argument's data pointer (and, for int64 arrays, its length too)."""
+    """The arguments as the code generators use them: each array as (data pointer, length),
+    each integer as itself (an i64, by the intrinsics' signatures)."""
     out = []
     for kind, value in zip(sig.args, args):
         if isinstance(kind, types.Array):

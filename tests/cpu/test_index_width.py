@@ -56,6 +56,14 @@ PROBE = textwrap.dedent('''
                     getattr(fastconv, op)(*a, **k, algo=algo)
     x, w = rng.standard_normal((2, 3, 6, 6)), rng.standard_normal((4, 3, 3, 3))
     fastconv.conv2d_backward(rng.standard_normal((2, 4, 4, 4)), x, w, algo="im2col")  # N > 1
+    # depthwise on 16-lane pixels: float32 and whole blocks of 16 channels, which the grids'
+    # 4 channels never make; stride 1 (backward-data as a forward) and 2 (as a scatter)
+    x = rng.standard_normal((2, 16, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((16, 1, 3, 3)).astype(np.float32)
+    for stride in (1, 2):
+        y = fastconv.conv2d(x, w, stride=stride, padding=1, groups=16, algo="depthwise")
+        fastconv.conv2d_backward(np.ones_like(y), x, w, stride=stride, padding=1, groups=16,
+                                 algo="depthwise")
     caught.__exit__(None, None, None)
     serial = sorted({" ".join(str(w.message).split())[:400] for w in compiled_warnings
                      if issubclass(w.category, NumbaPerformanceWarning)})  # names the kernel
