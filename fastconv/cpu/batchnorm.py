@@ -58,21 +58,14 @@ _input_gradient_coefficients = njit(inline="always")(input_gradient_coefficients
 
 
 @njit(inline="always")
-def _channel_mean(x, c):
-    """Mean of channel c of x (N, C, L), float64."""
+def _channel_mean_var(x, c):
+    """Mean and biased variance of channel c of x (N, C, L), float64, two passes."""
     n_, _, l_ = x.shape
     total = 0.0
     for n in range(n_):
         for i in range(l_):
             total += x[n, c, i]
-    return total / (n_ * l_)
-
-
-@njit(inline="always")
-def _channel_mean_var(x, c):
-    """Mean and biased variance of channel c of x (N, C, L), float64, two passes."""
-    n_, _, l_ = x.shape
-    mu = _channel_mean(x, c)
+    mu = total / (n_ * l_)
     squares = 0.0
     for n in range(n_):
         for i in range(l_):

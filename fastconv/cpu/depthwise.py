@@ -514,10 +514,7 @@ def _geometry(p):
     """sh, sw, ph, pw, dh, dw, Hq, Rq: (ph, pw) the top-left padding, (Hq, Rq) the size of one
     phase plane. The padded plane is cut to the rows and columns the windows reach; Hq has one
     spare row, since grid columns past Wo read on into the next row."""
-    (sh, sw), ((top, _), (left, _)), (dh, dw) = p.stride, p.padding, p.dilation
-    (ho, wo), (kh, kw) = p.y_shape[2:], p.kernel
-    hp = max((ho - 1) * sh + (kh - 1) * dh + 1, top + p.x_shape[2])
-    wp = max((wo - 1) * sw + (kw - 1) * dw + 1, left + p.x_shape[3])
+    sh, sw, top, left, dh, dw, hp, wp = _blocked_geometry(p)  # the padded plane, then phases
     return sh, sw, top, left, dh, dw, -(-hp // sh) + 1, -(-wp // sw)
 
 
