@@ -149,9 +149,13 @@ def test_fastconv_and_torch_in_one_process_neither_deadlock_nor_oversubscribe():
 
 
 # After each call returns, the CPU time that the process's other threads (Numba's workers,
-# any BLAS worker) burn in the next 0.3 s, from /proc's nanosecond counters: spinning workers
-# show up as milliseconds (OpenBLAS's spin after one product: ~130 ms; GNU OpenMP's default
-# spin: ~6 ms per worker), sleeping ones as nothing.
+# any BLAS worker) burn in the next 0.3 s, from their CPU-time clocks: spinning workers show up
+# as milliseconds (OpenBLAS's spin after one product: ~130 ms; GNU OpenMP's default spin: ~6 ms
+# per worker), sleeping ones as nothing. The clocks, not /proc's schedstat: schedstat's counter
+# of a running thread is brought up to date only at a tick or a switch, so a worker's last
+# milliseconds of real work inside the call showed up after it, when it went to sleep (a
+# 2-3 ms mode in a quarter of the samples, which failed CI); reading a thread's clock
+# (clock_gettime on its CPU-clock id) counts its run time up to now.
 SPINNING = """
     import os, time
     import numpy as np
@@ -161,9 +165,8 @@ SPINNING = """
     def others_ns():
         me, total = os.getpid(), 0
         for tid in os.listdir(f"/proc/{me}/task"):
-            if int(tid) != me:
-                with open(f"/proc/{me}/task/{tid}/schedstat") as f:
-                    total += int(f.read().split()[0])
+            if int(tid) != me:  # Linux's clock id of thread tid's CPU time (CPUCLOCK_SCHED)
+                total += time.clock_gettime_ns((~int(tid) << 3) | 6)
         return total
 
     rng = np.random.default_rng(0)
