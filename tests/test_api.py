@@ -147,8 +147,12 @@ def test_auto_rule_of_a_backend_is_used(unit_stride_algorithm):
     (((8, 64, 28, 28), (128, 1, 3, 3)), dict(padding=1, groups=64), "depthwise"),  # multiplier 2
     (((8, 64, 56, 56), (256, 64, 1, 1)), {}, "pointwise"),
     (((8, 256, 56, 56), (128, 256, 1, 1)), dict(stride=2), "pointwise"),
-    (((8, 64, 56, 56), (64, 64, 1, 1)), dict(padding=1), "im2col"),  # padded 1x1: no pointwise
-    (((8, 64, 56, 56), (64, 64, 3, 3)), dict(padding=1), "im2col"),
+    (((8, 64, 56, 56), (64, 64, 1, 1)), dict(padding=1), "blocked"),  # padded 1x1: no pointwise
+    (((8, 64, 56, 56), (64, 64, 3, 3)), dict(padding=1), "blocked"),
+    (((8, 3, 224, 224), (64, 3, 7, 7)), dict(padding=3, stride=2), "blocked"),  # the stem
+    (((8, 512, 7, 7), (512, 512, 3, 3)), dict(padding=1), "blocked"),
+    (((8, 256, 28, 28), (256, 128, 3, 3)), dict(padding=1, groups=2), "blocked"),  # 128 per group
+    (((8, 64, 28, 28), (32, 64, 3, 3)), dict(padding=1), "blocked"),  # 32: half a tile
     (((8, 256, 28, 28), (256, 8, 3, 3)), dict(padding=1, groups=32), "im2col"),  # 8 per group
     (((8, 256, 28, 28), (256, 4, 3, 3)), dict(padding=1, groups=64), "direct"),  # 4 per group
     (((8, 8, 112, 112), (8, 8, 3, 3)), dict(padding=1), "direct"),  # 8 outputs, dense
@@ -157,7 +161,7 @@ def test_auto_rule_of_a_backend_is_used(unit_stride_algorithm):
     (((8, 256, 28, 28), (256, 2, 3, 3)), dict(padding=1, groups=128), "direct"),  # 2 per group
     (((8, 256, 28, 28), (128, 4, 3, 3)), dict(padding=1, groups=64), "direct"),
     (((8, 4, 56, 56), (4, 4, 7, 7)), dict(padding=3), "direct"),  # 4 outputs, dense
-    (((8, 16, 112, 112), (16, 16, 3, 3)), dict(padding=1), "im2col"),
+    (((8, 16, 112, 112), (16, 16, 3, 3)), dict(padding=1), "im2col"),  # 16: a quarter of a tile
 ])
 def test_cpu_auto_picks_the_specialised_kernels(shapes, kwargs, expected):
     info = fc.explain("conv2d", *shapes, **kwargs)
@@ -176,8 +180,22 @@ def test_cpu_auto_rule_is_per_set_of_directions(mask, expected):
     assert info["algo"] == expected, info["reason"]
 
 
+@pytest.mark.parametrize("mask, expected", [
+    ((True, False, False), "im2col"), ((False, True, False), "blocked"),
+    ((True, True, False), "im2col"), ((True, True, True), "im2col"),
+])
+def test_cpu_auto_counts_the_lanes_of_every_kernel_a_call_runs(mask, expected):
+    """The stem (3 input channels): its weight gradient fills a tile's 64 lanes, its input
+    gradient 3 of them, so blocked serves the weight gradient alone and not a backward that
+    computes both (fastconv.cpu.blocked.tiled_kernels)."""
+    info = fc.explain("conv2d_backward", (8, 64, 112, 112), (8, 3, 224, 224), (64, 3, 7, 7),
+                      padding=3, stride=2, output_mask=mask)
+    assert info["algo"] == expected, info["reason"]
+
+
 def test_every_cpu_algorithm_is_listed():
-    assert fc.algorithms("conv2d") == ["depthwise", "pointwise", "im2col", "direct", "reference"]
+    assert fc.algorithms("conv2d") == ["depthwise", "pointwise", "blocked", "im2col", "direct",
+                                       "reference"]
     for op in ("max_pool2d", "avg_pool2d_backward", "batch_norm", "batch_norm_backward"):
         assert fc.algorithms(op) == ["direct", "reference"]
 

@@ -2,13 +2,14 @@
 inside Numba's parallel loops, ``_blas``), one module per algorithm family, each with the entry
 points of its family (see ``fastconv.reference``).
 
-Convolution: ``direct``, ``im2col``, ``depthwise``, ``pointwise``. Pooling and batch norm:
-``direct``. :func:`auto_rule` is the ``auto`` rule for convolutions.
+Convolution: ``direct``, ``blocked`` (register tiles, ``_simd``), ``im2col``, ``depthwise``,
+``pointwise``. Pooling and batch norm: ``direct``. :func:`auto_rule` is the ``auto`` rule for
+convolutions.
 """
 from __future__ import annotations
 
 from ..registry import Algorithm
-from . import batchnorm, depthwise, direct, im2col, pointwise, pool
+from . import batchnorm, blocked, depthwise, direct, im2col, pointwise, pool
 
 
 def _numba_index_bits(op, p):
@@ -26,6 +27,10 @@ def algorithms():
         Algorithm("pointwise", family="conv", kernels=pointwise, why_not=pointwise.why_not,
                   summary="1x1 kernel: a GEMM over channels, no im2col",
                   workspace_bytes=pointwise.workspace_bytes, **common),
+        Algorithm("blocked", family="conv", kernels=blocked,
+                  summary="the loop nest on register tiles: 4 vectors of output channels x 6 "
+                          "pixels of accumulators, input values broadcast",
+                  workspace_bytes=blocked.workspace_bytes, **common),
         Algorithm("im2col", family="conv", kernels=im2col,
                   summary="windows copied into column tiles, then BLAS GEMM",
                   workspace_bytes=im2col.workspace_bytes, **common),
@@ -47,6 +52,15 @@ def auto_rule(op, p, candidates):
         return "depthwise", "groups == in_channels: a per-channel stencil, no channel reduction"
     if "pointwise" in candidates:
         return "pointwise", "1x1 kernel without padding: a GEMM over channels needs no im2col"
+    if "blocked" in candidates:
+        tiled = blocked.tiled_kernels(op, p)
+        fewest = min(tiled.values(), default=0)
+        if tiled and fewest >= blocked.MIN_LANES:
+            lanes = ", ".join(f"{kernel} {count}" for kernel, count in tiled.items())
+            return "blocked", (f"output channels per group on register tiles: {lanes}; tiles "
+                               f"of 4 vectors of output channels x 6 pixels keep both FMA "
+                               f"units busy and copy no windows (blocked from "
+                               f"{blocked.MIN_LANES} per group)")
     if "im2col" in candidates and "direct" in candidates:
         return direct_or_im2col(op, p)
     return None

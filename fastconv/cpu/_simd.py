@@ -10,6 +10,15 @@ The transpose is the textbook recursive one: at stage b = 1, 2, 4, 8, rows i and
 of i clear) exchange their off-diagonal b x b blocks, a shuffle of the two rows with a constant
 mask; after the four stages row c holds what was column c.
 
+``register_tiles`` and ``weight_tiles`` are the inner loops of fastconv.cpu.blocked: 24
+accumulators (4 vectors of output channels times 6 pixels, or 6 (input channel, tap) pairs)
+held in registers through a whole reduction, each step one fused multiply-add of a weight (or
+grad_y) vector with an input value broadcast to every lane.
+
+Numba's on-disk cache keys a kernel on its own file only: after an edit here, delete the
+cached kernels that use these intrinsics (``fastconv/cpu/__pycache__/*.nbi``, ``*.nbc``), or
+they keep running the old code.
+
 The ``lane_*`` intrinsics are the inner loops of the depthwise kernels on 16-lane pixels, as
 LLVM IR: one fused multiply-add per tap and pixel on whole 16-lane vectors. Numba's loops over
 16 lanes were left scalar (LLVM could not prove the arrays apart), and the row-long loops that
@@ -35,11 +44,12 @@ def _masks(b):
 def transpose16(typingctx, dst, d0, dstride, src, s0, sstride):
     """``dst[d0 + c*dstride + r] = src[s0 + r*sstride + c]`` for r, c < 16: a 16 x 16 block of
     float32, each of its rows 16 consecutive elements of ``src`` and each of the result's 16
-    consecutive elements of ``dst``. 1-D C-contiguous float32 arrays; the caller keeps every
-    index in bounds (nothing is checked)."""
+    consecutive elements of ``dst``. 1-D C-contiguous arrays, both float32 or both float64;
+    the caller keeps every index in bounds (nothing is checked)."""
     arrays = (dst, src)
-    if not all(isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
-               and a.dtype == types.float32 for a in arrays):
+    if not (all(isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
+                and a.dtype in (types.float32, types.float64) for a in arrays)
+            and dst.dtype == src.dtype):
         return None
     if not all(isinstance(i, types.Integer) for i in (d0, dstride, s0, sstride)):
         return None
@@ -47,7 +57,7 @@ def transpose16(typingctx, dst, d0, dstride, src, s0, sstride):
     def codegen(context, builder, sig, args):
         d, d_at, d_step, s, s_at, s_step = args
         i64 = ir.IntType(64)
-        vector = ir.VectorType(ir.FloatType(), LANES)
+        vector = ir.VectorType(context.get_value_type(sig.args[0].dtype), LANES)
 
         def wide(value, kind):
             if value.type.width == 64:
@@ -63,7 +73,7 @@ def transpose16(typingctx, dst, d0, dstride, src, s0, sstride):
             where = builder.gep(data, [builder.add(start, builder.mul(step, ir.Constant(i64, k)))])
             return builder.bitcast(where, vector.as_pointer())
 
-        rows = [builder.load(at(s_data, s_at, s_step, r), align=4) for r in range(LANES)]
+        rows = [builder.load(at(s_data, s_at, s_step, r), align=1) for r in range(LANES)]
         for b in (1, 2, 4, 8):
             low, high = (ir.Constant(ir.VectorType(ir.IntType(32), LANES), m) for m in _masks(b))
             for i in range(LANES):
@@ -72,7 +82,7 @@ def transpose16(typingctx, dst, d0, dstride, src, s0, sstride):
                     rows[i], rows[j] = (builder.shuffle_vector(rows[i], rows[j], low),
                                         builder.shuffle_vector(rows[i], rows[j], high))
         for c in range(LANES):
-            builder.store(rows[c], at(d_data, d_at, d_step, c), align=4)
+            builder.store(rows[c], at(d_data, d_at, d_step, c), align=1)
         return context.get_dummy_value()
 
     return types.void(dst, d0, dstride, src, s0, sstride), codegen
@@ -323,3 +333,178 @@ def lane_dots9(typingctx, acc, count, src, s0, step, at, g, g0):
         return context.get_dummy_value()
 
     return types.void(acc, _I, src, _I, _I, at, g, _I), codegen
+
+
+# --- register tiles of a dense convolution (fastconv.cpu.blocked) ----------------------------
+# TILE_VECTORS vectors of output channels (16 float32 or 8 float64 lanes each) times p <= 6
+# output pixels: 24 accumulators, in registers for the whole reduction over input
+# channels and taps. One step (input channel c, tap t) loads the TILE_VECTORS weight vectors of
+# (c, t) once and multiplies each by one input value per pixel, broadcast to every lane: 24
+# fused multiply-adds for 4 + p loads, which keeps both FMA units of a core busy.
+
+TILE_VECTORS = 4
+TILE_PIXELS = 6  # 4 x 7 = 28 accumulators spilled: measured half the speed
+
+
+def _lanes_of(dtype):
+    return {types.float32: 16, types.float64: 8}.get(dtype)
+
+
+def _make_register_tile(pixels):
+    @intrinsic
+    def register_tile(typingctx, out, o0, x, x0, pix, q0, cstride, channels, at, w, w0,
+                      accumulate, bias, b0):
+        """For each pixel j < p and vector v < TILE_VECTORS (L lanes, width = 4L):
+        out[o0 + j*width + v*L : +L] = (out[...] if accumulate else bias[b0 + v*L : +L])
+            + (sum over c < channels, t < at.size of
+               w[w0 + (c*T + t)*width + v*L : +L] * x[x0 + c*cstride + at[t] + pix[q0 + j]])
+        the sum from zero in (c, t) order, one fused multiply-add each, then added (a running
+        total over many calls takes one rounding per call, not one per term). pix holds each
+        output pixel's offset in the input planes, so the p pixels of a tile may span rows.
+        1-D contiguous arrays of one float type (at, pix: int64); the caller keeps every index
+        in bounds."""
+        floats = (out, x, w, bias)
+        if not (all(isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
+                    for a in floats + (at, pix))
+                and len({a.dtype for a in floats}) == 1 and _lanes_of(out.dtype)
+                and at.dtype == pix.dtype == types.int64):
+            return None
+        lanes = _lanes_of(out.dtype)
+        width = TILE_VECTORS * lanes
+
+        def codegen(context, builder, sig, args):
+            ((out_, _), o0_, (x_, _), x0_, (pix_, _), q0_, cstride_, channels_, (at_, taps),
+             (w_, _), w0_, accumulate_, (bias_, _), b0_) = _unpack(context, builder, sig, args)
+            element = context.get_value_type(sig.args[0].dtype)
+            vector = ir.VectorType(element, lanes)
+            name = f"llvm.fma.v{lanes}{'f32' if lanes == 16 else 'f64'}"
+            fma = builder.module.globals.get(name) or ir.Function(
+                builder.module, ir.FunctionType(vector, [vector] * 3), name=name)
+
+            def at_vector(data, index):
+                return builder.bitcast(builder.gep(data, [index]), vector.as_pointer())
+
+            def const(k):
+                return ir.Constant(_I64, k)
+
+            keep = builder.icmp_signed("!=", accumulate_, const(0))
+            offsets = [builder.add(x0_, builder.load(builder.gep(pix_, [builder.add(q0_,
+                                                                                const(j))])))
+                       for j in range(pixels)]
+            start = [builder.load(at_vector(bias_, builder.add(b0_, const(v * lanes))), align=1)
+                     for v in range(TILE_VECTORS)]
+            zero = ir.Constant(vector, [0.0] * lanes)
+            first = {f"a{j}_{v}": zero for j in range(pixels) for v in range(TILE_VECTORS)}
+            channel = _Loop(builder, channels_, "channel", **first)
+            row = builder.mul(channel.index, cstride_)
+            w_row = builder.add(w0_, builder.mul(builder.mul(channel.index, taps), const(width)))
+            tap = _Loop(builder, taps, "tap", **channel.values)
+            t = tap.index
+            where = builder.add(row, builder.load(builder.gep(at_, [t])))
+            w_at = builder.add(w_row, builder.mul(t, const(width)))
+            weights = [builder.load(at_vector(w_, builder.add(w_at, const(v * lanes))), align=1)
+                       for v in range(TILE_VECTORS)]
+            splat = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
+            undef = ir.Constant(vector, ir.Undefined)
+            sums = {}
+            for j in range(pixels):
+                value = builder.load(builder.gep(x_, [builder.add(where, offsets[j])]))
+                broadcast = builder.shuffle_vector(
+                    builder.insert_element(undef, value, ir.Constant(ir.IntType(32), 0)),
+                    undef, splat)
+                for v in range(TILE_VECTORS):
+                    key = f"a{j}_{v}"
+                    sums[key] = builder.call(fma, [weights[v], broadcast, tap.values[key]])
+            tap.end(**sums)
+            channel.end(**tap.results)
+            for j in range(pixels):
+                for v in range(TILE_VECTORS):
+                    where = at_vector(out_, builder.add(o0_, const(j * width + v * lanes)))
+                    old = builder.select(keep, builder.load(where, align=1), start[v])
+                    builder.store(builder.fadd(old, channel.results[f"a{j}_{v}"]), where,
+                                  align=1)
+            return context.get_dummy_value()
+
+        return types.void(out, _I, x, _I, pix, _I, _I, _I, at, w, _I, _I, bias, _I), codegen
+
+    return register_tile
+
+
+# register_tiles[p - 1]: the tile of p pixels
+register_tiles = tuple(_make_register_tile(p) for p in range(1, TILE_PIXELS + 1))
+
+
+def _make_weight_tile(pairs):
+    @intrinsic
+    def weight_tile(typingctx, out, o0, g, g0, x, x0, pix, q0, count, koff, k0, accumulate):
+        """The weight gradient on a register tile: for each of `pairs` (input channel, tap)
+        pairs j and vector v < TILE_VECTORS (L lanes, width = 4L output channels):
+        out[o0 + j*width + v*L : +L] = (out[...] if accumulate else 0)
+            + (sum over q < count of
+               g[g0 + q*width + v*L : +L] * x[x0 + pix[q0 + q] + koff[k0 + j]])
+        the sum from zero in q order, one fused multiply-add each, then added. g: grad_y
+        channel-blocked, pixel by pixel; koff: each pair's offset in the input planes. The
+        caller keeps every index in bounds."""
+        floats = (out, g, x)
+        if not (all(isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
+                    for a in floats + (pix, koff))
+                and len({a.dtype for a in floats}) == 1 and _lanes_of(out.dtype)
+                and pix.dtype == koff.dtype == types.int64):
+            return None
+        lanes = _lanes_of(out.dtype)
+        width = TILE_VECTORS * lanes
+
+        def codegen(context, builder, sig, args):
+            ((out_, _), o0_, (g_, _), g0_, (x_, _), x0_, (pix_, _), q0_, count_, (koff_, _),
+             k0_, accumulate_) = _unpack(context, builder, sig, args)
+            element = context.get_value_type(sig.args[0].dtype)
+            vector = ir.VectorType(element, lanes)
+            name = f"llvm.fma.v{lanes}{'f32' if lanes == 16 else 'f64'}"
+            fma = builder.module.globals.get(name) or ir.Function(
+                builder.module, ir.FunctionType(vector, [vector] * 3), name=name)
+
+            def at_vector(data, index):
+                return builder.bitcast(builder.gep(data, [index]), vector.as_pointer())
+
+            def const(k):
+                return ir.Constant(_I64, k)
+
+            keep = builder.icmp_signed("!=", accumulate_, const(0))
+            zero = ir.Constant(vector, [0.0] * lanes)
+            offsets = [builder.add(x0_, builder.load(builder.gep(koff_, [builder.add(k0_,
+                                                                                 const(j))])))
+                       for j in range(pairs)]
+            first = {f"a{j}_{v}": zero for j in range(pairs) for v in range(TILE_VECTORS)}
+            pixel = _Loop(builder, count_, "pixel", **first)
+            q = pixel.index
+            base = builder.load(builder.gep(pix_, [builder.add(q0_, q)]))
+            g_at = builder.add(g0_, builder.mul(q, const(width)))
+            grads = [builder.load(at_vector(g_, builder.add(g_at, const(v * lanes))), align=1)
+                     for v in range(TILE_VECTORS)]
+            splat = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
+            undef = ir.Constant(vector, ir.Undefined)
+            sums = {}
+            for j in range(pairs):
+                value = builder.load(builder.gep(x_, [builder.add(base, offsets[j])]))
+                broadcast = builder.shuffle_vector(
+                    builder.insert_element(undef, value, ir.Constant(ir.IntType(32), 0)),
+                    undef, splat)
+                for v in range(TILE_VECTORS):
+                    key = f"a{j}_{v}"
+                    sums[key] = builder.call(fma, [grads[v], broadcast, pixel.values[key]])
+            pixel.end(**sums)
+            for j in range(pairs):
+                for v in range(TILE_VECTORS):
+                    where = at_vector(out_, builder.add(o0_, const(j * width + v * lanes)))
+                    old = builder.select(keep, builder.load(where, align=1), zero)
+                    builder.store(builder.fadd(old, pixel.results[f"a{j}_{v}"]), where,
+                                  align=1)
+            return context.get_dummy_value()
+
+        return types.void(out, _I, g, _I, x, _I, pix, _I, _I, koff, _I, _I), codegen
+
+    return weight_tile
+
+
+# weight_tiles[p - 1]: the weight tile of p (input channel, tap) pairs
+weight_tiles = tuple(_make_weight_tile(p) for p in range(1, TILE_PIXELS + 1))

@@ -440,10 +440,10 @@ def backward_bias(gy, p):
 def workspace_bytes(op, p, itemsize):
     """Upper bound of the extra memory of one call of ``op`` (see the module docstring): the
     most that any of its kernel calls (p.kernel_calls) holds at once."""
-    return max((_kernel_workspace(k, p, itemsize) for k in p.kernel_calls(op)), default=0)
+    return max((kernel_workspace(k, p, itemsize) for k in p.kernel_calls(op)), default=0)
 
 
-def _kernel_workspace(kernel, p, itemsize):
+def kernel_workspace(kernel, p, itemsize):
     k_rows = weight_block(p) if kernel == "backward_weight" else _k(p)
     rows = rows_per_tile(p, itemsize, k_rows)
     tile = k_rows * rows * p.y_shape[3] * itemsize

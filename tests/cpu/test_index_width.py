@@ -71,8 +71,8 @@ PROBE = textwrap.dedent('''
     kernels, narrow, missing = 0, [], []
     # not _blas: its gemm hands sizes to BLAS as BLAS's own 32-bit ints (after checking that
     # they fit), which is the interface, not index arithmetic
-    for name in ("_loops", "_threads", "batchnorm", "depthwise", "direct", "im2col",
-                 "pointwise", "pool"):
+    for name in ("_loops", "_threads", "batchnorm", "blocked", "depthwise", "direct",
+                 "im2col", "pointwise", "pool"):
         module = importlib.import_module("fastconv.cpu." + name)
         for attr, d in vars(module).items():
             if isinstance(d, ParallelKernel):

@@ -1,0 +1,506 @@
+"""Register-tiled direct convolution: the loop nest with its accumulators held in registers.
+
+Shapes (G groups, Cg = C/G input and Og = O/G output channels per group, T = kh*kw taps;
+L lanes to a vector, 16 float32 or 8 float64; width = 4L output channels to a tile;
+P = N*Ho*Wo output pixels of the batch)::
+
+    xp   (N, C, Hp*Wp)          x zero-padded, each plane flattened
+    wp   (G, OB, Cg, T, width)  w packed: for one input channel and tap, the weights of a block
+                                of `width` output channels side by side (zero past Og);
+                                OB = ceil(Og / width)
+    yb   (G, OB, P, width)      the output, channel-blocked, then transposed into y
+    pix  (P,)                   each output pixel's offset in xp: n*C*Hp*Wp + i*sh*Wp + j*sw
+    at   (T,)                   each tap's offset in a padded plane: a*dh*Wp + e*dw
+
+    y[n, g*Og + o, i, j] = b[o] + sum_{c, t} wp[g, o // width, c, t, o % width]
+                                             * xp[(g*Cg + c)*Hp*Wp + pix[q] + at[t]]
+
+for output pixel q = (n, i, j). The unit of work (``_simd.register_tiles``) is one tile:
+`width` output channels (4 vectors) times p <= 6 consecutive output pixels, 24 accumulators
+that stay in registers through the whole reduction. Each step of the reduction (one input
+channel and tap) loads the tile's 4 weight vectors once and multiplies them by one input value
+per pixel, broadcast to every lane: 24 fused multiply-adds for 4 + p loads. That keeps a core's
+two FMA units busy; im2col's copy and the small-M GEMMs behind it did not (resnet50's 3x3
+64->64 layer at 56x56, batch 8, one thread: 204 GFLOP/s against 112 for im2col; 28
+accumulators spilled and ran at half the speed). Since a pixel's offset comes from pix, a
+tile's pixels may span rows and images: no pixel is computed and thrown away, at any stride,
+dilation or plane size.
+
+Cache blocking: a task is one band of ``BAND_BYTES`` of outputs (of the batch, in (image,
+row, column) order) of one block of `width` output channels of one group. It passes over its
+band once per block of ``CHANNEL_BLOCK`` input channels, re-reading the band's partial sums
+from L1 or L2. Bands are cut into near-equal tiles of at most 6 pixels.
+
+Backward-data runs the same tiles phase by phase (``_phases``): input positions (r, q) with
+r % sh and q % sw fixed meet a fixed subset of the taps, each through one output at a fixed
+shift, so each phase is a stride-1 convolution of grad_y, zero-padded once for all shifts,
+with that subset of the filter, its channel axes exchanged (packed by ``_pack_adjoint``): no
+zero insertion, no col2im. Stride 1 is one phase with every tap. When a weight is Inf or NaN,
+the padding's zeros would meet it (0 * Inf = NaN) at tap/pixel pairs through which no output
+reads, so backward-data then runs im2col's kernel, whose col2im forms no such products.
+
+Backward-weight runs on weight tiles (``_simd.weight_tiles``), the forward's transposed: 4
+vectors of output channels times 6 (input channel, tap) pairs, summed over every output pixel
+of the batch; per pixel, 4 loads of grad_y channel-blocked like yb (gyb) and 6 broadcasts of
+x. A task owns a part of the pairs of one block and runs over the pixels in chunks of
+``BAND_BYTES`` of gyb, each chunk's tiles in turn, so that the chunk stays in cache.
+
+Every sum runs in an order fixed by the code (channels, then taps; pixels in order), whichever
+thread runs it and however many there are: results are bitwise repeatable.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from . import im2col
+from ._loops import all_finite, channel_sum, frozen
+from ._simd import TILE_PIXELS, TILE_VECTORS, register_tiles, transpose16, weight_tiles
+from ._threads import parallel_jit, threads
+
+__all__ = ["forward", "backward_data", "backward_weight", "backward_bias", "why_not",
+           "workspace_bytes"]
+
+CHANNEL_BLOCK = 32  # input channels per pass over a band
+BAND_BYTES = 32768  # a band of outputs (pixels x width channels), or a chunk of gyb
+
+_T1, _T2, _T3, _T4, _T5, _T6 = register_tiles
+_W1, _W2, _W3, _W4, _W5, _W6 = weight_tiles
+assert TILE_PIXELS == 6
+
+
+@njit(inline="always")
+def _tile(p, out, o0, x, x0, pix, q0, cstride, channels, at, w, w0, accumulate, bias, b0):
+    """The register tile of p (1 to 6) pixels."""
+    if p == 6:
+        _T6(out, o0, x, x0, pix, q0, cstride, channels, at, w, w0, accumulate, bias, b0)
+    elif p == 5:
+        _T5(out, o0, x, x0, pix, q0, cstride, channels, at, w, w0, accumulate, bias, b0)
+    elif p == 4:
+        _T4(out, o0, x, x0, pix, q0, cstride, channels, at, w, w0, accumulate, bias, b0)
+    elif p == 3:
+        _T3(out, o0, x, x0, pix, q0, cstride, channels, at, w, w0, accumulate, bias, b0)
+    elif p == 2:
+        _T2(out, o0, x, x0, pix, q0, cstride, channels, at, w, w0, accumulate, bias, b0)
+    else:
+        _T1(out, o0, x, x0, pix, q0, cstride, channels, at, w, w0, accumulate, bias, b0)
+
+
+@njit(inline="always")
+def _weight_tile(p, out, o0, g, g0, x, x0, pix, q0, count, koff, k0, accumulate):
+    """The weight tile of p (1 to 6) pairs."""
+    if p == 6:
+        _W6(out, o0, g, g0, x, x0, pix, q0, count, koff, k0, accumulate)
+    elif p == 5:
+        _W5(out, o0, g, g0, x, x0, pix, q0, count, koff, k0, accumulate)
+    elif p == 4:
+        _W4(out, o0, g, g0, x, x0, pix, q0, count, koff, k0, accumulate)
+    elif p == 3:
+        _W3(out, o0, g, g0, x, x0, pix, q0, count, koff, k0, accumulate)
+    elif p == 2:
+        _W2(out, o0, g, g0, x, x0, pix, q0, count, koff, k0, accumulate)
+    else:
+        _W1(out, o0, g, g0, x, x0, pix, q0, count, koff, k0, accumulate)
+
+
+@parallel_jit(cache=True)
+def _forward(xp, wp, bp, yb, groups, cg, blocks, taps, width, plane, pix, at, band,
+             channel_block):
+    # yb (G, OB, N*Ho*Wo, width): one task per (group, channel block, band of `band` output
+    # pixels of the batch in (image, row, column) order); a band is cut into near-equal tiles
+    # of <= 6 pixels
+    pixels = pix.size
+    bands = (pixels + band - 1) // band
+    for task in prange(groups * blocks * bands):
+        g = task // (blocks * bands)
+        ob = task // bands % blocks
+        q_start = task % bands * band
+        count = min(band, pixels - q_start)
+        tiles = (count + TILE_PIXELS - 1) // TILE_PIXELS
+        block = g * blocks + ob
+        weights = block * cg * taps * width
+        for c0 in range(0, cg, channel_block):
+            channels = min(channel_block, cg - c0)
+            for s in range(tiles):
+                q0 = q_start + s * count // tiles
+                q1 = q_start + (s + 1) * count // tiles
+                _tile(q1 - q0, yb, (block * pixels + q0) * width, xp, (g * cg + c0) * plane,
+                      pix, q0, plane, channels, at, wp, weights + c0 * taps * width, c0, bp,
+                      block * width)
+
+
+@parallel_jit(cache=True)
+def _weights(xp, gyb, gwb, groups, cg, blocks, width, plane, pix, koff, chunk, parts):
+    # gwb (G, OB, K, width), K = Cg*T (input channel, tap) pairs: one task per (group, block,
+    # part of the pairs); it runs over the pixels of the batch in chunks of `chunk`, in order,
+    # and over its tiles of 6 pairs within each chunk (the chunk of gyb stays in cache)
+    k_ = koff.size
+    pixels = pix.size
+    tiles = (k_ + TILE_PIXELS - 1) // TILE_PIXELS
+    per_part = (tiles + parts - 1) // parts
+    for task in prange(groups * blocks * parts):
+        block = task // parts
+        g = block // blocks
+        first = task % parts * per_part
+        for q0 in range(0, pixels, chunk):
+            count = min(chunk, pixels - q0)
+            for tile in range(first, min(tiles, first + per_part)):
+                k0 = tile * TILE_PIXELS
+                _weight_tile(min(TILE_PIXELS, k_ - k0), gwb, (block * k_ + k0) * width, gyb,
+                             (block * pixels + q0) * width, xp, g * cg * plane, pix, q0, count,
+                             koff, k0, q0 > 0)
+
+
+@parallel_jit(cache=True)
+def _block(gy, gyb, groups, og, blocks, width, pixels):
+    # gyb (G, OB, N*Ho*Wo, width)[g, ob, n*Ho*Wo + q, l] = gy (N, G*Og, Ho*Wo)[n, g*Og +
+    # ob*width + l, q], zero past the outputs: _unblock's inverse
+    lanes = 16
+    n_ = gy.shape[0]
+    flat_g = gy.reshape(gy.size)
+    flat_b = gyb.reshape(gyb.size)
+    for task in prange(groups * blocks * n_):
+        g, ob, n = task // (blocks * n_), task // n_ % blocks, task % n_
+        base = task * pixels * width
+        for l0 in range(0, width, lanes):
+            l1 = min(l0 + lanes, og - ob * width)
+            row = (n * gy.shape[1] + g * og + ob * width + l0) * pixels
+            whole = pixels // lanes * lanes if l1 - l0 == lanes else 0
+            for q0 in range(0, whole, lanes):
+                transpose16(flat_b, base + q0 * width + l0, width, flat_g, row + q0, pixels)
+            for l in range(l0, l0 + lanes):
+                for q in range(whole if l < l1 else 0, pixels):
+                    flat_b[base + q * width + l] = flat_g[row + (l - l0) * pixels + q] \
+                        if l < l1 else flat_g.dtype.type(0)
+
+
+@njit(inline="always")
+def _unblock_lanes(flat_y, flat_b, row, base, width, l0, l1, q0, pixels):
+    # flat_y[row + (l - l0)*pixels + q] = flat_b[base + q*width + l] for l0 <= l < l1, q >= q0
+    for l in range(l0, l1):
+        for q in range(q0, pixels):
+            flat_y[row + (l - l0) * pixels + q] = flat_b[base + q * width + l]
+
+
+@parallel_jit(cache=True)
+def _unblock(yb, y, groups, og, blocks, width, pixels):
+    # y (N, G*Og, Ho*Wo)[n, g*Og + ob*width + l, q] = yb[g, ob, n*Ho*Wo + q, l]: 16 x 16
+    # blocks transposed in registers, the rest element by element
+    lanes = 16
+    n_ = y.shape[0]
+    flat_y = y.reshape(y.size)
+    flat_b = yb.reshape(yb.size)
+    for task in prange(groups * blocks * n_):
+        g, ob, n = task // (blocks * n_), task // n_ % blocks, task % n_
+        base = task * pixels * width
+        for l0 in range(0, min(width, og - ob * width), lanes):
+            l1 = min(l0 + lanes, og - ob * width)
+            row = (n * y.shape[1] + g * og + ob * width + l0) * pixels
+            whole = pixels // lanes * lanes if l1 - l0 == lanes else 0
+            for q0 in range(0, whole, lanes):
+                transpose16(flat_y, row + q0, pixels, flat_b, base + q0 * width + l0, width)
+            _unblock_lanes(flat_y, flat_b, row, base, width, l0, l1, whole, pixels)
+
+
+@parallel_jit(cache=True)
+def _unblock_to(yb, out, spots, groups, og, blocks, width, plane):
+    # out[spots[q] + (g*Og + ob*width + l)*plane] = yb (G, OB, P, width)[g, ob, q, l]: the
+    # pixels of one phase of backward-data to their places, in chunks of pixels
+    pixels, chunk = spots.size, 1024
+    chunks = (pixels + chunk - 1) // chunk
+    for task in prange(groups * blocks * chunks):
+        block, q0 = task // chunks, task % chunks * chunk
+        g, ob = block // blocks, block % blocks
+        base = block * pixels * width
+        for l in range(min(width, og - ob * width)):
+            channel = (g * og + ob * width + l) * plane
+            for q in range(q0, min(pixels, q0 + chunk)):
+                out[spots[q] + channel] = yb[base + q * width + l]
+
+
+def _width(dtype):
+    return TILE_VECTORS * (16 if np.dtype(dtype) == np.float32 else 8)
+
+
+def _padded_planes(x, rows, cols):
+    """x (N, C, H, W) placed at (rows[0], cols[0]) among zeros in planes of
+    (H + sum(rows)) x (W + sum(cols)), flattened: -> (N*C*Hp*Wp,). A negative pad crops."""
+    n, c, h, w = x.shape
+    hp, wp = h + rows[0] + rows[1], w + cols[0] + cols[1]
+    xp = np.zeros((n, c, hp, wp), dtype=x.dtype)
+    r0, r1 = max(0, -rows[0]), min(h, hp - rows[0])
+    c0, c1 = max(0, -cols[0]), min(w, wp - cols[0])
+    xp[:, :, r0 + rows[0]:r1 + rows[0], c0 + cols[0]:c1 + cols[0]] = x[:, :, r0:r1, c0:c1]
+    return frozen(xp.reshape(xp.size)), hp, wp
+
+
+@parallel_jit(cache=True)
+def _pack_adjoint(w, wp, groups, width, taps):
+    # wp (G, OB, Og, T', width)[g, ob, o, t, l] = w (G*Og, Cg, kh*kw)[g*Og + o, ob*width + l,
+    # taps[t]], zero past Cg: the filter of backward-data (from output channel o back to input
+    # channel ob*width + l) on the taps of one phase
+    o_, cg = w.shape[:2]
+    og, count = o_ // groups, taps.size
+    blocks = wp.shape[0] // (groups * og * count * width)
+    for task in prange(groups * blocks * og):
+        g, ob, o = task // (blocks * og), task // og % blocks, task % og
+        start = task * count * width
+        valid = min(width, cg - ob * width)
+        for t in range(count):
+            for l in range(valid):
+                wp[start + t * width + l] = w[g * og + o, ob * width + l, taps[t]]
+            for l in range(valid, width):
+                wp[start + t * width + l] = 0
+
+
+@parallel_jit(cache=True)
+def _pack_forward(w2, wp, groups, width):
+    # _pack of the convolution's own filter, w2 (G*Og, K = Cg*T): per (group,
+    # block), wp's (K, width) block is the transpose of w2's (width, K) rows, moved 16 x 16
+    # in registers where whole
+    o_, k_ = w2.shape
+    og, lanes = o_ // groups, 16
+    blocks = wp.shape[0] // (groups * k_ * width)
+    flat_w = w2.reshape(w2.size)
+    for task in prange(groups * blocks * (width // lanes)):
+        g, ob, v = task // (blocks * (width // lanes)), task // (width // lanes) % blocks, \
+            task % (width // lanes)
+        start = (g * blocks + ob) * k_ * width + v * lanes
+        o0 = ob * width + v * lanes
+        rows = max(0, min(lanes, og - o0))
+        whole = k_ // lanes * lanes if rows == lanes else 0
+        for k0 in range(0, whole, lanes):
+            transpose16(wp, start + k0 * width, width, flat_w, (g * og + o0) * k_ + k0, k_)
+        for k in range(whole, k_):
+            for r in range(lanes):
+                wp[start + k * width + r] = flat_w[(g * og + o0 + r) * k_ + k] if r < rows \
+                    else w2.dtype.type(0)
+
+
+@parallel_jit(cache=True)
+def _unpack_forward(gwb, gw2, groups, width):
+    # gw2 (G*Og, K)[g*Og + o, k] = gwb (G, OB, K, width)[g, o // width, k, o % width]: the
+    # inverse of _pack_forward
+    o_, k_ = gw2.shape
+    og, lanes = o_ // groups, 16
+    blocks = gwb.shape[0] // (groups * k_ * width)
+    flat_w = gw2.reshape(gw2.size)
+    for task in prange(groups * blocks * (width // lanes)):
+        g, ob, v = task // (blocks * (width // lanes)), task // (width // lanes) % blocks, \
+            task % (width // lanes)
+        start = (g * blocks + ob) * k_ * width + v * lanes
+        o0 = ob * width + v * lanes
+        rows = max(0, min(lanes, og - o0))
+        whole = k_ // lanes * lanes if rows == lanes else 0
+        for k0 in range(0, whole, lanes):
+            transpose16(flat_w, (g * og + o0) * k_ + k0, k_, gwb, start + k0 * width, width)
+        for r in range(rows):
+            for k in range(whole, k_):
+                flat_w[(g * og + o0 + r) * k_ + k] = gwb[start + k * width + r]
+
+
+def _offsets(n, c, hp, wp_, kernel, out, stride, dilation):
+    """In padded planes of hp x wp_: each tap's offset from its output pixel's window (at, T),
+    and each output pixel's offset in xp (pix, N*Ho*Wo: image, row, column)."""
+    at = np.array([a * dilation[0] * wp_ + e * dilation[1] for a in range(kernel[0])
+                   for e in range(kernel[1])], dtype=np.int64)
+    images = np.arange(n, dtype=np.int64)[:, None, None] * (c * hp * wp_)
+    rows = np.arange(out[0], dtype=np.int64)[:, None] * (stride[0] * wp_)
+    cols = np.arange(out[1], dtype=np.int64) * stride[1]
+    return frozen(at), frozen((images + (rows + cols)).reshape(-1))
+
+
+def _packed(w, b, groups, dtype):
+    """The forward's filter packed for the tiles (_pack_forward) and the bias as (G, OB,
+    width), zero past the outputs per group; the number of blocks OB."""
+    o, cg, kh, kw = w.shape
+    width = _width(dtype)
+    blocks = -(-(o // groups) // width)
+    wp = np.empty(groups * blocks * cg * kh * kw * width, dtype=dtype)
+    _pack_forward(w.reshape(o, cg * kh * kw), wp, groups, width)
+    bp = np.zeros((groups, blocks * width), dtype=dtype)
+    if b is not None:
+        bp[:, :o // groups] = b.reshape(groups, o // groups)
+    return frozen(wp), frozen(bp.reshape(-1)), blocks
+
+
+def _tiles(xp, plane, wp, bp, blocks, taps, pix, at, groups, cg, dtype):
+    """yb (G, OB, P, width): _forward over the P pixels of pix."""
+    width = _width(dtype)
+    yb = np.empty(groups * blocks * pix.size * width, dtype=dtype)
+    band = max(TILE_PIXELS, BAND_BYTES // (width * np.dtype(dtype).itemsize)
+               // TILE_PIXELS * TILE_PIXELS)
+    _forward(xp, wp, bp, yb, groups, cg, blocks, taps, width, plane, pix, at, band,
+             CHANNEL_BLOCK)
+    return yb
+
+
+def forward(x, w, b, p):
+    """y = conv(x, w) + b; x (N, C, H, W), w (O, C/G, kh, kw), b (O,) or None -> (N, O, Ho, Wo)."""
+    n, c = x.shape[:2]
+    o, cg, kh, kw = w.shape
+    ho, wo = p.y_shape[2:]
+    y = np.empty(p.y_shape, dtype=x.dtype)
+    if y.size == 0:
+        return y
+    xp, hp, wp_ = _padded_planes(x, *p.padding)
+    wp, bp, blocks = _packed(w, b, p.groups, x.dtype)
+    at, pix = _offsets(n, c, hp, wp_, (kh, kw), (ho, wo), p.stride, p.dilation)
+    yb = _tiles(xp, hp * wp_, wp, bp, blocks, kh * kw, pix, at, p.groups, cg, x.dtype)
+    _unblock(yb, y.reshape(n, o, ho * wo), p.groups, o // p.groups, blocks, _width(x.dtype),
+             ho * wo)
+    return y
+
+
+def _phases(size, out, lo, stride, dilation, kernel):
+    """Backward-data along one axis, phase by phase: input position r = phase + stride*u meets
+    kernel tap a through output (r + lo - a*dilation) / stride, where that is an integer, which
+    is u + shift. Per phase: (phase, its positions U, [(tap, shift)]); and the zero padding of
+    grad_y (before, after) that every shift reads within."""
+    phases, before, after = [], 0, 0
+    for r in range(min(stride, size)):
+        count = -(-(size - r) // stride)
+        taps = [(a, (r + lo - a * dilation) // stride) for a in range(kernel)
+                if (r + lo - a * dilation) % stride == 0]
+        phases.append((r, count, taps))
+        for _, shift in taps:
+            before = max(before, -shift)
+            after = max(after, count - 1 + shift - (out - 1))
+    return phases, before, after
+
+
+def _on_tiles(p, w):
+    """Whether backward-data runs on the register tiles (else im2col's col2im serves it)."""
+    return all_finite(w)
+
+
+def backward_data(gy, w, p):
+    """dL/dx; gy (N, O, Ho, Wo), w (O, C/G, kh, kw) -> (N, C, H, W).
+
+    By phases: the input positions (r, q) with r % sh, q % sw fixed meet a fixed subset of the
+    taps, each through one output at a fixed shift, so each phase is a stride-1 convolution of
+    grad_y (zero-padded) with that subset of the filter, its channel axes exchanged: the
+    forward tiles run it, and its pixels are spread to their places in dL/dx (stride 1: one
+    phase, every tap). With an Inf or NaN weight, im2col's kernel (see the module docstring)."""
+    if not _on_tiles(p, w):
+        return im2col.backward_data(gy, w, p)
+    n, o, ho, wo = gy.shape
+    c, h, w_ = p.x_shape[1:]
+    kh, kw = p.kernel
+    (sh, sw), (dh, dw), g = p.stride, p.dilation, p.groups
+    rows, top, bottom = _phases(h, ho, p.padding[0][0], sh, dh, kh)
+    cols, left, right = _phases(w_, wo, p.padding[1][0], sw, dw, kw)
+    empty = any(not taps for _, _, taps in rows + cols)
+    gx = (np.zeros if empty else np.empty)(p.x_shape, dtype=gy.dtype)
+    if gx.size == 0 or gy.size == 0:
+        gx[...] = 0
+        return gx
+    gyp, hp, wp_ = _padded_planes(gy, (top, bottom), (left, right))
+    width = _width(gy.dtype)
+    blocks = -(-(c // g) // width)
+    bias = frozen(np.zeros(g * blocks * width, dtype=gy.dtype))
+    w3 = w.reshape(o, c // g, kh * kw)
+    for r, us, row_taps in rows:
+        for q, vs, col_taps in cols:
+            if not (row_taps and col_taps):
+                continue
+            taps = np.array([a * kw + e for a, _ in row_taps for e, _ in col_taps], np.int64)
+            at = np.array([i * wp_ + j for _, i in row_taps for _, j in col_taps], np.int64)
+            wp = np.empty(g * blocks * (o // g) * taps.size * width, dtype=gy.dtype)
+            _pack_adjoint(w3, wp, g, width, taps)
+            pix = ((np.arange(n, dtype=np.int64)[:, None, None] * (o * hp * wp_))
+                   + ((np.arange(us, dtype=np.int64)[:, None] + top) * wp_
+                      + np.arange(vs, dtype=np.int64) + left)).reshape(-1)
+            yb = _tiles(gyp, hp * wp_, wp, bias, blocks, taps.size, pix, at, g, o // g,
+                        gy.dtype)
+            if (sh, sw) == (1, 1):
+                _unblock(yb, gx.reshape(n, c, h * w_), g, c // g, blocks, width, h * w_)
+            else:
+                spots = ((np.arange(n, dtype=np.int64)[:, None, None] * (c * h * w_))
+                         + ((np.arange(us, dtype=np.int64)[:, None] * sh + r) * w_
+                            + np.arange(vs, dtype=np.int64) * sw + q)).reshape(-1)
+                _unblock_to(yb, gx.reshape(-1), spots, g, c // g, blocks, width, h * w_)
+    return gx
+
+
+def backward_weight(x, gy, p):
+    """dL/dw; x (N, C, H, W), gy (N, O, Ho, Wo) -> (O, C/G, kh, kw): weight tiles (see the
+    module docstring)."""
+    o, cg, kh, kw = p.w_shape
+    gw = np.empty(p.w_shape, dtype=x.dtype)
+    n, c = x.shape[:2]
+    ho, wo = p.y_shape[2:]
+    if n == 0:
+        gw[...] = 0
+        return gw
+    width = _width(x.dtype)
+    og = o // p.groups
+    blocks = -(-og // width)
+    xp, hp, wp_ = _padded_planes(x, *p.padding)
+    at, pix = _offsets(n, c, hp, wp_, (kh, kw), (ho, wo), p.stride, p.dilation)
+    koff = frozen((np.arange(cg, dtype=np.int64)[:, None] * (hp * wp_) + at).reshape(-1))
+    gyb = np.empty(p.groups * blocks * n * ho * wo * width, dtype=x.dtype)
+    _block(gy.reshape(n, o, ho * wo), gyb, p.groups, og, blocks, width, ho * wo)
+    gwb = np.empty(p.groups * blocks * cg * kh * kw * width, dtype=x.dtype)
+    tiles = -(-koff.size // TILE_PIXELS)
+    parts = min(tiles, -(-4 * threads() // (p.groups * blocks)))
+    chunk = max(1, BAND_BYTES // (width * x.itemsize))
+    _weights(xp, gyb, gwb, p.groups, cg, blocks, width, hp * wp_, pix, koff, chunk, parts)
+    _unpack_forward(gwb, gw.reshape(o, cg * kh * kw), p.groups, width)
+    return gw
+
+
+def backward_bias(gy, p):
+    """dL/db = sum of gy over batch and space; gy (N, K, ...) -> (K,)."""
+    return channel_sum(gy)
+
+
+def why_not(op, p):
+    return None
+
+
+# auto runs blocked where every kernel of the call that runs on tiles fills at least this many
+# of a tile's output-channel lanes per group (its outputs per group, rounded up to `width`, are
+# all computed): measured, blocked lost to im2col/direct on ResNeXt's 8 per group (6x forward)
+# and beat im2col on every dense zoo layer (32 per group and up), see docs/algorithms.md
+MIN_LANES = 32
+
+
+def tiled_kernels(op, p):
+    """The kernels of one call of ``op``, each with the output channels per group that its
+    tiles compute: forward og, backward-data Cg, backward-weight og."""
+    og, cg = p.w_shape[0] // p.groups, p.w_shape[1]
+    lanes = {"forward": og, "backward_data": cg, "backward_weight": og}
+    return {k: lanes[k] for k in p.kernel_calls(op)}
+
+
+def workspace_bytes(op, p, itemsize):
+    """Upper bound of the extra memory of one call of ``op``: the most that any of its kernel
+    calls holds at once. On tiles: the padded input planes, the packed filter and bias, the
+    pixel offsets (int64), and the channel-blocked output (forward, backward-data) or the
+    channel-blocked grad_y and weight gradient (backward-weight); on im2col's kernel, its
+    bound."""
+    return max((_kernel_workspace(k, p, itemsize) for k in p.kernel_calls(op)), default=0)
+
+
+def _kernel_workspace(kernel, p, itemsize):
+    o, cg, kh, kw = p.w_shape
+    g, taps, width = p.groups, kh * kw, _width(np.float32 if itemsize == 4 else np.float64)
+    n, c, h, w = p.x_shape
+    ho, wo = p.y_shape[2:]
+    if kernel == "backward_data":  # the forward on grad_y, padded for every phase's shifts
+        (_, top, bottom), (_, left, right) = (
+            _phases(size, out, pad[0], s, d, k) for size, out, pad, s, d, k
+            in zip((h, w), (ho, wo), p.padding, p.stride, p.dilation, p.kernel))
+        planes = n * o * (ho + top + bottom) * (wo + left + right)
+        outs, ins, pixels = cg, o // g, h * w  # a phase has at most every pixel
+        im2col_bound = im2col.kernel_workspace(kernel, p, itemsize)  # Inf or NaN weights
+    else:
+        planes = n * c * p.padded_size[0] * p.padded_size[1]
+        outs, ins, pixels = o // g, cg, ho * wo
+        im2col_bound = 0
+    blocks = -(-outs // width)
+    filters = g * blocks * width * (ins * taps + 1)  # packed (or its gradient) and bias
+    blocked = g * blocks * width * n * pixels  # yb, or gyb in backward-weight
+    offsets = (2 * n * pixels + ins * taps + 2 * taps) * 8 // itemsize  # pix, spots, koff, at
+    return max((planes + filters + blocked + offsets) * itemsize, im2col_bound)
