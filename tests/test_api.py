@@ -152,16 +152,18 @@ def test_auto_rule_of_a_backend_is_used(unit_stride_algorithm):
     (((8, 3, 224, 224), (64, 3, 7, 7)), dict(padding=3, stride=2), "blocked"),  # the stem
     (((8, 512, 7, 7), (512, 512, 3, 3)), dict(padding=1), "blocked"),
     (((8, 256, 28, 28), (256, 128, 3, 3)), dict(padding=1, groups=2), "blocked"),  # 128 per group
-    (((8, 64, 28, 28), (32, 64, 3, 3)), dict(padding=1), "blocked"),  # 32: half a tile
-    (((8, 256, 28, 28), (256, 8, 3, 3)), dict(padding=1, groups=32), "im2col"),  # 8 per group
+    (((8, 64, 28, 28), (32, 64, 3, 3)), dict(padding=1), "direct"),  # 32: direct's pixel tiles
+    (((8, 64, 28, 28), (32, 64, 3, 3)), dict(padding=1, stride=2), "blocked"),  # not at stride 2
+    (((8, 256, 28, 28), (256, 8, 3, 3)), dict(padding=1, groups=32), "direct"),  # 8 per group
     (((8, 256, 28, 28), (256, 4, 3, 3)), dict(padding=1, groups=64), "direct"),  # 4 per group
     (((8, 8, 112, 112), (8, 8, 3, 3)), dict(padding=1), "direct"),  # 8 outputs, dense
     (((8, 512, 28, 28), (512, 8, 3, 3)), dict(padding=1, stride=2, groups=64), "im2col"),
-    (((8, 256, 28, 28), (256, 16, 3, 3)), dict(padding=1, groups=16), "im2col"),
+    (((8, 256, 28, 28), (256, 16, 3, 3)), dict(padding=1, groups=16), "direct"),
     (((8, 256, 28, 28), (256, 2, 3, 3)), dict(padding=1, groups=128), "direct"),  # 2 per group
     (((8, 256, 28, 28), (128, 4, 3, 3)), dict(padding=1, groups=64), "direct"),
     (((8, 4, 56, 56), (4, 4, 7, 7)), dict(padding=3), "direct"),  # 4 outputs, dense
-    (((8, 16, 112, 112), (16, 16, 3, 3)), dict(padding=1), "im2col"),  # 16: a quarter of a tile
+    (((8, 16, 112, 112), (16, 16, 3, 3)), dict(padding=1), "direct"),
+    (((8, 16, 112, 112), (16, 16, 3, 3)), dict(padding=1, stride=2), "im2col"),
 ])
 def test_cpu_auto_picks_the_specialised_kernels(shapes, kwargs, expected):
     info = fc.explain("conv2d", *shapes, **kwargs)
@@ -170,11 +172,12 @@ def test_cpu_auto_picks_the_specialised_kernels(shapes, kwargs, expected):
 
 @pytest.mark.parametrize("mask, expected", [
     ((True, False, False), "direct"), ((False, True, False), "im2col"),
-    ((True, True, False), "im2col"), ((True, True, True), "im2col"),
+    ((True, True, False), "direct"), ((True, True, True), "direct"),
 ])
 def test_cpu_auto_rule_is_per_set_of_directions(mask, expected):
-    """ResNeXt's grouped layer (8 outputs per group): direct wins its input gradient, im2col its
-    weight gradient and a backward computing both (fastconv.cpu.DIRECT_UP_TO)."""
+    """ResNeXt's grouped layer (8 outputs per group): direct wins its input gradient (pixel
+    tiles), im2col its weight gradient, direct a backward computing both (its input gradient
+    gains more than its weight gradient loses; fastconv.cpu.DIRECT_UP_TO)."""
     info = fc.explain("conv2d_backward", (8, 256, 28, 28), (8, 256, 28, 28), (256, 8, 3, 3),
                       padding=1, groups=32, output_mask=mask)
     assert info["algo"] == expected, info["reason"]

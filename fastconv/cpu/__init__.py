@@ -48,10 +48,18 @@ def auto_rule(op, p, candidates):
     """``auto`` for CPU convolutions: the specialised kernels where they apply, otherwise the
     measured rule between im2col and direct (docs/algorithms.md). Pooling and batch norm have
     one Numba algorithm each: None leaves them to the dispatcher's default."""
+    if not hasattr(p, "w_shape"):  # pooling or batch norm
+        return None
     if "depthwise" in candidates:
         return "depthwise", "groups == in_channels: a per-channel stencil, no channel reduction"
     if "pointwise" in candidates:
         return "pointwise", "1x1 kernel without padding: a GEMM over channels needs no im2col"
+    if "direct" in candidates and direct_tiles_win(op, p):
+        lanes = max(blocked.tiled_kernels(op, p).values())
+        return "direct", (f"{lanes} output channels per group at stride 1, fewer than "
+                          f"{DIRECT_TILES_BELOW}: direct's pixel tiles (8 channels x 48 grid "
+                          f"positions in registers) fill every lane, where blocked's tiles of "
+                          f"64 channels would not")
     if "blocked" in candidates:
         tiled = blocked.tiled_kernels(op, p)
         fewest = min(tiled.values(), default=0)
@@ -78,13 +86,36 @@ def auto_rule(op, p, candidates):
 # backward computing both gradients (at 8 per group the sums are 9.8 against 12.8 ms).
 # At other strides direct computes on a grid wider than the output, and wins only below 8 per
 # group (it lost 3-6x at 16).
+# Since direct's forward and stride-1 backward-data run on pixel tiles (direct_tiles_win), the
+# sets with backward-weight were re-measured (2 cores, AMD EPYC, ms backward-data +
+# backward-weight, direct against im2col): 16->16 @64 batch 16 1.22 + 3.22 against 3.68 +
+# 4.39; ResNeXt's 8 per group 1.33 + 3.85 against 3.13 + 3.68; 16 per group 2.21 + 5.57
+# against 4.25 + 4.39; 32->32 @32 1.27 + 3.78 against 2.58 + 3.11 (blocked: 1.78 + 2.58).
 DIRECT_UP_TO = {  # (grouped, kernels run) -> most output channels per group for direct
     (False, ("forward",)): 8, (False, ("backward_data",)): 8,
-    (False, ("backward_weight",)): 8, (False, ("backward_data", "backward_weight")): 8,
+    (False, ("backward_weight",)): 16, (False, ("backward_data", "backward_weight")): 16,
     (True, ("forward",)): 4, (True, ("backward_data",)): 8,
-    (True, ("backward_weight",)): 0, (True, ("backward_data", "backward_weight")): 4,
+    (True, ("backward_weight",)): 0, (True, ("backward_data", "backward_weight")): 16,
 }
 DIRECT_BELOW_OUT_CHANNELS_PER_GROUP = 8  # at strides other than 1
+
+
+# direct's forward at column stride 1 runs on pixel tiles (8 output channels x 3 vectors of
+# grid positions in registers, fastconv.cpu._simd.pixel_tile), and so does its backward-data at
+# stride 1: measured (2 cores, AMD EPYC, ms forward / backward-data, direct against blocked):
+# 16->16 @64 batch 16 1.65/1.22 against 3.30/3.44; 32->32 @32 1.28/1.27 against 2.70/1.78;
+# ResNeXt's 8 per group 1.58/1.33 against 9.54/10.73; 64->64 @16 2.15/1.84 against 1.50/1.19,
+# @56 6.49/6.97 against 5.89/6.14. So below 64 output channels per group they are direct's.
+DIRECT_TILES_BELOW = 64
+
+
+def direct_tiles_win(op, p):
+    """Whether every kernel of the call is a forward at column stride 1 or a stride-1
+    backward-data, each with fewer than DIRECT_TILES_BELOW output channels per group."""
+    lanes = blocked.tiled_kernels(op, p)
+    fits = {"forward": p.stride[1] == 1, "backward_data": p.stride == (1, 1)}
+    return bool(lanes) and all(fits.get(k, False) and n < DIRECT_TILES_BELOW
+                               for k, n in lanes.items())
 
 
 def direct_or_im2col(op, p):

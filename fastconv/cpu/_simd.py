@@ -508,3 +508,78 @@ def _make_weight_tile(pairs):
 
 # weight_tiles[p - 1]: the weight tile of p (input channel, tap) pairs
 weight_tiles = tuple(_make_weight_tile(p) for p in range(1, TILE_PIXELS + 1))
+
+
+# --- pixel tiles: the register tile of fastconv.cpu.direct's stride-1 forward ----------------
+# PIXEL_ROWS output channels times PIXEL_VECTORS vectors of consecutive grid positions (16
+# float32 or 8 float64 each): 24 accumulators; a step (input channel, tap) loads 3 input
+# vectors and broadcasts 8 weights, 24 fused multiply-adds for 11 loads, whatever the number of
+# output channels per group (8 fill it), where a tile of output-channel lanes would waste them.
+
+PIXEL_ROWS = 8
+PIXEL_VECTORS = 3
+
+
+@intrinsic
+def pixel_tile(typingctx, out, o0, ostride, x, x0, cstride, channels, at, w):
+    """For each row r < 8 and vector v < 3 (L lanes):
+    out[o0 + r*ostride + v*L : +L] += (sum over c < channels, t < at.size of
+        w[(c*T + t)*8 + r] * x[x0 + c*cstride + at[t] + v*L : +L])
+    the sum from zero in (c, t) order, one fused multiply-add each, then added. 1-D contiguous
+    arrays of one float type (at: int64); the caller keeps every index in bounds."""
+    floats = (out, x, w)
+    if not (all(isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
+                for a in floats + (at,))
+            and len({a.dtype for a in floats}) == 1 and _lanes_of(out.dtype)
+            and at.dtype == types.int64):
+        return None
+    lanes = _lanes_of(out.dtype)
+
+    def codegen(context, builder, sig, args):
+        ((out_, _), o0_, ostride_, (x_, _), x0_, cstride_, channels_, (at_, taps), (w_, _)) = \
+            _unpack(context, builder, sig, args)
+        element = context.get_value_type(sig.args[0].dtype)
+        vector = ir.VectorType(element, lanes)
+        name = f"llvm.fma.v{lanes}{'f32' if lanes == 16 else 'f64'}"
+        fma = builder.module.globals.get(name) or ir.Function(
+            builder.module, ir.FunctionType(vector, [vector] * 3), name=name)
+
+        def at_vector(data, index):
+            return builder.bitcast(builder.gep(data, [index]), vector.as_pointer())
+
+        def const(k):
+            return ir.Constant(_I64, k)
+
+        zero = ir.Constant(vector, [0.0] * lanes)
+        first = {f"a{r}_{v}": zero for r in range(PIXEL_ROWS) for v in range(PIXEL_VECTORS)}
+        channel = _Loop(builder, channels_, "channel", **first)
+        row = builder.add(x0_, builder.mul(channel.index, cstride_))
+        w_row = builder.mul(builder.mul(channel.index, taps), const(PIXEL_ROWS))
+        tap = _Loop(builder, taps, "tap", **channel.values)
+        t = tap.index
+        where = builder.add(row, builder.load(builder.gep(at_, [t])))
+        inputs = [builder.load(at_vector(x_, builder.add(where, const(v * lanes))), align=1)
+                  for v in range(PIXEL_VECTORS)]
+        w_at = builder.add(w_row, builder.mul(t, const(PIXEL_ROWS)))
+        splat = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
+        undef = ir.Constant(vector, ir.Undefined)
+        sums = {}
+        for r in range(PIXEL_ROWS):
+            weight = builder.load(builder.gep(w_, [builder.add(w_at, const(r))]))
+            broadcast = builder.shuffle_vector(
+                builder.insert_element(undef, weight, ir.Constant(ir.IntType(32), 0)), undef,
+                splat)
+            for v in range(PIXEL_VECTORS):
+                key = f"a{r}_{v}"
+                sums[key] = builder.call(fma, [broadcast, inputs[v], tap.values[key]])
+        tap.end(**sums)
+        channel.end(**tap.results)
+        for r in range(PIXEL_ROWS):
+            for v in range(PIXEL_VECTORS):
+                where = at_vector(out_, builder.add(o0_, builder.add(
+                    builder.mul(const(r), ostride_), const(v * lanes))))
+                total = builder.fadd(builder.load(where, align=1), channel.results[f"a{r}_{v}"])
+                builder.store(total, where, align=1)
+        return context.get_dummy_value()
+
+    return types.void(out, _I, _I, x, _I, _I, _I, at, w), codegen

@@ -29,7 +29,8 @@ dilation or plane size.
 Cache blocking: a task is one band of ``BAND_BYTES`` of outputs (of the batch, in (image,
 row, column) order) of one block of `width` output channels of one group. It passes over its
 band once per block of PASS_STEPS // T input channels (PASS_STEPS_SMALL // T for filters of
-fewer than 9 taps), re-reading the band's partial sums from L1 or L2. Bands are cut into near-equal tiles of at most 6 pixels.
+fewer than 9 taps), re-reading the band's partial sums from L1 or L2. Bands are cut into
+near-equal tiles of at most 6 pixels.
 
 Backward-data runs the same tiles phase by phase (``_phases``): input positions (r, q) with
 r % sh and q % sw fixed meet a fixed subset of the taps, each through one output at a fixed

@@ -19,11 +19,18 @@ row: one tap is one long vector loop (hundreds of elements instead of Wo). The g
 j >= Wo are computed and thrown away: grid/Wo - 1 extra work, 7% for a 3x3 layer on 28x28 with
 padding 1, but about half for stride 2, where the stride-2 loads also cost more (still weak).
 
-Each pass over the accumulators does a 2 x 3 register tile: two output channels and three taps
-of one kernel row. Per vector of outputs that is three input loads, two accumulator loads and
-two stores for six multiply-adds; one tap of one channel per pass needs one store per
-multiply-add and ran at a third of the speed (measured: ResNeXt's 3x3 grouped layer, 8 output
-channels per group, 5.6 ms against 2.9 ms). Accumulators cover a chunk of whole output rows
+At column stride 1 the outputs of each block of 8 output channels run on pixel tiles
+(``_simd.pixel_tile``): 8 channels times 3 vectors of consecutive grid positions, 24
+accumulators held in registers through the whole reduction over input channels and taps, each
+step 3 input loads and 8 broadcast weights for 24 fused multiply-adds (ResNeXt's grouped layer,
+8 output channels per group: 1.6 ms against 4.9 with the loops below). A tile reads up to a
+tile's width past the chunk's last output, into the slack after the task's planes.
+
+Elsewhere (other strides, and channels past a multiple of 8) each pass over the accumulators
+does a 2 x 3 register tile: two output channels and three taps of one kernel row. Per
+vector of outputs that is three input loads, two accumulator loads and two stores for six
+multiply-adds; one tap of one channel per pass needs one store per multiply-add and ran at a
+third of the speed. Accumulators cover a chunk of whole output rows
 (``config.DIRECT_CHUNK`` elements) so that they stay in L1 for every pass, and each task pads its
 own input planes into a buffer that stays in cache (a padded copy of the whole input, and its
 page faults, cost about a third of the layer's time).
@@ -44,6 +51,7 @@ from numba import get_num_threads, njit, prange, uint64
 from .. import config
 from ._loops import (FASTMATH, FASTMATH_SUM, all_finite, bias_or_zeros, channel_sum, cropped,
                      frozen, pad_plane, padded, row_copy)
+from ._simd import PIXEL_ROWS, PIXEL_VECTORS, pixel_tile
 from ._threads import parallel_jit
 
 
@@ -112,27 +120,52 @@ def _forward(x, w, b, y, top, left, hq, row, grid, step, dh, dw, groups, block, 
     og_ = o_ // groups
     blocks = (og_ + block - 1) // block
     rows = max(1, chunk // grid)  # output rows per chunk of accumulators
+    kw_ = w.shape[3]
+    taps = kh_ * kw_
+    at = np.empty(taps, dtype=np.int64)  # the pixel tiles' tap offsets in a plane
+    for t in range(taps):
+        at[t] = t // kw_ * dh * row + t % kw_ * dw
+    width = PIXEL_VECTORS * (16 if x.itemsize == 4 else 8)  # grid positions per tile
+    plane = hq * row
     for task in prange(n_ * groups * blocks):
         n = task // (groups * blocks)
         g = task // blocks % groups
         o0 = g * og_ + task % blocks * block
         o1 = min(o0 + block, (g + 1) * og_)
-        xq = np.empty((cg_, hq * row), dtype=x.dtype)
+        # stride 1: whole tiles of PIXEL_ROWS channels on registers (_simd.pixel_tile), which
+        # read up to a tile past the chunk's last output: the planes' and accumulators' slack
+        tiled = o0 + (o1 - o0) // PIXEL_ROWS * PIXEL_ROWS if step == 1 else o0
+        flat = np.empty(cg_ * plane + width, dtype=x.dtype)
+        flat[cg_ * plane:] = 0
+        xq = flat[:cg_ * plane].reshape((cg_, plane))
         for c in range(cg_):
             pad_plane(xq[c].reshape((hq, row)), x[n, g * cg_ + c], top, left)
+        wt = np.empty((tiled - o0) * cg_ * taps, dtype=w.dtype)  # tiles' filters, interleaved
+        for t0 in range(o0, tiled, PIXEL_ROWS):
+            for c in range(cg_):
+                for t in range(taps):
+                    for r in range(PIXEL_ROWS):
+                        wt[((t0 - o0) * cg_ + c * PIXEL_ROWS) * taps + t * PIXEL_ROWS + r] = \
+                            w[t0 + r, c, t // kw_, t % kw_]
         # one accumulator row per output channel, plus a spare when the block is odd: its
         # partner in the 2 x 3 tile reuses the block's last filter and is thrown away
-        acc = np.zeros((o1 - o0 + 1, rows * grid), dtype=y.dtype)
+        acc = np.zeros((o1 - o0 + 1, rows * grid + width), dtype=y.dtype)
+        acc_flat = acc.reshape(acc.size)
         for i0 in range(0, ho_, rows):
             i1 = min(i0 + rows, ho_)
             size = (i1 - i0 - 1) * grid + wo_  # grid positions up to the chunk's last output
             for o in range(o0, o1):
                 acc[o - o0, :size] = b[o]  # bias fused: the accumulators start from it
+            for t0 in range(o0, tiled, PIXEL_ROWS):
+                filters = wt[(t0 - o0) * cg_ * taps:(t0 - o0 + PIXEL_ROWS) * cg_ * taps]
+                for m0 in range(0, size, width):
+                    pixel_tile(acc_flat, (t0 - o0) * acc.shape[1] + m0, acc.shape[1], flat,
+                               i0 * grid + m0, plane, cg_, at, filters)
             for c in range(cg_):
                 src = xq[c]
                 for a in range(kh_):
                     col = i0 * grid * step + a * dh * row
-                    for o in range(o0, o1, 2):
+                    for o in range(tiled, o1, 2):
                         p = min(o + 1, o1 - 1)
                         _kernel_row(acc[o - o0, :size], acc[o + 1 - o0, :size], w, o, p, c, a,
                                     src, col, dw, step)
@@ -359,5 +392,9 @@ def _kernel_workspace(kernel, p):
     hq, row = _grid_size(size, *pads, step)
     grid = (sh if kernel == "forward" else 1) * row // step
     block = min(config.DIRECT_OUT_CHANNELS_PER_TASK, outs // p.groups) + 1
-    per_task = ins // p.groups * hq * row + block * max(1, config.DIRECT_CHUNK // grid) * grid
-    return get_num_threads() * per_task + flipped
+    width = PIXEL_VECTORS * 16  # the pixel tiles' slack, at most a tile (16 lanes or fewer)
+    taps = p.kernel[0] * p.kernel[1]
+    tiles = (block - 1) // PIXEL_ROWS * PIXEL_ROWS * ins // p.groups * taps  # their filters
+    per_task = (ins // p.groups * hq * row + width + tiles
+                + block * (max(1, config.DIRECT_CHUNK // grid) * grid + width))
+    return get_num_threads() * per_task + flipped + 2 * taps  # the taps' offsets (int64)

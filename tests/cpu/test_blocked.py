@@ -1,4 +1,5 @@
-"""The CPU register-tiled convolution (fastconv.cpu.blocked) and its tiles (fastconv.cpu._simd):
+"""The CPU register tiles: blocked's (fastconv.cpu.blocked) and direct's pixel tiles, built on
+fastconv.cpu._simd,
 against the NumPy reference and PyTorch over a grid of its own, since the shared grids' four
 channels never fill a tile (64 float32 or 32 float64 output channels) nor make more than one
 block of them, and tile-sized edges (6 pixels, 6 (channel, tap) pairs, 16-lane transposes) are
@@ -151,3 +152,32 @@ def test_packing_and_unpacking_the_filter_against_numpy(dtype, rng):
 def test_tiled_kernels_name_the_lanes_each_kernel_fills(op, shapes, kwargs, tiled):
     p = OPS[op].params(*shapes, **kwargs)
     assert blocked.tiled_kernels(op, p) == tiled
+
+
+DIRECT_CASES = [  # (x shape, out channels, kernel, kwargs): direct's pixel tiles (8 channels)
+    ((2, 8, 9, 9), 8, (3, 3), dict(padding=1)),                   # one tile of channels
+    ((2, 6, 11, 7), 21, (3, 3), dict(padding=1)),                 # two tiles and 5 on the old path
+    ((2, 64, 10, 10), 64, (3, 3), dict(padding=1, groups=8)),     # ResNeXt-like, 8 per group
+    ((1, 12, 13, 9), 24, (5, 5), dict(padding=2, dilation=(2, 1), groups=2)),
+    ((2, 5, 12, 10), 16, (3, 3), dict(stride=(2, 1), padding=1)),  # column stride 1 only
+    ((2, 4, 3, 40), 9, (1, 3), dict(padding=(0, 1))),              # one row, wide
+    ((2, 16, 5, 5), 16, (3, 3), dict(padding=3)),                  # padding past the kernel
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("x_shape, out_channels, kernel, kwargs", DIRECT_CASES, ids=str)
+def test_direct_pixel_tiles_match_the_reference_and_torch(x_shape, out_channels, kernel, kwargs,
+                                                          dtype, rng):
+    """direct's forward at column stride 1, and its stride-1 backward-data (the same kernel on
+    grad_y), on channel counts that fill its tiles of 8 output channels, with remainders."""
+    groups = kwargs.get("groups", 1)
+    w_shape = (out_channels, x_shape[1] // groups) + kernel
+    p = conv2d_params(x_shape, w_shape, (out_channels,), **kwargs)
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    calls = [("conv2d", [x, w, rng.standard_normal(out_channels)], kwargs),
+             ("conv2d_backward", [rng.standard_normal(p.y_shape), x, w],
+              dict(kwargs, output_mask=(True, True, True)))]
+    for op, args, kw in calls:
+        for oracle in ORACLES:
+            assert_matches(op, args, kw, fastconv_runner("direct"), oracle, dtype)
