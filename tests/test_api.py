@@ -146,7 +146,10 @@ def test_auto_rule_of_a_backend_is_used(unit_stride_algorithm):
     (((8, 128, 56, 56), (128, 1, 3, 3)), dict(padding=1, groups=128), "depthwise"),
     (((8, 64, 28, 28), (128, 1, 3, 3)), dict(padding=1, groups=64), "depthwise"),  # multiplier 2
     (((8, 64, 56, 56), (256, 64, 1, 1)), {}, "pointwise"),
-    (((8, 256, 56, 56), (128, 256, 1, 1)), dict(stride=2), "pointwise"),
+    (((8, 256, 56, 56), (128, 256, 1, 1)), dict(stride=2), "blocked"),  # 28x28 out, 128 ch
+    (((8, 128, 28, 28), (32, 128, 1, 1)), {}, "pointwise"),  # 32 outputs: under 64 lanes
+    (((8, 128, 28, 28), (256, 128, 1, 1)), {}, "blocked"),  # MobileNet's, 28x28
+    (((8, 128, 29, 29), (256, 128, 1, 1)), {}, "pointwise"),  # past 28x28
     (((8, 64, 56, 56), (64, 64, 1, 1)), dict(padding=1), "blocked"),  # padded 1x1: no pointwise
     (((8, 64, 56, 56), (64, 64, 3, 3)), dict(padding=1), "blocked"),
     (((8, 3, 224, 224), (64, 3, 7, 7)), dict(padding=3, stride=2), "blocked"),  # the stem
@@ -167,6 +170,18 @@ def test_auto_rule_of_a_backend_is_used(unit_stride_algorithm):
 ])
 def test_cpu_auto_picks_the_specialised_kernels(shapes, kwargs, expected):
     info = fc.explain("conv2d", *shapes, **kwargs)
+    assert info["algo"] == expected, info["reason"]
+
+
+@pytest.mark.parametrize("mask, expected", [
+    ((True, False, False), "pointwise"), ((False, True, False), "blocked"),
+    ((True, True, False), "pointwise"), ((True, True, True), "pointwise"),
+])
+def test_cpu_auto_gives_blocked_the_weight_gradient_of_a_wide_1x1(mask, expected):
+    """resnet50's 1x1 64->256 at 56x56: pointwise's per-image GEMMs win the forward-like
+    kernels there, blocked's weight tiles its weight gradient alone."""
+    info = fc.explain("conv2d_backward", (8, 256, 56, 56), (8, 64, 56, 56), (256, 64, 1, 1),
+                      output_mask=mask)
     assert info["algo"] == expected, info["reason"]
 
 

@@ -53,6 +53,11 @@ def auto_rule(op, p, candidates):
     if "depthwise" in candidates:
         return "depthwise", "groups == in_channels: a per-channel stencil, no channel reduction"
     if "pointwise" in candidates:
+        if "blocked" in candidates and blocked_beats_pointwise(op, p):
+            return "blocked", ("1x1 kernel, but a weight gradient alone or a plane of at most "
+                               f"{POINTWISE_BLOCKED_PLANE} pixels, with {POINTWISE_BLOCKED_LANES}+ "
+                               "output channels per group in every kernel: register tiles beat "
+                               "the small per-image GEMMs")
         return "pointwise", "1x1 kernel without padding: a GEMM over channels needs no im2col"
     if "direct" in candidates and direct_tiles_win(op, p):
         lanes = max(blocked.tiled_kernels(op, p).values())
@@ -98,6 +103,24 @@ DIRECT_UP_TO = {  # (grouped, kernels run) -> most output channels per group for
     (True, ("backward_weight",)): 0, (True, ("backward_data", "backward_weight")): 16,
 }
 DIRECT_BELOW_OUT_CHANNELS_PER_GROUP = 8  # at strides other than 1
+
+
+# 1x1 without padding, pointwise (one GEMM per image and group) against blocked (ms forward /
+# backward-data / backward-weight, 2 cores, AMD EPYC): 64->256 @56 batch 8 4.27/4.34/4.78
+# against 5.16/5.27/4.17; 256->64 @56 4.28/4.02/4.47 against 4.85/6.32/3.85; 128->256 @28
+# 1.88/1.96/1.96 against 1.32/1.36/1.26; 96->24 @16 batch 16 0.12/0.14/0.24 against
+# 0.25/0.20/0.33. blocked wins a weight gradient of 64+ channels, and every direction on
+# planes of up to 28x28 pixels with 64+ channels on both sides.
+POINTWISE_BLOCKED_PLANE = 28 * 28
+POINTWISE_BLOCKED_LANES = 64
+
+
+def blocked_beats_pointwise(op, p):
+    lanes = blocked.tiled_kernels(op, p)
+    if not lanes or min(lanes.values()) < POINTWISE_BLOCKED_LANES:
+        return False
+    return set(lanes) == {"backward_weight"} or \
+        p.y_shape[2] * p.y_shape[3] <= POINTWISE_BLOCKED_PLANE
 
 
 # direct's forward at column stride 1 runs on pixel tiles (8 output channels x 3 vectors of
