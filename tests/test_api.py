@@ -185,16 +185,17 @@ def test_cpu_auto_gives_blocked_the_weight_gradient_of_a_wide_1x1(mask, expected
     assert info["algo"] == expected, info["reason"]
 
 
-@pytest.mark.parametrize("mask, expected", [
-    ((True, False, False), "direct"), ((False, True, False), "im2col"),
-    ((True, True, False), "direct"), ((True, True, True), "direct"),
+@pytest.mark.parametrize("groups, mask, expected", [
+    (32, (True, False, False), "direct"), (32, (False, True, False), "direct"),
+    (32, (True, True, True), "direct"), (16, (True, False, False), "direct"),
+    (16, (False, True, False), "im2col"), (16, (True, True, True), "im2col"),
 ])
-def test_cpu_auto_rule_is_per_set_of_directions(mask, expected):
-    """ResNeXt's grouped layer (8 outputs per group): direct wins its input gradient (pixel
-    tiles), im2col its weight gradient, direct a backward computing both (its input gradient
-    gains more than its weight gradient loses; fastconv.cpu.DIRECT_UP_TO)."""
-    info = fc.explain("conv2d_backward", (8, 256, 28, 28), (8, 256, 28, 28), (256, 8, 3, 3),
-                      padding=1, groups=32, output_mask=mask)
+def test_cpu_auto_rule_is_per_set_of_directions(groups, mask, expected):
+    """ResNeXt's grouped layer: at 8 outputs per group direct's pixel tiles win every
+    direction; at 16 its input gradient still, but im2col's GEMMs the weight gradient and a
+    backward computing both (fastconv.cpu.DIRECT_UP_TO)."""
+    info = fc.explain("conv2d_backward", (8, 256, 28, 28), (8, 256, 28, 28),
+                      (256, 256 // groups, 3, 3), padding=1, groups=groups, output_mask=mask)
     assert info["algo"] == expected, info["reason"]
 
 

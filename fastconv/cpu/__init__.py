@@ -91,16 +91,17 @@ def auto_rule(op, p, candidates):
 # backward computing both gradients (at 8 per group the sums are 9.8 against 12.8 ms).
 # At other strides direct computes on a grid wider than the output, and wins only below 8 per
 # group (it lost 3-6x at 16).
-# Since direct's forward and stride-1 backward-data run on pixel tiles (direct_tiles_win), the
-# sets with backward-weight were re-measured (2 cores, AMD EPYC, ms backward-data +
-# backward-weight, direct against im2col): 16->16 @64 batch 16 1.22 + 3.22 against 3.68 +
-# 4.39; ResNeXt's 8 per group 1.33 + 3.85 against 3.13 + 3.68; 16 per group 2.21 + 5.57
-# against 4.25 + 4.39; 32->32 @32 1.27 + 3.78 against 2.58 + 3.11 (blocked: 1.78 + 2.58).
+# Since direct's forward and stride-1 backward-data run on pixel tiles (direct_tiles_win), and
+# its weight gradient at column stride 1 on pixel grad tiles, the sets with backward-weight were
+# re-measured (2 cores, AMD EPYC, ms backward-data + backward-weight, direct against im2col):
+# 16->16 @64 batch 16 1.22 + 2.40 against 3.68 + 2.86; ResNeXt's 8 per group 1.19 + 2.80
+# against 3.13 + 3.30; 16 per group 2.21 + 9.27 against 4.25 + 4.28; 32->32 @32 (blocked
+# 1.78 + 2.58 there).
 DIRECT_UP_TO = {  # (grouped, kernels run) -> most output channels per group for direct
     (False, ("forward",)): 8, (False, ("backward_data",)): 8,
     (False, ("backward_weight",)): 16, (False, ("backward_data", "backward_weight")): 16,
     (True, ("forward",)): 4, (True, ("backward_data",)): 8,
-    (True, ("backward_weight",)): 0, (True, ("backward_data", "backward_weight")): 16,
+    (True, ("backward_weight",)): 8, (True, ("backward_data", "backward_weight")): 8,
 }
 DIRECT_BELOW_OUT_CHANNELS_PER_GROUP = 8  # at strides other than 1
 

@@ -583,3 +583,61 @@ def pixel_tile(typingctx, out, o0, ostride, x, x0, cstride, channels, at, w):
         return context.get_dummy_value()
 
     return types.void(out, _I, _I, x, _I, _I, _I, at, w), codegen
+
+
+@intrinsic
+def pixel_grad_tile(typingctx, out, g, g0, gstride, x, x0, at, count):
+    """The weight gradient on pixel tiles: for each row r < 8 (output channel) and tap j < 3,
+    out[(r*3 + j)*L : +L] += (sum over k < count of
+        g[g0 + r*gstride + k*L : +L] * x[x0 + at[j] + k*L : +L])
+    the sum from zero in k order, one fused multiply-add each, then added: L lanes of partial
+    sums, which the caller adds up. 1-D contiguous arrays of one float type (at: int64, 3
+    entries); the caller keeps every index in bounds."""
+    floats = (out, g, x)
+    if not (all(isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
+                for a in floats + (at,))
+            and len({a.dtype for a in floats}) == 1 and _lanes_of(out.dtype)
+            and at.dtype == types.int64):
+        return None
+    lanes = _lanes_of(out.dtype)
+    taps = PIXEL_VECTORS
+
+    def codegen(context, builder, sig, args):
+        ((out_, _), (g_, _), g0_, gstride_, (x_, _), x0_, (at_, _), count_) = \
+            _unpack(context, builder, sig, args)
+        element = context.get_value_type(sig.args[0].dtype)
+        vector = ir.VectorType(element, lanes)
+        name = f"llvm.fma.v{lanes}{'f32' if lanes == 16 else 'f64'}"
+        fma = builder.module.globals.get(name) or ir.Function(
+            builder.module, ir.FunctionType(vector, [vector] * 3), name=name)
+
+        def at_vector(data, index):
+            return builder.bitcast(builder.gep(data, [index]), vector.as_pointer())
+
+        def const(k):
+            return ir.Constant(_I64, k)
+
+        starts = [builder.add(x0_, builder.load(builder.gep(at_, [const(j)])))
+                  for j in range(taps)]
+        rows = [builder.add(g0_, builder.mul(const(r), gstride_)) for r in range(PIXEL_ROWS)]
+        zero = ir.Constant(vector, [0.0] * lanes)
+        first = {f"a{r}_{j}": zero for r in range(PIXEL_ROWS) for j in range(taps)}
+        step = _Loop(builder, count_, "step", **first)
+        k = builder.mul(step.index, const(lanes))
+        inputs = [builder.load(at_vector(x_, builder.add(starts[j], k)), align=1)
+                  for j in range(taps)]
+        sums = {}
+        for r in range(PIXEL_ROWS):
+            grad = builder.load(at_vector(g_, builder.add(rows[r], k)), align=1)
+            for j in range(taps):
+                key = f"a{r}_{j}"
+                sums[key] = builder.call(fma, [grad, inputs[j], step.values[key]])
+        step.end(**sums)
+        for r in range(PIXEL_ROWS):
+            for j in range(taps):
+                where = at_vector(out_, const((r * taps + j) * lanes))
+                total = builder.fadd(builder.load(where, align=1), step.results[f"a{r}_{j}"])
+                builder.store(total, where, align=1)
+        return context.get_dummy_value()
+
+    return types.void(out, g, _I, _I, x, _I, at, _I), codegen

@@ -51,7 +51,7 @@ from numba import get_num_threads, njit, prange, uint64
 from .. import config
 from ._loops import (FASTMATH, FASTMATH_SUM, all_finite, bias_or_zeros, channel_sum, cropped,
                      frozen, pad_plane, padded, row_copy)
-from ._simd import PIXEL_ROWS, PIXEL_VECTORS, pixel_tile
+from ._simd import PIXEL_ROWS, PIXEL_VECTORS, pixel_grad_tile, pixel_tile
 from ._threads import parallel_jit
 
 
@@ -204,8 +204,43 @@ def _dot(g, src, col, step, zero):
     return t
 
 
+@parallel_jit(cache=True)
+def _backward_weight_tiles(xf, gf, gw, plane, gplane, row, dh, dw, groups, x_channels, n_,
+                           length):
+    # gw[o, c, t] for whole blocks of PIXEL_ROWS output channels per group at column stride 1,
+    # on pixel grad tiles: xf (N*C*plane + slack) the inputs on their grid, gf (N*O*gplane +
+    # slack) grad_y on the output grid, zero past Wo and past each plane's Ho*grid positions
+    # (so the tile's last vector adds nothing); one task per (group, block, input channel,
+    # three taps), summing over the images in order, then over the lanes
+    o_, cg_, kh_, kw_ = gw.shape
+    og_ = o_ // groups
+    blocks = og_ // PIXEL_ROWS
+    taps = kh_ * kw_
+    triples = (taps + PIXEL_VECTORS - 1) // PIXEL_VECTORS
+    lanes = 16 if xf.itemsize == 4 else 8
+    count = (length + lanes - 1) // lanes
+    for task in prange(groups * blocks * cg_ * triples):
+        g = task // (blocks * cg_ * triples)
+        o0 = g * og_ + task // (cg_ * triples) % blocks * PIXEL_ROWS
+        c = task // triples % cg_
+        t0 = task % triples * PIXEL_VECTORS
+        at = np.empty(PIXEL_VECTORS, dtype=np.int64)
+        for j in range(PIXEL_VECTORS):
+            t = min(t0 + j, taps - 1)  # past the last tap: a repeat, thrown away
+            at[j] = t // kw_ * dh * row + t % kw_ * dw
+        acc = np.zeros(PIXEL_ROWS * PIXEL_VECTORS * lanes, dtype=xf.dtype)
+        for n in range(n_):
+            pixel_grad_tile(acc, gf, (n * o_ + o0) * gplane, gplane, xf,
+                            (n * x_channels + g * cg_ + c) * plane, at, count)
+        for r in range(PIXEL_ROWS):
+            for j in range(min(PIXEL_VECTORS, taps - t0)):
+                k = (r * PIXEL_VECTORS + j) * lanes
+                gw[o0 + r, c, (t0 + j) // kw_, (t0 + j) % kw_] = acc[k:k + lanes].sum()
+
+
 @parallel_jit(fastmath=FASTMATH_SUM, cache=True)
-def _backward_weight(xq, gq, gw, row, grid, step, dh, dw, groups, ho_, wo_, exact, zero):
+def _backward_weight(xq, gq, gw, row, grid, step, dh, dw, groups, ho_, wo_, exact, zero,
+                     tiled):
     # xq (N, C, Hp*R), gq (N, O, Ho*grid) -> gw (O, Cg, KH, KW). Sums in the dtype of zero, the
     # arrays' own: float64 sums would halve the vector width and convert every product.
     n_ = xq.shape[0]
@@ -217,6 +252,8 @@ def _backward_weight(xq, gq, gw, row, grid, step, dh, dw, groups, ho_, wo_, exac
         o = task // cg_
         c = task % cg_
         ci = o // og_ * cg_ + c
+        if o % og_ < tiled:  # computed on pixel grad tiles
+            continue
         for a in range(kh_):
             e = 0
             while e < kw_:
@@ -355,8 +392,21 @@ def backward_weight(x, gy, p):
     gq[..., :wo] = gy
     gq = frozen(gq.reshape(n, o, ho * grid))
     gw = np.empty(p.w_shape, dtype=x.dtype)
+    exact = not all_finite(x)
+    og = o // p.groups
+    tiled = og // PIXEL_ROWS * PIXEL_ROWS if p.stride[1] == 1 and not exact else 0
+    if tiled and n:
+        lanes = 16 if x.itemsize == 4 else 8
+        gplane = -(-ho * grid // lanes) * lanes  # each plane padded to whole vectors
+        gf = np.zeros(n * o * gplane + lanes, dtype=gy.dtype)
+        gf[:n * o * gplane].reshape(n, o, gplane)[..., :ho * grid] = gq
+        plane = hq * row
+        xf = np.zeros(n * x.shape[1] * plane + gplane + lanes, dtype=x.dtype)
+        xf[:n * x.shape[1] * plane] = xq.reshape(-1)
+        _backward_weight_tiles(frozen(xf), frozen(gf), gw, plane, gplane, row, *p.dilation,
+                               p.groups, x.shape[1], n, (ho - 1) * grid + wo)
     _backward_weight(xq, gq, gw, row, grid, p.stride[1], *p.dilation,
-                     p.groups, ho, wo, not all_finite(x), gw.dtype.type(0))
+                     p.groups, ho, wo, exact, gw.dtype.type(0), tiled)
     return gw
 
 
@@ -383,7 +433,12 @@ def _kernel_workspace(kernel, p):
     if kernel == "backward_weight":
         hq, row = _grid_size((h, w), *p.padding, sw)
         view = (hq, row, p.padding[0][0], p.padding[1][0]) == (h, w, 0, 0)
-        return (0 if view else n * c * hq * row) + n * o * ho * (sh * row // sw)
+        grid = sh * row // sw
+        gplane = -(-ho * grid // 16) * 16
+        tiles = 0 if sw != 1 or o // p.groups < PIXEL_ROWS else (  # the pixel grad tiles'
+            n * o * gplane + n * c * hq * row + gplane + 32  # grad_y and x with slack, and
+            + get_num_threads() * (PIXEL_ROWS * PIXEL_VECTORS * 16 + 2 * PIXEL_VECTORS))
+        return (0 if view else n * c * hq * row) + n * o * ho * grid + tiles  # per task
     if kernel == "forward":
         size, pads, step, ins, outs, flipped = (h, w), p.padding, sw, c, o, 0
     else:

@@ -181,3 +181,16 @@ def test_direct_pixel_tiles_match_the_reference_and_torch(x_shape, out_channels,
     for op, args, kw in calls:
         for oracle in ORACLES:
             assert_matches(op, args, kw, fastconv_runner("direct"), oracle, dtype)
+
+
+def test_direct_grad_tiles_leave_a_nonfinite_input_to_the_exact_sums(rng):
+    """The pixel grad tiles multiply grad_y's zero padding by the inputs past each row's end;
+    with an Inf or NaN there that is NaN, so an input that is not all finite goes to the
+    row-by-row sums, and the weight gradient matches PyTorch's."""
+    pytest.importorskip("torch")
+    x = rng.standard_normal((2, 8, 9, 9))
+    x[0, 2, 4, 8], x[1, 5, 0, 0] = np.inf, np.nan
+    w = rng.standard_normal((16, 8, 3, 3))
+    gy = rng.standard_normal((2, 16, 9, 9))
+    assert_matches("conv2d_backward", [gy, x, w], dict(padding=1, output_mask=(False, True, False)),
+                   fastconv_runner("direct"), torch_op, np.float32)
