@@ -335,6 +335,71 @@ def lane_dots9(typingctx, acc, count, src, s0, step, at, g, g0):
     return types.void(acc, _I, src, _I, _I, at, g, _I), codegen
 
 
+# --- register tiles: 24 accumulators held in registers through a whole reduction ------------
+# Shared by the four tiles below: vectors of the arrays' float type (16 float32 or 8 float64
+# lanes), fused multiply-adds, loads and stores at any alignment, broadcasts of one value.
+
+
+def _lanes_of(dtype):
+    return {types.float32: 16, types.float64: 8}.get(dtype)
+
+
+def _tile_args_ok(floats, ints):
+    """1-D contiguous arrays, the floats all of float32 or all of float64, the ints int64."""
+    return (all(isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
+                for a in floats + ints)
+            and len({a.dtype for a in floats}) == 1 and _lanes_of(floats[0].dtype) is not None
+            and all(a.dtype == types.int64 for a in ints))
+
+
+class _Vectors:
+    """IR for vectors of ``dtype`` (a Numba float type) in ``builder``."""
+
+    def __init__(self, context, builder, dtype):
+        self.builder, self.lanes = builder, _lanes_of(dtype)
+        self.type = ir.VectorType(context.get_value_type(dtype), self.lanes)
+        name = f"llvm.fma.v{self.lanes}{'f32' if self.lanes == 16 else 'f64'}"
+        self._fma = builder.module.globals.get(name) or ir.Function(
+            builder.module, ir.FunctionType(self.type, [self.type] * 3), name=name)
+        self.zero = ir.Constant(self.type, [0.0] * self.lanes)
+
+    def fma(self, a, b, c):
+        return self.builder.call(self._fma, [a, b, c])
+
+    def _at(self, data, index):
+        return self.builder.bitcast(self.builder.gep(data, [index]), self.type.as_pointer())
+
+    def load(self, data, index):
+        return self.builder.load(self._at(data, index), align=1)
+
+    def store(self, value, data, index):
+        self.builder.store(value, self._at(data, index), align=1)
+
+    def add_to(self, value, data, index, keep=None):
+        """data[index : +L] = (data[...] if keep (an i1; always if None) else 0) + value."""
+        old = self.load(data, index)
+        if keep is not None:
+            old = self.builder.select(keep, old, self.zero)
+        self.store(self.builder.fadd(old, value), data, index)
+
+    def broadcast(self, data, index):
+        """data[index] in every lane."""
+        b = self.builder
+        value = b.load(b.gep(data, [index]))
+        undef = ir.Constant(self.type, ir.Undefined)
+        return b.shuffle_vector(b.insert_element(undef, value, ir.Constant(ir.IntType(32), 0)),
+                                undef, ir.Constant(ir.VectorType(ir.IntType(32), self.lanes),
+                                                   [0] * self.lanes))
+
+
+def _k(k):
+    return ir.Constant(_I64, k)
+
+
+def _entry(builder, data, index):
+    return builder.load(builder.gep(data, [index]))
+
+
 # --- register tiles of a dense convolution (fastconv.cpu.blocked) ----------------------------
 # TILE_VECTORS vectors of output channels (16 float32 or 8 float64 lanes each) times p <= 6
 # output pixels: 24 accumulators, in registers for the whole reduction over input
@@ -344,10 +409,6 @@ def lane_dots9(typingctx, acc, count, src, s0, step, at, g, g0):
 
 TILE_VECTORS = 4
 TILE_PIXELS = 6  # 4 x 7 = 28 accumulators spilled: measured half the speed
-
-
-def _lanes_of(dtype):
-    return {types.float32: 16, types.float64: 8}.get(dtype)
 
 
 def _make_register_tile(pixels):
@@ -363,66 +424,42 @@ def _make_register_tile(pixels):
         output pixel's offset in the input planes, so the p pixels of a tile may span rows.
         1-D contiguous arrays of one float type (at, pix: int64); the caller keeps every index
         in bounds."""
-        floats = (out, x, w, bias)
-        if not (all(isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
-                    for a in floats + (at, pix))
-                and len({a.dtype for a in floats}) == 1 and _lanes_of(out.dtype)
-                and at.dtype == pix.dtype == types.int64):
+        if not _tile_args_ok((out, x, w, bias), (at, pix)):
             return None
-        lanes = _lanes_of(out.dtype)
-        width = TILE_VECTORS * lanes
 
         def codegen(context, builder, sig, args):
             ((out_, _), o0_, (x_, _), x0_, (pix_, _), q0_, cstride_, channels_, (at_, taps),
              (w_, _), w0_, accumulate_, (bias_, _), b0_) = _unpack(context, builder, sig, args)
-            element = context.get_value_type(sig.args[0].dtype)
-            vector = ir.VectorType(element, lanes)
-            name = f"llvm.fma.v{lanes}{'f32' if lanes == 16 else 'f64'}"
-            fma = builder.module.globals.get(name) or ir.Function(
-                builder.module, ir.FunctionType(vector, [vector] * 3), name=name)
-
-            def at_vector(data, index):
-                return builder.bitcast(builder.gep(data, [index]), vector.as_pointer())
-
-            def const(k):
-                return ir.Constant(_I64, k)
-
-            keep = builder.icmp_signed("!=", accumulate_, const(0))
-            offsets = [builder.add(x0_, builder.load(builder.gep(pix_, [builder.add(q0_,
-                                                                                const(j))])))
+            vec = _Vectors(context, builder, sig.args[0].dtype)
+            lanes, width = vec.lanes, TILE_VECTORS * vec.lanes
+            offsets = [builder.add(x0_, _entry(builder, pix_, builder.add(q0_, _k(j))))
                        for j in range(pixels)]
-            start = [builder.load(at_vector(bias_, builder.add(b0_, const(v * lanes))), align=1)
-                     for v in range(TILE_VECTORS)]
-            zero = ir.Constant(vector, [0.0] * lanes)
-            first = {f"a{j}_{v}": zero for j in range(pixels) for v in range(TILE_VECTORS)}
+            first = {f"a{j}_{v}": vec.zero for j in range(pixels) for v in range(TILE_VECTORS)}
             channel = _Loop(builder, channels_, "channel", **first)
             row = builder.mul(channel.index, cstride_)
-            w_row = builder.add(w0_, builder.mul(builder.mul(channel.index, taps), const(width)))
+            w_row = builder.add(w0_, builder.mul(builder.mul(channel.index, taps), _k(width)))
             tap = _Loop(builder, taps, "tap", **channel.values)
             t = tap.index
-            where = builder.add(row, builder.load(builder.gep(at_, [t])))
-            w_at = builder.add(w_row, builder.mul(t, const(width)))
-            weights = [builder.load(at_vector(w_, builder.add(w_at, const(v * lanes))), align=1)
+            where = builder.add(row, _entry(builder, at_, t))
+            w_at = builder.add(w_row, builder.mul(t, _k(width)))
+            weights = [vec.load(w_, builder.add(w_at, _k(v * lanes)))
                        for v in range(TILE_VECTORS)]
-            splat = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
-            undef = ir.Constant(vector, ir.Undefined)
             sums = {}
             for j in range(pixels):
-                value = builder.load(builder.gep(x_, [builder.add(where, offsets[j])]))
-                broadcast = builder.shuffle_vector(
-                    builder.insert_element(undef, value, ir.Constant(ir.IntType(32), 0)),
-                    undef, splat)
+                value = vec.broadcast(x_, builder.add(where, offsets[j]))
                 for v in range(TILE_VECTORS):
                     key = f"a{j}_{v}"
-                    sums[key] = builder.call(fma, [weights[v], broadcast, tap.values[key]])
+                    sums[key] = vec.fma(weights[v], value, tap.values[key])
             tap.end(**sums)
             channel.end(**tap.results)
-            for j in range(pixels):
-                for v in range(TILE_VECTORS):
-                    where = at_vector(out_, builder.add(o0_, const(j * width + v * lanes)))
-                    old = builder.select(keep, builder.load(where, align=1), start[v])
-                    builder.store(builder.fadd(old, channel.results[f"a{j}_{v}"]), where,
-                                  align=1)
+            keep = builder.icmp_signed("!=", accumulate_, _k(0))
+            for v in range(TILE_VECTORS):
+                start = vec.load(bias_, builder.add(b0_, _k(v * lanes)))
+                for j in range(pixels):
+                    where = builder.add(o0_, _k(j * width + v * lanes))
+                    total = builder.fadd(builder.select(keep, vec.load(out_, where), start),
+                                         channel.results[f"a{j}_{v}"])
+                    vec.store(total, out_, where)
             return context.get_dummy_value()
 
         return types.void(out, _I, x, _I, pix, _I, _I, _I, at, w, _I, _I, bias, _I), codegen
@@ -445,60 +482,34 @@ def _make_weight_tile(pairs):
         the sum from zero in q order, one fused multiply-add each, then added. g: grad_y
         channel-blocked, pixel by pixel; koff: each pair's offset in the input planes. The
         caller keeps every index in bounds."""
-        floats = (out, g, x)
-        if not (all(isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
-                    for a in floats + (pix, koff))
-                and len({a.dtype for a in floats}) == 1 and _lanes_of(out.dtype)
-                and pix.dtype == koff.dtype == types.int64):
+        if not _tile_args_ok((out, g, x), (pix, koff)):
             return None
-        lanes = _lanes_of(out.dtype)
-        width = TILE_VECTORS * lanes
 
         def codegen(context, builder, sig, args):
             ((out_, _), o0_, (g_, _), g0_, (x_, _), x0_, (pix_, _), q0_, count_, (koff_, _),
              k0_, accumulate_) = _unpack(context, builder, sig, args)
-            element = context.get_value_type(sig.args[0].dtype)
-            vector = ir.VectorType(element, lanes)
-            name = f"llvm.fma.v{lanes}{'f32' if lanes == 16 else 'f64'}"
-            fma = builder.module.globals.get(name) or ir.Function(
-                builder.module, ir.FunctionType(vector, [vector] * 3), name=name)
-
-            def at_vector(data, index):
-                return builder.bitcast(builder.gep(data, [index]), vector.as_pointer())
-
-            def const(k):
-                return ir.Constant(_I64, k)
-
-            keep = builder.icmp_signed("!=", accumulate_, const(0))
-            zero = ir.Constant(vector, [0.0] * lanes)
-            offsets = [builder.add(x0_, builder.load(builder.gep(koff_, [builder.add(k0_,
-                                                                                 const(j))])))
+            vec = _Vectors(context, builder, sig.args[0].dtype)
+            lanes, width = vec.lanes, TILE_VECTORS * vec.lanes
+            offsets = [builder.add(x0_, _entry(builder, koff_, builder.add(k0_, _k(j))))
                        for j in range(pairs)]
-            first = {f"a{j}_{v}": zero for j in range(pairs) for v in range(TILE_VECTORS)}
+            first = {f"a{j}_{v}": vec.zero for j in range(pairs) for v in range(TILE_VECTORS)}
             pixel = _Loop(builder, count_, "pixel", **first)
             q = pixel.index
-            base = builder.load(builder.gep(pix_, [builder.add(q0_, q)]))
-            g_at = builder.add(g0_, builder.mul(q, const(width)))
-            grads = [builder.load(at_vector(g_, builder.add(g_at, const(v * lanes))), align=1)
-                     for v in range(TILE_VECTORS)]
-            splat = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
-            undef = ir.Constant(vector, ir.Undefined)
+            base = _entry(builder, pix_, builder.add(q0_, q))
+            g_at = builder.add(g0_, builder.mul(q, _k(width)))
+            grads = [vec.load(g_, builder.add(g_at, _k(v * lanes))) for v in range(TILE_VECTORS)]
             sums = {}
             for j in range(pairs):
-                value = builder.load(builder.gep(x_, [builder.add(base, offsets[j])]))
-                broadcast = builder.shuffle_vector(
-                    builder.insert_element(undef, value, ir.Constant(ir.IntType(32), 0)),
-                    undef, splat)
+                value = vec.broadcast(x_, builder.add(base, offsets[j]))
                 for v in range(TILE_VECTORS):
                     key = f"a{j}_{v}"
-                    sums[key] = builder.call(fma, [grads[v], broadcast, pixel.values[key]])
+                    sums[key] = vec.fma(grads[v], value, pixel.values[key])
             pixel.end(**sums)
+            keep = builder.icmp_signed("!=", accumulate_, _k(0))
             for j in range(pairs):
                 for v in range(TILE_VECTORS):
-                    where = at_vector(out_, builder.add(o0_, const(j * width + v * lanes)))
-                    old = builder.select(keep, builder.load(where, align=1), zero)
-                    builder.store(builder.fadd(old, pixel.results[f"a{j}_{v}"]), where,
-                                  align=1)
+                    vec.add_to(pixel.results[f"a{j}_{v}"], out_,
+                               builder.add(o0_, _k(j * width + v * lanes)), keep)
             return context.get_dummy_value()
 
         return types.void(out, _I, g, _I, x, _I, pix, _I, _I, koff, _I, _I), codegen
@@ -510,7 +521,7 @@ def _make_weight_tile(pairs):
 weight_tiles = tuple(_make_weight_tile(p) for p in range(1, TILE_PIXELS + 1))
 
 
-# --- pixel tiles: the register tile of fastconv.cpu.direct's stride-1 forward ----------------
+# --- pixel tiles: the register tiles of fastconv.cpu.direct at column stride 1 ---------------
 # PIXEL_ROWS output channels times PIXEL_VECTORS vectors of consecutive grid positions (16
 # float32 or 8 float64 each): 24 accumulators; a step (input channel, tap) loads 3 input
 # vectors and broadcasts 8 weights, 24 fused multiply-adds for 11 loads, whatever the number of
@@ -527,59 +538,36 @@ def pixel_tile(typingctx, out, o0, ostride, x, x0, cstride, channels, at, w):
         w[(c*T + t)*8 + r] * x[x0 + c*cstride + at[t] + v*L : +L])
     the sum from zero in (c, t) order, one fused multiply-add each, then added. 1-D contiguous
     arrays of one float type (at: int64); the caller keeps every index in bounds."""
-    floats = (out, x, w)
-    if not (all(isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
-                for a in floats + (at,))
-            and len({a.dtype for a in floats}) == 1 and _lanes_of(out.dtype)
-            and at.dtype == types.int64):
+    if not _tile_args_ok((out, x, w), (at,)):
         return None
-    lanes = _lanes_of(out.dtype)
 
     def codegen(context, builder, sig, args):
         ((out_, _), o0_, ostride_, (x_, _), x0_, cstride_, channels_, (at_, taps), (w_, _)) = \
             _unpack(context, builder, sig, args)
-        element = context.get_value_type(sig.args[0].dtype)
-        vector = ir.VectorType(element, lanes)
-        name = f"llvm.fma.v{lanes}{'f32' if lanes == 16 else 'f64'}"
-        fma = builder.module.globals.get(name) or ir.Function(
-            builder.module, ir.FunctionType(vector, [vector] * 3), name=name)
-
-        def at_vector(data, index):
-            return builder.bitcast(builder.gep(data, [index]), vector.as_pointer())
-
-        def const(k):
-            return ir.Constant(_I64, k)
-
-        zero = ir.Constant(vector, [0.0] * lanes)
-        first = {f"a{r}_{v}": zero for r in range(PIXEL_ROWS) for v in range(PIXEL_VECTORS)}
+        vec = _Vectors(context, builder, sig.args[0].dtype)
+        lanes = vec.lanes
+        first = {f"a{r}_{v}": vec.zero for r in range(PIXEL_ROWS) for v in range(PIXEL_VECTORS)}
         channel = _Loop(builder, channels_, "channel", **first)
         row = builder.add(x0_, builder.mul(channel.index, cstride_))
-        w_row = builder.mul(builder.mul(channel.index, taps), const(PIXEL_ROWS))
+        w_row = builder.mul(builder.mul(channel.index, taps), _k(PIXEL_ROWS))
         tap = _Loop(builder, taps, "tap", **channel.values)
         t = tap.index
-        where = builder.add(row, builder.load(builder.gep(at_, [t])))
-        inputs = [builder.load(at_vector(x_, builder.add(where, const(v * lanes))), align=1)
-                  for v in range(PIXEL_VECTORS)]
-        w_at = builder.add(w_row, builder.mul(t, const(PIXEL_ROWS)))
-        splat = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
-        undef = ir.Constant(vector, ir.Undefined)
+        where = builder.add(row, _entry(builder, at_, t))
+        inputs = [vec.load(x_, builder.add(where, _k(v * lanes))) for v in range(PIXEL_VECTORS)]
+        w_at = builder.add(w_row, builder.mul(t, _k(PIXEL_ROWS)))
         sums = {}
         for r in range(PIXEL_ROWS):
-            weight = builder.load(builder.gep(w_, [builder.add(w_at, const(r))]))
-            broadcast = builder.shuffle_vector(
-                builder.insert_element(undef, weight, ir.Constant(ir.IntType(32), 0)), undef,
-                splat)
+            weight = vec.broadcast(w_, builder.add(w_at, _k(r)))
             for v in range(PIXEL_VECTORS):
                 key = f"a{r}_{v}"
-                sums[key] = builder.call(fma, [broadcast, inputs[v], tap.values[key]])
+                sums[key] = vec.fma(weight, inputs[v], tap.values[key])
         tap.end(**sums)
         channel.end(**tap.results)
         for r in range(PIXEL_ROWS):
             for v in range(PIXEL_VECTORS):
-                where = at_vector(out_, builder.add(o0_, builder.add(
-                    builder.mul(const(r), ostride_), const(v * lanes))))
-                total = builder.fadd(builder.load(where, align=1), channel.results[f"a{r}_{v}"])
-                builder.store(total, where, align=1)
+                vec.add_to(channel.results[f"a{r}_{v}"], out_,
+                           builder.add(o0_, builder.add(builder.mul(_k(r), ostride_),
+                                                        _k(v * lanes))))
         return context.get_dummy_value()
 
     return types.void(out, _I, _I, x, _I, _I, _I, at, w), codegen
@@ -593,51 +581,31 @@ def pixel_grad_tile(typingctx, out, g, g0, gstride, x, x0, at, count):
     the sum from zero in k order, one fused multiply-add each, then added: L lanes of partial
     sums, which the caller adds up. 1-D contiguous arrays of one float type (at: int64, 3
     entries); the caller keeps every index in bounds."""
-    floats = (out, g, x)
-    if not (all(isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
-                for a in floats + (at,))
-            and len({a.dtype for a in floats}) == 1 and _lanes_of(out.dtype)
-            and at.dtype == types.int64):
+    if not _tile_args_ok((out, g, x), (at,)):
         return None
-    lanes = _lanes_of(out.dtype)
     taps = PIXEL_VECTORS
 
     def codegen(context, builder, sig, args):
         ((out_, _), (g_, _), g0_, gstride_, (x_, _), x0_, (at_, _), count_) = \
             _unpack(context, builder, sig, args)
-        element = context.get_value_type(sig.args[0].dtype)
-        vector = ir.VectorType(element, lanes)
-        name = f"llvm.fma.v{lanes}{'f32' if lanes == 16 else 'f64'}"
-        fma = builder.module.globals.get(name) or ir.Function(
-            builder.module, ir.FunctionType(vector, [vector] * 3), name=name)
-
-        def at_vector(data, index):
-            return builder.bitcast(builder.gep(data, [index]), vector.as_pointer())
-
-        def const(k):
-            return ir.Constant(_I64, k)
-
-        starts = [builder.add(x0_, builder.load(builder.gep(at_, [const(j)])))
-                  for j in range(taps)]
-        rows = [builder.add(g0_, builder.mul(const(r), gstride_)) for r in range(PIXEL_ROWS)]
-        zero = ir.Constant(vector, [0.0] * lanes)
-        first = {f"a{r}_{j}": zero for r in range(PIXEL_ROWS) for j in range(taps)}
+        vec = _Vectors(context, builder, sig.args[0].dtype)
+        lanes = vec.lanes
+        starts = [builder.add(x0_, _entry(builder, at_, _k(j))) for j in range(taps)]
+        rows = [builder.add(g0_, builder.mul(_k(r), gstride_)) for r in range(PIXEL_ROWS)]
+        first = {f"a{r}_{j}": vec.zero for r in range(PIXEL_ROWS) for j in range(taps)}
         step = _Loop(builder, count_, "step", **first)
-        k = builder.mul(step.index, const(lanes))
-        inputs = [builder.load(at_vector(x_, builder.add(starts[j], k)), align=1)
-                  for j in range(taps)]
+        k = builder.mul(step.index, _k(lanes))
+        inputs = [vec.load(x_, builder.add(starts[j], k)) for j in range(taps)]
         sums = {}
         for r in range(PIXEL_ROWS):
-            grad = builder.load(at_vector(g_, builder.add(rows[r], k)), align=1)
+            grad = vec.load(g_, builder.add(rows[r], k))
             for j in range(taps):
                 key = f"a{r}_{j}"
-                sums[key] = builder.call(fma, [grad, inputs[j], step.values[key]])
+                sums[key] = vec.fma(grad, inputs[j], step.values[key])
         step.end(**sums)
         for r in range(PIXEL_ROWS):
             for j in range(taps):
-                where = at_vector(out_, const((r * taps + j) * lanes))
-                total = builder.fadd(builder.load(where, align=1), step.results[f"a{r}_{j}"])
-                builder.store(total, where, align=1)
+                vec.add_to(step.results[f"a{r}_{j}"], out_, _k((r * taps + j) * lanes))
         return context.get_dummy_value()
 
     return types.void(out, g, _I, _I, x, _I, at, _I), codegen

@@ -300,7 +300,8 @@ def _pack_forward(w2, wp, groups, width):
 @parallel_jit(cache=True)
 def _unpack_forward(gwb, gw2, groups, width):
     # gw2 (G*Og, K)[g*Og + o, k] = gwb (G, OB, K, width)[g, o // width, k, o % width]: the
-    # inverse of _pack_forward
+    # inverse of _pack_forward, and its mirror image (one function with a direction flag would
+    # write to the caller's filter in one branch, which Numba refuses for a read-only array)
     o_, k_ = gw2.shape
     og, lanes = o_ // groups, 16
     blocks = gwb.shape[0] // (groups * k_ * width)

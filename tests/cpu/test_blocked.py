@@ -33,11 +33,9 @@ CASES = [  # (x shape, out channels, kernel, kwargs)
 ]
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("x_shape, out_channels, kernel, kwargs", CASES, ids=str)
-def test_blocked_matches_the_reference_and_torch(x_shape, out_channels, kernel, kwargs, dtype,
-                                                  rng):
-    """Forward with bias, and backward (input, weight and bias gradients) in one call."""
+def _matches_forward_and_backward(algo, x_shape, out_channels, kernel, kwargs, dtype, rng):
+    """Forward with bias, and backward (input, weight and bias gradients) in one call, against
+    every oracle."""
     groups = kwargs.get("groups", 1)
     w_shape = (out_channels, x_shape[1] // groups) + kernel
     p = conv2d_params(x_shape, w_shape, (out_channels,), **kwargs)
@@ -47,7 +45,14 @@ def test_blocked_matches_the_reference_and_torch(x_shape, out_channels, kernel, 
               dict(kwargs, output_mask=(True, True, True)))]
     for op, args, kw in calls:
         for oracle in ORACLES:
-            assert_matches(op, args, kw, RUN, oracle, dtype)
+            assert_matches(op, args, kw, fastconv_runner(algo), oracle, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("x_shape, out_channels, kernel, kwargs", CASES, ids=str)
+def test_blocked_matches_the_reference_and_torch(x_shape, out_channels, kernel, kwargs, dtype,
+                                                  rng):
+    _matches_forward_and_backward("blocked", x_shape, out_channels, kernel, kwargs, dtype, rng)
 
 
 @pytest.mark.parametrize("kwargs", [dict(stride=2, padding=1), dict(padding=1),
@@ -169,18 +174,10 @@ DIRECT_CASES = [  # (x shape, out channels, kernel, kwargs): direct's pixel tile
 @pytest.mark.parametrize("x_shape, out_channels, kernel, kwargs", DIRECT_CASES, ids=str)
 def test_direct_pixel_tiles_match_the_reference_and_torch(x_shape, out_channels, kernel, kwargs,
                                                           dtype, rng):
-    """direct's forward at column stride 1, and its stride-1 backward-data (the same kernel on
-    grad_y), on channel counts that fill its tiles of 8 output channels, with remainders."""
-    groups = kwargs.get("groups", 1)
-    w_shape = (out_channels, x_shape[1] // groups) + kernel
-    p = conv2d_params(x_shape, w_shape, (out_channels,), **kwargs)
-    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
-    calls = [("conv2d", [x, w, rng.standard_normal(out_channels)], kwargs),
-             ("conv2d_backward", [rng.standard_normal(p.y_shape), x, w],
-              dict(kwargs, output_mask=(True, True, True)))]
-    for op, args, kw in calls:
-        for oracle in ORACLES:
-            assert_matches(op, args, kw, fastconv_runner("direct"), oracle, dtype)
+    """direct's forward at column stride 1, its stride-1 backward-data (the same kernel on
+    grad_y) and its weight gradient's grad tiles, on channel counts that fill its tiles of 8
+    output channels, with remainders."""
+    _matches_forward_and_backward("direct", x_shape, out_channels, kernel, kwargs, dtype, rng)
 
 
 def test_direct_grad_tiles_leave_a_nonfinite_input_to_the_exact_sums(rng):
