@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ..registry import Algorithm
 from . import batchnorm, blocked, depthwise, direct, im2col, pointwise, pool
+from ._simd import PIXEL_ROWS
 
 
 def _numba_index_bits(op, p):
@@ -135,10 +136,11 @@ DIRECT_TILES_BELOW = 64
 
 def direct_tiles_win(op, p):
     """Whether every kernel of the call is a forward at column stride 1 or a stride-1
-    backward-data, each with fewer than DIRECT_TILES_BELOW output channels per group."""
+    backward-data, each with at least one tile's worth (PIXEL_ROWS) and fewer than
+    DIRECT_TILES_BELOW output channels per group (below a tile, direct_or_im2col decides)."""
     lanes = blocked.tiled_kernels(op, p)
     fits = {"forward": p.stride[1] == 1, "backward_data": p.stride == (1, 1)}
-    return bool(lanes) and all(fits.get(k, False) and n < DIRECT_TILES_BELOW
+    return bool(lanes) and all(fits.get(k, False) and PIXEL_ROWS <= n < DIRECT_TILES_BELOW
                                for k, n in lanes.items())
 
 
