@@ -381,31 +381,41 @@ def backward_data(gy, w, p):
 
 
 def backward_weight(x, gy, p):
-    """dL/dw; x (N, C, H, W), gy (N, O, Ho, Wo) -> (O, C/G, kh, kw)."""
+    """dL/dw; x (N, C, H, W), gy (N, O, Ho, Wo) -> (O, C/G, kh, kw).
+
+    At column stride 1, for whole blocks of PIXEL_ROWS output channels per group and an
+    all-finite x, on pixel grad tiles (_backward_weight_tiles), the rest in _backward_weight.
+    The tiles read whole vectors: gy's planes on the grid are then padded with zeros to whole
+    vectors, and both buffers get a slack past their end; the plain kernel reads the same
+    buffers (views of them), so each is made once."""
     (top, bottom), (left, _) = p.padding
-    hq, row = _grid_size(x.shape[2:], *p.padding, p.stride[1])
-    xp = padded(x, ((top, bottom), (left, row - left - x.shape[3])))  # right: up to R
-    xq = xp.reshape(xp.shape[0], xp.shape[1], hq * row)
-    n, o, ho, wo = gy.shape
+    n, c, h, w = x.shape
+    hq, row = _grid_size((h, w), *p.padding, p.stride[1])
+    o, ho, wo = gy.shape[1:]
     grid = p.stride[0] * row // p.stride[1]
-    gq = np.zeros((n, o, ho, grid), dtype=gy.dtype)  # gy on the forward's grid, zero past Wo
-    gq[..., :wo] = gy
-    gq = frozen(gq.reshape(n, o, ho * grid))
-    gw = np.empty(p.w_shape, dtype=x.dtype)
     exact = not all_finite(x)
-    og = o // p.groups
-    tiled = og // PIXEL_ROWS * PIXEL_ROWS if p.stride[1] == 1 and not exact else 0
-    if tiled and n:
-        lanes = 16 if x.itemsize == 4 else 8
-        gplane = -(-ho * grid // lanes) * lanes  # each plane padded to whole vectors
-        gf = np.zeros(n * o * gplane + lanes, dtype=gy.dtype)
-        gf[:n * o * gplane].reshape(n, o, gplane)[..., :ho * grid] = gq
-        plane = hq * row
-        xf = np.zeros(n * x.shape[1] * plane + gplane + lanes, dtype=x.dtype)
-        xf[:n * x.shape[1] * plane] = xq.reshape(-1)
-        _backward_weight_tiles(frozen(xf), frozen(gf), gw, plane, gplane, row, *p.dilation,
-                               p.groups, x.shape[1], n, (ho - 1) * grid + wo)
-    _backward_weight(xq, gq, gw, row, grid, p.stride[1], *p.dilation,
+    tiled = (o // p.groups // PIXEL_ROWS * PIXEL_ROWS
+             if p.stride[1] == 1 and not exact and n else 0)
+    lanes = 16 if x.itemsize == 4 else 8
+    gplane = -(-ho * grid // lanes) * lanes if tiled else ho * grid
+    gbuf = np.zeros(n * o * gplane + (lanes if tiled else 0), dtype=gy.dtype)
+    gq = gbuf[:n * o * gplane].reshape(n, o, gplane)
+    on_grid = gq[..., :ho * grid]
+    on_grid.shape = (n, o, ho, grid)  # a view (raises rather than copy)
+    on_grid[..., :wo] = gy  # gy on the forward's grid, zero past Wo (and past Ho*grid)
+    plane = hq * row
+    if tiled:
+        xbuf = np.zeros(n * c * plane + gplane + lanes, dtype=x.dtype)
+        xq = xbuf[:n * c * plane].reshape(n, c, hq, row)
+        xq[:, :, top:top + h, left:left + w] = x
+        xq = xq.reshape(n, c, plane)
+    else:
+        xq = padded(x, ((top, bottom), (left, row - left - w))).reshape(n, c, plane)
+    gw = np.empty(p.w_shape, dtype=x.dtype)
+    if tiled:
+        _backward_weight_tiles(frozen(xbuf), frozen(gbuf), gw, plane, gplane, row, *p.dilation,
+                               p.groups, c, n, (ho - 1) * grid + wo)
+    _backward_weight(xq, frozen(gq), gw, row, grid, p.stride[1], *p.dilation,
                      p.groups, ho, wo, exact, gw.dtype.type(0), tiled)
     return gw
 
@@ -434,11 +444,13 @@ def _kernel_workspace(kernel, p):
         hq, row = _grid_size((h, w), *p.padding, sw)
         view = (hq, row, p.padding[0][0], p.padding[1][0]) == (h, w, 0, 0)
         grid = sh * row // sw
-        gplane = -(-ho * grid // 16) * 16
-        tiles = 0 if sw != 1 or o // p.groups < PIXEL_ROWS else (  # the pixel grad tiles'
-            n * o * gplane + n * c * hq * row + gplane + 32  # grad_y and x with slack, and
-            + get_num_threads() * (PIXEL_ROWS * PIXEL_VECTORS * 16 + 2 * PIXEL_VECTORS))
-        return (0 if view else n * c * hq * row) + n * o * ho * grid + tiles  # per task
+        tiled = sw == 1 and o // p.groups >= PIXEL_ROWS
+        if not tiled:
+            return (0 if view else n * c * hq * row) + n * o * ho * grid
+        gplane = -(-ho * grid // 16) * 16  # gy's planes padded to whole vectors
+        per_task = PIXEL_ROWS * PIXEL_VECTORS * 16 + 2 * PIXEL_VECTORS  # sums and tap offsets
+        return (n * c * hq * row + gplane + 16 + n * o * gplane + 16  # x and gy, with slack
+                + get_num_threads() * per_task)
     if kernel == "forward":
         size, pads, step, ins, outs, flipped = (h, w), p.padding, sw, c, o, 0
     else:
