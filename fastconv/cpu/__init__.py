@@ -53,28 +53,24 @@ def auto_rule(op, p, candidates):
         return None
     if "depthwise" in candidates:
         return "depthwise", "groups == in_channels: a per-channel stencil, no channel reduction"
+    lanes = blocked.tiled_kernels(op, p)  # each kernel of the call: outputs per group
     if "pointwise" in candidates:
-        if "blocked" in candidates and blocked_beats_pointwise(op, p):
+        if "blocked" in candidates and blocked_beats_pointwise(lanes, p):
             return "blocked", ("1x1 kernel, but a weight gradient alone or a plane of at most "
                                f"{POINTWISE_BLOCKED_PLANE} pixels, with {POINTWISE_BLOCKED_LANES}+ "
                                "output channels per group in every kernel: register tiles beat "
                                "the small per-image GEMMs")
         return "pointwise", "1x1 kernel without padding: a GEMM over channels needs no im2col"
-    if "direct" in candidates and direct_tiles_win(op, p):
-        lanes = max(blocked.tiled_kernels(op, p).values())
-        return "direct", (f"{lanes} output channels per group at stride 1, fewer than "
-                          f"{DIRECT_TILES_BELOW}: direct's pixel tiles (8 channels x 48 grid "
-                          f"positions in registers) fill every lane, where blocked's tiles of "
-                          f"64 channels would not")
-    if "blocked" in candidates:
-        tiled = blocked.tiled_kernels(op, p)
-        fewest = min(tiled.values(), default=0)
-        if tiled and fewest >= blocked.MIN_LANES:
-            lanes = ", ".join(f"{kernel} {count}" for kernel, count in tiled.items())
-            return "blocked", (f"output channels per group on register tiles: {lanes}; tiles "
-                               f"of 4 vectors of output channels x 6 pixels keep both FMA "
-                               f"units busy and copy no windows (blocked from "
-                               f"{blocked.MIN_LANES} per group)")
+    if "direct" in candidates and direct_tiles_win(lanes, p):
+        return "direct", (f"{max(lanes.values())} output channels per group at stride 1, fewer "
+                          f"than {DIRECT_TILES_BELOW}: direct's pixel tiles (8 channels x 48 "
+                          f"grid positions in registers) fill every lane, where blocked's tiles "
+                          f"of 64 channels would not")
+    if "blocked" in candidates and lanes and min(lanes.values()) >= blocked.MIN_LANES:
+        counts = ", ".join(f"{kernel} {count}" for kernel, count in lanes.items())
+        return "blocked", (f"output channels per group on register tiles: {counts}; tiles of 4 "
+                           f"vectors of output channels x 6 pixels keep both FMA units busy "
+                           f"and copy no windows (blocked from {blocked.MIN_LANES} per group)")
     if "im2col" in candidates and "direct" in candidates:
         return direct_or_im2col(op, p)
     return None
@@ -117,8 +113,8 @@ POINTWISE_BLOCKED_PLANE = 28 * 28
 POINTWISE_BLOCKED_LANES = 64
 
 
-def blocked_beats_pointwise(op, p):
-    lanes = blocked.tiled_kernels(op, p)
+def blocked_beats_pointwise(lanes, p):
+    """lanes: blocked.tiled_kernels of the call."""
     if not lanes or min(lanes.values()) < POINTWISE_BLOCKED_LANES:
         return False
     return set(lanes) == {"backward_weight"} or \
@@ -134,11 +130,11 @@ def blocked_beats_pointwise(op, p):
 DIRECT_TILES_BELOW = 64
 
 
-def direct_tiles_win(op, p):
-    """Whether every kernel of the call is a forward at column stride 1 or a stride-1
-    backward-data, each with at least one tile's worth (PIXEL_ROWS) and fewer than
-    DIRECT_TILES_BELOW output channels per group (below a tile, direct_or_im2col decides)."""
-    lanes = blocked.tiled_kernels(op, p)
+def direct_tiles_win(lanes, p):
+    """Whether every kernel of the call (lanes: blocked.tiled_kernels) is a forward at column
+    stride 1 or a stride-1 backward-data, each with at least one tile's worth (PIXEL_ROWS) and
+    fewer than DIRECT_TILES_BELOW output channels per group (below a tile, direct_or_im2col
+    decides)."""
     fits = {"forward": p.stride[1] == 1, "backward_data": p.stride == (1, 1)}
     return bool(lanes) and all(fits.get(k, False) and PIXEL_ROWS <= n < DIRECT_TILES_BELOW
                                for k, n in lanes.items())
