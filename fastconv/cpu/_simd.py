@@ -366,6 +366,17 @@ class _Vectors:
     def fma(self, a, b, c):
         return self.builder.call(self._fma, [a, b, c])
 
+    def zeros(self, rows, cols):
+        """The accumulators a{i}_{j} of a rows x cols tile, all zero."""
+        return {f"a{i}_{j}": self.zero for i in range(rows) for j in range(cols)}
+
+    def outer(self, rows, cols, acc):
+        """One step of a tile: a{i}_{j} + rows[i] * cols[j] for every i, j, fused. rows may be
+        a generator that emits each row's load as it is reached, so that it is used at once
+        (loaded all first, 6 broadcasts beside 24 accumulators and 4 weights spilled)."""
+        return {f"a{i}_{j}": self.fma(r, c, acc[f"a{i}_{j}"])
+                for i, r in enumerate(rows) for j, c in enumerate(cols)}
+
     def _at(self, data, index):
         return self.builder.bitcast(self.builder.gep(data, [index]), self.type.as_pointer())
 
@@ -434,8 +445,7 @@ def _make_register_tile(pixels):
             lanes, width = vec.lanes, TILE_VECTORS * vec.lanes
             offsets = [builder.add(x0_, _entry(builder, pix_, builder.add(q0_, _k(j))))
                        for j in range(pixels)]
-            first = {f"a{j}_{v}": vec.zero for j in range(pixels) for v in range(TILE_VECTORS)}
-            channel = _Loop(builder, channels_, "channel", **first)
+            channel = _Loop(builder, channels_, "channel", **vec.zeros(pixels, TILE_VECTORS))
             row = builder.mul(channel.index, cstride_)
             w_row = builder.add(w0_, builder.mul(builder.mul(channel.index, taps), _k(width)))
             tap = _Loop(builder, taps, "tap", **channel.values)
@@ -444,13 +454,8 @@ def _make_register_tile(pixels):
             w_at = builder.add(w_row, builder.mul(t, _k(width)))
             weights = [vec.load(w_, builder.add(w_at, _k(v * lanes)))
                        for v in range(TILE_VECTORS)]
-            sums = {}
-            for j in range(pixels):
-                value = vec.broadcast(x_, builder.add(where, offsets[j]))
-                for v in range(TILE_VECTORS):
-                    key = f"a{j}_{v}"
-                    sums[key] = vec.fma(weights[v], value, tap.values[key])
-            tap.end(**sums)
+            values = (vec.broadcast(x_, builder.add(where, offsets[j])) for j in range(pixels))
+            tap.end(**vec.outer(values, weights, tap.values))
             channel.end(**tap.results)
             keep = builder.icmp_signed("!=", accumulate_, _k(0))
             for v in range(TILE_VECTORS):
@@ -492,19 +497,13 @@ def _make_weight_tile(pairs):
             lanes, width = vec.lanes, TILE_VECTORS * vec.lanes
             offsets = [builder.add(x0_, _entry(builder, koff_, builder.add(k0_, _k(j))))
                        for j in range(pairs)]
-            first = {f"a{j}_{v}": vec.zero for j in range(pairs) for v in range(TILE_VECTORS)}
-            pixel = _Loop(builder, count_, "pixel", **first)
+            pixel = _Loop(builder, count_, "pixel", **vec.zeros(pairs, TILE_VECTORS))
             q = pixel.index
             base = _entry(builder, pix_, builder.add(q0_, q))
             g_at = builder.add(g0_, builder.mul(q, _k(width)))
             grads = [vec.load(g_, builder.add(g_at, _k(v * lanes))) for v in range(TILE_VECTORS)]
-            sums = {}
-            for j in range(pairs):
-                value = vec.broadcast(x_, builder.add(base, offsets[j]))
-                for v in range(TILE_VECTORS):
-                    key = f"a{j}_{v}"
-                    sums[key] = vec.fma(grads[v], value, pixel.values[key])
-            pixel.end(**sums)
+            values = (vec.broadcast(x_, builder.add(base, offsets[j])) for j in range(pairs))
+            pixel.end(**vec.outer(values, grads, pixel.values))
             keep = builder.icmp_signed("!=", accumulate_, _k(0))
             for j in range(pairs):
                 for v in range(TILE_VECTORS):
@@ -546,8 +545,7 @@ def pixel_tile(typingctx, out, o0, ostride, x, x0, cstride, channels, at, w):
             _unpack(context, builder, sig, args)
         vec = _Vectors(context, builder, sig.args[0].dtype)
         lanes = vec.lanes
-        first = {f"a{r}_{v}": vec.zero for r in range(PIXEL_ROWS) for v in range(PIXEL_VECTORS)}
-        channel = _Loop(builder, channels_, "channel", **first)
+        channel = _Loop(builder, channels_, "channel", **vec.zeros(PIXEL_ROWS, PIXEL_VECTORS))
         row = builder.add(x0_, builder.mul(channel.index, cstride_))
         w_row = builder.mul(builder.mul(channel.index, taps), _k(PIXEL_ROWS))
         tap = _Loop(builder, taps, "tap", **channel.values)
@@ -555,13 +553,8 @@ def pixel_tile(typingctx, out, o0, ostride, x, x0, cstride, channels, at, w):
         where = builder.add(row, _entry(builder, at_, t))
         inputs = [vec.load(x_, builder.add(where, _k(v * lanes))) for v in range(PIXEL_VECTORS)]
         w_at = builder.add(w_row, builder.mul(t, _k(PIXEL_ROWS)))
-        sums = {}
-        for r in range(PIXEL_ROWS):
-            weight = vec.broadcast(w_, builder.add(w_at, _k(r)))
-            for v in range(PIXEL_VECTORS):
-                key = f"a{r}_{v}"
-                sums[key] = vec.fma(weight, inputs[v], tap.values[key])
-        tap.end(**sums)
+        weights = (vec.broadcast(w_, builder.add(w_at, _k(r))) for r in range(PIXEL_ROWS))
+        tap.end(**vec.outer(weights, inputs, tap.values))
         channel.end(**tap.results)
         for r in range(PIXEL_ROWS):
             for v in range(PIXEL_VECTORS):
@@ -592,17 +585,11 @@ def pixel_grad_tile(typingctx, out, g, g0, gstride, x, x0, at, count):
         lanes = vec.lanes
         starts = [builder.add(x0_, _entry(builder, at_, _k(j))) for j in range(taps)]
         rows = [builder.add(g0_, builder.mul(_k(r), gstride_)) for r in range(PIXEL_ROWS)]
-        first = {f"a{r}_{j}": vec.zero for r in range(PIXEL_ROWS) for j in range(taps)}
-        step = _Loop(builder, count_, "step", **first)
+        step = _Loop(builder, count_, "step", **vec.zeros(PIXEL_ROWS, taps))
         k = builder.mul(step.index, _k(lanes))
         inputs = [vec.load(x_, builder.add(starts[j], k)) for j in range(taps)]
-        sums = {}
-        for r in range(PIXEL_ROWS):
-            grad = vec.load(g_, builder.add(rows[r], k))
-            for j in range(taps):
-                key = f"a{r}_{j}"
-                sums[key] = vec.fma(grad, inputs[j], step.values[key])
-        step.end(**sums)
+        grads = (vec.load(g_, builder.add(rows[r], k)) for r in range(PIXEL_ROWS))
+        step.end(**vec.outer(grads, inputs, step.values))
         for r in range(PIXEL_ROWS):
             for j in range(taps):
                 vec.add_to(step.results[f"a{r}_{j}"], out_, _k((r * taps + j) * lanes))
