@@ -180,14 +180,6 @@ def _block(gy, gyb, groups, og, blocks, width, pixels):
                         if l < l1 else flat_g.dtype.type(0)
 
 
-@njit(inline="always")
-def _unblock_lanes(flat_y, flat_b, row, base, width, l0, l1, q0, pixels):
-    # flat_y[row + (l - l0)*pixels + q] = flat_b[base + q*width + l] for l0 <= l < l1, q >= q0
-    for l in range(l0, l1):
-        for q in range(q0, pixels):
-            flat_y[row + (l - l0) * pixels + q] = flat_b[base + q * width + l]
-
-
 @parallel_jit(cache=True)
 def _unblock(yb, y, groups, og, blocks, width, pixels):
     # y (N, G*Og, Ho*Wo)[n, g*Og + ob*width + l, q] = yb[g, ob, n*Ho*Wo + q, l]: 16 x 16
@@ -205,7 +197,9 @@ def _unblock(yb, y, groups, og, blocks, width, pixels):
             whole = pixels // lanes * lanes if l1 - l0 == lanes else 0
             for q0 in range(0, whole, lanes):
                 transpose16(flat_y, row + q0, pixels, flat_b, base + q0 * width + l0, width)
-            _unblock_lanes(flat_y, flat_b, row, base, width, l0, l1, whole, pixels)
+            for l in range(l0, l1):  # the rest element by element
+                for q in range(whole, pixels):
+                    flat_y[row + (l - l0) * pixels + q] = flat_b[base + q * width + l]
 
 
 @parallel_jit(cache=True)
@@ -391,7 +385,7 @@ def _phases(size, out, lo, stride, dilation, kernel):
     return phases, before, after
 
 
-def _on_tiles(p, w):
+def _on_tiles(w):
     """Whether backward-data runs on the register tiles (else im2col's col2im serves it)."""
     return all_finite(w)
 
@@ -404,7 +398,7 @@ def backward_data(gy, w, p):
     grad_y (zero-padded) with that subset of the filter, its channel axes exchanged: the
     forward tiles run it, and its pixels are spread to their places in dL/dx (stride 1: one
     phase, every tap). With an Inf or NaN weight, im2col's kernel (see the module docstring)."""
-    if not _on_tiles(p, w):
+    if not _on_tiles(w):
         return im2col.backward_data(gy, w, p)
     n, o, ho, wo = gy.shape
     c, h, w_ = p.x_shape[1:]

@@ -106,9 +106,8 @@ def test_nonfinite_weights_take_the_col2im_road_in_backward_data(rng):
     w = rng.standard_normal((36, 20, 3, 3))
     w[3, 5, 0, 0], w[30, 1, 2, 1] = np.inf, np.nan
     gy = rng.standard_normal((2, 36, 8, 8))
-    p = conv2d_params(x.shape, w.shape, None, padding=1)
-    assert not blocked._on_tiles(p, w.astype(np.float32))
-    assert blocked._on_tiles(p, np.ones_like(w, dtype=np.float32))
+    assert not blocked._on_tiles(w.astype(np.float32))
+    assert blocked._on_tiles(np.ones_like(w, dtype=np.float32))
     assert_matches("conv2d", [x, w, None], dict(padding=1), RUN, torch_op, np.float32)
     assert_matches("conv2d_backward", [gy, x, w], dict(padding=1, output_mask=(True, True, True)),
                    RUN, torch_op, np.float32)
