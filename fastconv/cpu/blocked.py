@@ -42,14 +42,20 @@ reads, so backward-data then runs im2col's kernel, whose col2im forms no such pr
 
 Backward-weight runs on weight tiles (``_simd.weight_tiles``), the forward's transposed: 4
 vectors of output channels times 6 (input channel, tap) pairs, summed over every output pixel
-of the batch; per pixel, 4 loads of grad_y channel-blocked like yb (gyb) and 6 broadcasts of
-x. A task owns a part of the pairs of one block and runs over the pixels in chunks of
-``BAND_BYTES`` of gyb, each chunk's tiles in turn, so that the chunk stays in cache.
+of the batch; per pixel, 4 loads of grad_y channel-blocked like yb and 6 broadcasts of x. A
+task owns a part of the pairs of one block and runs over the pixels image by image in chunks
+of ``BAND_BYTES``: it channel-blocks each chunk of grad_y into a buffer of its own, which stays
+in L1 while each of its tiles runs over it. So grad_y is read once per part, no blocked copy of
+it is ever written to memory (on the stem, a fresh 26 MB copy cost 2.6-5.7 ms of ~15), and
+there are as few parts as keep every thread busy: G*OB*parts a multiple of the threads (a
+part's tiles reuse each chunk; the stem's 25 tiles in 8 parts ran 11.4 ms, in 2 parts 9.5).
 
 Every sum runs in an order fixed by the code (channels, then taps; pixels in order), whichever
 thread runs it and however many there are: results are bitwise repeatable.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from numba import njit, prange
@@ -68,7 +74,7 @@ __all__ = ["forward", "backward_data", "backward_weight", "backward_bias", "why_
 # 1-tap phases 1.99 / 1.97 / 2.90, a 4x4/s2 one's 4-tap phases 2.36 / 2.87 / 2.87
 PASS_STEPS = 288  # filters of 9 taps and more
 PASS_STEPS_SMALL = 32  # fewer taps
-BAND_BYTES = 32768  # a band of outputs (pixels x width channels), or a chunk of gyb
+BAND_BYTES = 32768  # a band of outputs (pixels x width channels), or a chunk of grad_y
 
 _T1, _T2, _T3, _T4, _T5, _T6 = register_tiles
 _W1, _W2, _W3, _W4, _W5, _W6 = weight_tiles
@@ -136,48 +142,47 @@ def _forward(xp, wp, bp, yb, groups, cg, blocks, taps, width, plane, pix, at, ba
 
 
 @parallel_jit(cache=True)
-def _weights(xp, gyb, gwb, groups, cg, blocks, width, plane, pix, koff, chunk, parts):
-    # gwb (G, OB, K, width), K = Cg*T (input channel, tap) pairs: one task per (group, block,
-    # part of the pairs); it runs over the pixels of the batch in chunks of `chunk`, in order,
-    # and over its tiles of 6 pairs within each chunk (the chunk of gyb stays in cache)
-    k_ = koff.size
-    pixels = pix.size
+def _weights(xp, gy, gwb, groups, cg, blocks, width, plane, pix, koff, chunk, parts):
+    # gwb (G, OB, K, width), K = Cg*T (input channel, tap) pairs, from gy (N, G*Og, Ho*Wo):
+    # one task per (group, block, part of the pairs); it runs over the pixels of the batch in
+    # order, image by image in chunks of `chunk`, each chunk of gy channel-blocked into a
+    # buffer of its own that stays in L1 (_chunk) while its tiles of 6 pairs run over it
+    k_, n_, pixels = koff.size, gy.shape[0], gy.shape[2]
+    og = gy.shape[1] // groups
+    flat_g = gy.reshape(gy.size)
     tiles = (k_ + TILE_PIXELS - 1) // TILE_PIXELS
-    per_part = (tiles + parts - 1) // parts
     for task in prange(groups * blocks * parts):
         block = task // parts
-        g = block // blocks
-        first = task % parts * per_part
-        for q0 in range(0, pixels, chunk):
-            count = min(chunk, pixels - q0)
-            for tile in range(first, min(tiles, first + per_part)):
-                k0 = tile * TILE_PIXELS
-                _weight_tile(min(TILE_PIXELS, k_ - k0), gwb, (block * k_ + k0) * width, gyb,
-                             (block * pixels + q0) * width, xp, g * cg * plane, pix, q0, count,
-                             koff, k0, q0 > 0)
+        g, ob = block // blocks, block % blocks
+        first = task % parts * tiles // parts
+        last = (task % parts + 1) * tiles // parts
+        gyc = np.empty(chunk * width, dtype=gy.dtype)
+        valid = min(width, og - ob * width)
+        for n in range(n_):
+            row = (n * gy.shape[1] + g * og + ob * width) * pixels
+            for q0 in range(0, pixels, chunk):
+                count = min(chunk, pixels - q0)
+                _chunk(flat_g, row + q0, pixels, count, gyc, width, valid)
+                for tile in range(first, last):
+                    k0 = tile * TILE_PIXELS
+                    _weight_tile(min(TILE_PIXELS, k_ - k0), gwb, (block * k_ + k0) * width,
+                                 gyc, 0, xp, g * cg * plane, pix, n * pixels + q0, count,
+                                 koff, k0, n > 0 or q0 > 0)
 
 
-@parallel_jit(cache=True)
-def _block(gy, gyb, groups, og, blocks, width, pixels):
-    # gyb (G, OB, N*Ho*Wo, width)[g, ob, n*Ho*Wo + q, l] = gy (N, G*Og, Ho*Wo)[n, g*Og +
-    # ob*width + l, q], zero past the outputs: _unblock's inverse
+@njit(inline="always")
+def _chunk(flat_g, start, stride, count, gyc, width, valid):
+    # gyc[q*width + l] = flat_g[start + l*stride + q] for q < count, l < valid; zero for the
+    # lanes past valid: 16 x 16 blocks transposed in registers, the rest element by element
     lanes = 16
-    n_ = gy.shape[0]
-    flat_g = gy.reshape(gy.size)
-    flat_b = gyb.reshape(gyb.size)
-    for task in prange(groups * blocks * n_):
-        g, ob, n = task // (blocks * n_), task // n_ % blocks, task % n_
-        base = task * pixels * width
-        for l0 in range(0, width, lanes):
-            l1 = min(l0 + lanes, og - ob * width)
-            row = (n * gy.shape[1] + g * og + ob * width + l0) * pixels
-            whole = pixels // lanes * lanes if l1 - l0 == lanes else 0
-            for q0 in range(0, whole, lanes):
-                transpose16(flat_b, base + q0 * width + l0, width, flat_g, row + q0, pixels)
-            for l in range(l0, l0 + lanes):
-                for q in range(whole if l < l1 else 0, pixels):
-                    flat_b[base + q * width + l] = flat_g[row + (l - l0) * pixels + q] \
-                        if l < l1 else flat_g.dtype.type(0)
+    for l0 in range(0, width, lanes):
+        whole = count // lanes * lanes if l0 + lanes <= valid else 0
+        for q0 in range(0, whole, lanes):
+            transpose16(gyc, q0 * width + l0, width, flat_g, start + l0 * stride + q0, stride)
+        for l in range(l0, l0 + lanes):
+            for q in range(whole if l < valid else 0, count):
+                gyc[q * width + l] = flat_g[start + l * stride + q] if l < valid \
+                    else flat_g.dtype.type(0)
 
 
 @parallel_jit(cache=True)
@@ -455,13 +460,12 @@ def backward_weight(x, gy, p):
     xp, hp, wp_ = _padded_planes(x, *p.padding)
     at, pix = _offsets(n, c, hp, wp_, (kh, kw), (ho, wo), p.stride, p.dilation)
     koff = frozen((np.arange(cg, dtype=np.int64)[:, None] * (hp * wp_) + at).reshape(-1))
-    gyb = np.empty(p.groups * blocks * n * ho * wo * width, dtype=x.dtype)
-    _block(gy.reshape(n, o, ho * wo), gyb, p.groups, og, blocks, width, ho * wo)
     gwb = np.empty(p.groups * blocks * cg * kh * kw * width, dtype=x.dtype)
     tiles = -(-koff.size // TILE_PIXELS)
-    parts = min(tiles, -(-4 * threads() // (p.groups * blocks)))
+    parts = min(tiles, threads() // math.gcd(p.groups * blocks, threads()))
     chunk = max(1, BAND_BYTES // (width * x.itemsize))
-    _weights(xp, gyb, gwb, p.groups, cg, blocks, width, hp * wp_, pix, koff, chunk, parts)
+    _weights(xp, gy.reshape(n, o, ho * wo), gwb, p.groups, cg, blocks, width, hp * wp_, pix,
+             koff, chunk, parts)
     _unpack_forward(gwb, gw.reshape(o, cg * kh * kw), p.groups, width)
     return gw
 
@@ -494,8 +498,8 @@ def workspace_bytes(op, p, itemsize):
     """Upper bound of the extra memory of one call of ``op``: the most that any of its kernel
     calls holds at once. On tiles: the padded input planes, the packed filter and bias, the
     pixel offsets (int64), and the channel-blocked output (forward, backward-data) or the
-    channel-blocked grad_y and weight gradient (backward-weight); on im2col's kernel, its
-    bound."""
+    weight gradient and each running task's chunk of grad_y, channel-blocked (backward-weight);
+    on im2col's kernel, its bound."""
     return max((_kernel_workspace(k, p, itemsize) for k in p.kernel_calls(op)), default=0)
 
 
@@ -517,6 +521,9 @@ def _kernel_workspace(kernel, p, itemsize):
         im2col_bound = 0
     blocks = -(-outs // width)
     filters = g * blocks * width * (ins * taps + 1)  # packed (or its gradient) and bias
-    blocked = g * blocks * width * n * pixels  # yb, or gyb in backward-weight
+    if kernel == "backward_weight":  # each running task's chunk of grad_y, channel-blocked
+        blocked = threads() * max(width, BAND_BYTES // itemsize)
+    else:  # yb
+        blocked = g * blocks * width * n * pixels
     offsets = (2 * n * pixels + ins * taps + 2 * taps) * 8 // itemsize  # pix, spots, koff, at
     return max((planes + filters + blocked + offsets) * itemsize, im2col_bound)
