@@ -8,7 +8,8 @@ P = N*Ho*Wo output pixels of the batch)::
     wp   (G, OB, Cg, T, width)  w packed: for one input channel and tap, the weights of a block
                                 of `width` output channels side by side (zero past Og);
                                 OB = ceil(Og / width)
-    yb   (G, OB, P, width)      the output, channel-blocked, then transposed into y
+    buf  (band, width)          one task's band of outputs, channel-blocked, then written
+                                (transposed) into y
     pix  (P,)                   each output pixel's offset in xp: n*C*Hp*Wp + i*sh*Wp + j*sw
     at   (T,)                   each tap's offset in a padded plane: a*dh*Wp + e*dw
 
@@ -29,8 +30,11 @@ dilation or plane size.
 Cache blocking: a task is one band of ``BAND_BYTES`` of outputs (of the batch, in (image,
 row, column) order) of one block of `width` output channels of one group. It passes over its
 band once per block of PASS_STEPS // T input channels (PASS_STEPS_SMALL // T for filters of
-fewer than 9 taps), re-reading the band's partial sums from L1 or L2. Bands are cut into
-near-equal tiles of at most 6 pixels.
+fewer than 9 taps), re-reading the band's partial sums (its buffer, buf) from L1 or L2.
+Bands are cut into near-equal tiles of at most 6 pixels. The finished band is transposed into
+y 16 pixels by 16 channels at a time while it is still in cache: no channel-blocked copy of
+the whole output is made (on resnet50's 1x1 64->256 layer, a fresh 26 MB one and its second
+pass cost ~8 ms of ~13).
 
 Backward-data runs the same tiles phase by phase (``_phases``): input positions (r, q) with
 r % sh and q % sw fixed meet a fixed subset of the taps, each through one output at a fixed
@@ -116,11 +120,13 @@ def _weight_tile(p, out, o0, g, g0, x, x0, pix, q0, count, koff, k0, accumulate)
 
 
 @parallel_jit(cache=True)
-def _forward(xp, wp, bp, yb, groups, cg, blocks, taps, width, plane, pix, at, band,
-             channel_block):
-    # yb (G, OB, N*Ho*Wo, width): one task per (group, channel block, band of `band` output
-    # pixels of the batch in (image, row, column) order); a band is cut into near-equal tiles
-    # of <= 6 pixels
+def _forward(xp, wp, bp, out, spots, ostride, og, groups, cg, blocks, taps, width, plane, pix,
+             at, band, channel_block):
+    # out[spots[q] + (g*og + ob*width + l)*ostride] for output pixel q (of pix) and lane l <
+    # og - ob*width: one task per (group, channel block, band of `band` output pixels of the
+    # batch in (image, row, column) order); a band is cut into near-equal tiles of <= 6 pixels
+    # that run into a channel-blocked buffer of the task's own, which stays in cache, and is
+    # then written to out (_band_out)
     pixels = pix.size
     bands = (pixels + band - 1) // band
     for task in prange(groups * blocks * bands):
@@ -131,14 +137,44 @@ def _forward(xp, wp, bp, yb, groups, cg, blocks, taps, width, plane, pix, at, ba
         tiles = (count + TILE_PIXELS - 1) // TILE_PIXELS
         block = g * blocks + ob
         weights = block * cg * taps * width
+        buf = np.empty(count * width, dtype=out.dtype)
         for c0 in range(0, cg, channel_block):
             channels = min(channel_block, cg - c0)
             for s in range(tiles):
-                q0 = q_start + s * count // tiles
-                q1 = q_start + (s + 1) * count // tiles
-                _tile(q1 - q0, yb, (block * pixels + q0) * width, xp, (g * cg + c0) * plane,
-                      pix, q0, plane, channels, at, wp, weights + c0 * taps * width, c0, bp,
+                q0 = s * count // tiles
+                q1 = (s + 1) * count // tiles
+                _tile(q1 - q0, buf, q0 * width, xp, (g * cg + c0) * plane, pix, q_start + q0,
+                      plane, channels, at, wp, weights + c0 * taps * width, c0, bp,
                       block * width)
+        _band_out(buf, count, out, spots, q_start, (g * og + ob * width) * ostride, ostride,
+                  min(width, og - ob * width), width)
+
+
+@njit(inline="always")
+def _band_out(buf, count, out, spots, q_start, first, ostride, valid, width):
+    # out[spots[q_start + q] + first + l*ostride] = buf[q*width + l] for q < count, l < valid:
+    # 16 pixels of 16 lanes at a time transposed in registers, straight into out where the 16
+    # pixels lie side by side there (a row of an output plane), else through a 16 x 16 block
+    # and scattered; the rest element by element
+    lanes = 16
+    block_t = np.empty(lanes * lanes, dtype=buf.dtype)
+    for l0 in range(0, valid, lanes):
+        done = 0
+        if l0 + lanes <= valid:
+            done = count // lanes * lanes
+            for r0 in range(0, done, lanes):
+                start = spots[q_start + r0] + first + l0 * ostride
+                if spots[q_start + r0 + lanes - 1] - spots[q_start + r0] == lanes - 1:
+                    transpose16(out, start, ostride, buf, r0 * width + l0, width)
+                else:
+                    transpose16(block_t, 0, lanes, buf, r0 * width + l0, width)
+                    for c in range(lanes):
+                        for r in range(lanes):
+                            out[spots[q_start + r0 + r] + first + (l0 + c) * ostride] = \
+                                block_t[c * lanes + r]
+        for l in range(l0, min(valid, l0 + lanes)):
+            for q in range(done, count):
+                out[spots[q_start + q] + first + l * ostride] = buf[q * width + l]
 
 
 @parallel_jit(cache=True)
@@ -183,58 +219,6 @@ def _chunk(flat_g, start, stride, count, gyc, width, valid):
             for q in range(whole if l < valid else 0, count):
                 gyc[q * width + l] = flat_g[start + l * stride + q] if l < valid \
                     else flat_g.dtype.type(0)
-
-
-@parallel_jit(cache=True)
-def _unblock(yb, y, groups, og, blocks, width, pixels):
-    # y (N, G*Og, Ho*Wo)[n, g*Og + ob*width + l, q] = yb[g, ob, n*Ho*Wo + q, l]: 16 x 16
-    # blocks transposed in registers, the rest element by element
-    lanes = 16
-    n_ = y.shape[0]
-    flat_y = y.reshape(y.size)
-    flat_b = yb.reshape(yb.size)
-    for task in prange(groups * blocks * n_):
-        g, ob, n = task // (blocks * n_), task // n_ % blocks, task % n_
-        base = task * pixels * width
-        for l0 in range(0, min(width, og - ob * width), lanes):
-            l1 = min(l0 + lanes, og - ob * width)
-            row = (n * y.shape[1] + g * og + ob * width + l0) * pixels
-            whole = pixels // lanes * lanes if l1 - l0 == lanes else 0
-            for q0 in range(0, whole, lanes):
-                transpose16(flat_y, row + q0, pixels, flat_b, base + q0 * width + l0, width)
-            for l in range(l0, l1):  # the rest element by element
-                for q in range(whole, pixels):
-                    flat_y[row + (l - l0) * pixels + q] = flat_b[base + q * width + l]
-
-
-@parallel_jit(cache=True)
-def _unblock_to(yb, out, spots, groups, og, blocks, width, plane):
-    # out[spots[q] + (g*Og + ob*width + l)*plane] = yb (G, OB, P, width)[g, ob, q, l]: the
-    # pixels of one phase of backward-data to their places, in chunks of pixels; 16 pixels of
-    # 16 whole lanes at a time transposed in registers first, so that both the reads and the
-    # writes (16 pixels of one channel, along a row) run in order
-    lanes, pixels, chunk = 16, spots.size, 1024
-    chunks = (pixels + chunk - 1) // chunk
-    for task in prange(groups * blocks * chunks):
-        block, q0 = task // chunks, task % chunks * chunk
-        q1 = min(pixels, q0 + chunk)
-        g, ob = block // blocks, block % blocks
-        base = block * pixels * width
-        block_t = np.empty(lanes * lanes, dtype=yb.dtype)
-        valid = min(width, og - ob * width)
-        for l0 in range(0, valid, lanes):
-            first = (g * og + ob * width + l0) * plane
-            done = q0  # pixels moved for every lane of this group
-            if l0 + lanes <= valid:
-                done = q0 + (q1 - q0) // lanes * lanes
-                for r0 in range(q0, done, lanes):
-                    transpose16(block_t, 0, lanes, yb, base + r0 * width + l0, width)
-                    for c in range(lanes):
-                        for r in range(lanes):
-                            out[spots[r0 + r] + first + c * plane] = block_t[c * lanes + r]
-            for l in range(l0, min(valid, l0 + lanes)):
-                for q in range(done, q1):
-                    out[spots[q] + first + (l - l0) * plane] = yb[base + q * width + l]
 
 
 def _width(dtype):
@@ -324,10 +308,8 @@ def _offsets(n, c, hp, wp_, kernel, out, stride, dilation):
     and each output pixel's offset in xp (pix, N*Ho*Wo: image, row, column)."""
     at = np.array([a * dilation[0] * wp_ + e * dilation[1] for a in range(kernel[0])
                    for e in range(kernel[1])], dtype=np.int64)
-    images = np.arange(n, dtype=np.int64)[:, None, None] * (c * hp * wp_)
-    rows = np.arange(out[0], dtype=np.int64)[:, None] * (stride[0] * wp_)
-    cols = np.arange(out[1], dtype=np.int64) * stride[1]
-    return frozen(at), frozen((images + (rows + cols)).reshape(-1))
+    pix = _spots(n, c * hp * wp_, out[0], out[1], stride[0], stride[1], (0, 0), wp_)
+    return frozen(at), pix
 
 
 def _packed(w, b, groups, dtype):
@@ -344,16 +326,24 @@ def _packed(w, b, groups, dtype):
     return frozen(wp), frozen(bp.reshape(-1)), blocks
 
 
-def _tiles(xp, plane, wp, bp, blocks, taps, pix, at, groups, cg, dtype):
-    """yb (G, OB, P, width): _forward over the P pixels of pix."""
-    width = _width(dtype)
-    yb = np.empty(groups * blocks * pix.size * width, dtype=dtype)
-    band = max(TILE_PIXELS, BAND_BYTES // (width * np.dtype(dtype).itemsize)
-               // TILE_PIXELS * TILE_PIXELS)
+def _tiles(xp, plane, wp, bp, blocks, taps, pix, at, groups, cg, out, spots, ostride, og):
+    """_forward over the pixels of pix into out (flat; og output channels per group): output
+    pixel q of channel k at out[spots[q] + k*ostride]."""
+    width = _width(out.dtype)
+    band = max(TILE_PIXELS, BAND_BYTES // (width * out.itemsize) // TILE_PIXELS * TILE_PIXELS)
     steps = PASS_STEPS if taps >= 9 else PASS_STEPS_SMALL
-    _forward(xp, wp, bp, yb, groups, cg, blocks, taps, width, plane, pix, at, band,
-             max(1, steps // taps))
-    return yb
+    _forward(xp, wp, bp, out, spots, ostride, og, groups, cg, blocks, taps, width, plane, pix,
+             at, band, max(1, steps // taps))
+
+
+def _spots(n, image, rows, cols, row_step, col_step, first, row_stride):
+    """Each pixel's offset in a batch of output planes (image: the elements of one image): the
+    pixels (image, u, v) for u < rows, v < cols at row u*row_step + first[0] and column
+    v*col_step + first[1] of planes of row_stride columns."""
+    return frozen((np.arange(n, dtype=np.int64)[:, None, None] * image
+                   + ((np.arange(rows, dtype=np.int64)[:, None] * row_step + first[0])
+                      * row_stride + np.arange(cols, dtype=np.int64) * col_step + first[1])
+                   ).reshape(-1))
 
 
 def forward(x, w, b, p):
@@ -367,9 +357,8 @@ def forward(x, w, b, p):
     xp, hp, wp_ = _padded_planes(x, *p.padding)
     wp, bp, blocks = _packed(w, b, p.groups, x.dtype)
     at, pix = _offsets(n, c, hp, wp_, (kh, kw), (ho, wo), p.stride, p.dilation)
-    yb = _tiles(xp, hp * wp_, wp, bp, blocks, kh * kw, pix, at, p.groups, cg, x.dtype)
-    _unblock(yb, y.reshape(n, o, ho * wo), p.groups, o // p.groups, blocks, _width(x.dtype),
-             ho * wo)
+    _tiles(xp, hp * wp_, wp, bp, blocks, kh * kw, pix, at, p.groups, cg, y.reshape(-1),
+           _spots(n, o * ho * wo, ho, wo, 1, 1, (0, 0), wo), ho * wo, o // p.groups)
     return y
 
 
@@ -429,18 +418,10 @@ def backward_data(gy, w, p):
             at = np.array([i * wp_ + j for _, i in row_taps for _, j in col_taps], np.int64)
             wp = np.empty(g * blocks * (o // g) * taps.size * width, dtype=gy.dtype)
             _pack_adjoint(w3, wp, g, width, taps)
-            pix = ((np.arange(n, dtype=np.int64)[:, None, None] * (o * hp * wp_))
-                   + ((np.arange(us, dtype=np.int64)[:, None] + top) * wp_
-                      + np.arange(vs, dtype=np.int64) + left)).reshape(-1)
-            yb = _tiles(gyp, hp * wp_, wp, bias, blocks, taps.size, pix, at, g, o // g,
-                        gy.dtype)
-            if (sh, sw) == (1, 1):
-                _unblock(yb, gx.reshape(n, c, h * w_), g, c // g, blocks, width, h * w_)
-            else:
-                spots = ((np.arange(n, dtype=np.int64)[:, None, None] * (c * h * w_))
-                         + ((np.arange(us, dtype=np.int64)[:, None] * sh + r) * w_
-                            + np.arange(vs, dtype=np.int64) * sw + q)).reshape(-1)
-                _unblock_to(yb, gx.reshape(-1), spots, g, c // g, blocks, width, h * w_)
+            pix = _spots(n, o * hp * wp_, us, vs, 1, 1, (top, left), wp_)
+            _tiles(gyp, hp * wp_, wp, bias, blocks, taps.size, pix, at, g, o // g,
+                   gx.reshape(-1), _spots(n, c * h * w_, us, vs, sh, sw, (r, q), w_), h * w_,
+                   c // g)
     return gx
 
 
@@ -497,9 +478,9 @@ def tiled_kernels(op, p):
 def workspace_bytes(op, p, itemsize):
     """Upper bound of the extra memory of one call of ``op``: the most that any of its kernel
     calls holds at once. On tiles: the padded input planes, the packed filter and bias, the
-    pixel offsets (int64), and the channel-blocked output (forward, backward-data) or the
-    weight gradient and each running task's chunk of grad_y, channel-blocked (backward-weight);
-    on im2col's kernel, its bound."""
+    pixel offsets (int64), each running task's buffer (its band of outputs, or its chunk of
+    grad_y, channel-blocked) and in backward-weight the weight gradient, channel-blocked; on
+    im2col's kernel, its bound."""
     return max((_kernel_workspace(k, p, itemsize) for k in p.kernel_calls(op)), default=0)
 
 
@@ -521,9 +502,8 @@ def _kernel_workspace(kernel, p, itemsize):
         im2col_bound = 0
     blocks = -(-outs // width)
     filters = g * blocks * width * (ins * taps + 1)  # packed (or its gradient) and bias
-    if kernel == "backward_weight":  # each running task's chunk of grad_y, channel-blocked
-        blocked = threads() * max(width, BAND_BYTES // itemsize)
-    else:  # yb
-        blocked = g * blocks * width * n * pixels
+    # each running task's buffer: its band of outputs, or its chunk of grad_y, channel-blocked
+    # (and a 16 x 16 block to scatter the band through)
+    blocked = threads() * (max(TILE_PIXELS * width, BAND_BYTES // itemsize) + 256)
     offsets = (2 * n * pixels + ins * taps + 2 * taps) * 8 // itemsize  # pix, spots, koff, at
     return max((planes + filters + blocked + offsets) * itemsize, im2col_bound)
