@@ -65,7 +65,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import im2col
-from ._loops import all_finite, channel_sum, frozen
+from ._loops import all_finite, channel_sum, frozen, padded
 from ._simd import TILE_PIXELS, TILE_VECTORS, register_tiles, transpose16, weight_tiles
 from ._threads import parallel_jit, threads
 
@@ -227,14 +227,10 @@ def _width(dtype):
 
 def _padded_planes(x, rows, cols):
     """x (N, C, H, W) placed at (rows[0], cols[0]) among zeros in planes of
-    (H + sum(rows)) x (W + sum(cols)), flattened: -> (N*C*Hp*Wp,). A negative pad crops."""
-    n, c, h, w = x.shape
-    hp, wp = h + rows[0] + rows[1], w + cols[0] + cols[1]
-    xp = np.zeros((n, c, hp, wp), dtype=x.dtype)
-    r0, r1 = max(0, -rows[0]), min(h, hp - rows[0])
-    c0, c1 = max(0, -cols[0]), min(w, wp - cols[0])
-    xp[:, :, r0 + rows[0]:r1 + rows[0], c0 + cols[0]:c1 + cols[0]] = x[:, :, r0:r1, c0:c1]
-    return frozen(xp.reshape(xp.size)), hp, wp
+    (H + sum(rows)) x (W + sum(cols)), flattened: -> (N*C*Hp*Wp,). A negative pad crops; no
+    copy when there is no padding and x is contiguous."""
+    xp = padded(np.ascontiguousarray(x), (rows, cols))
+    return frozen(xp.reshape(xp.size)), xp.shape[2], xp.shape[3]
 
 
 @parallel_jit(cache=True)
