@@ -1,6 +1,7 @@
 """One small call of every op through every CUDA algorithm, forward and backward, in both
 dtypes, each checked against the NumPy reference: the workload compute-sanitizer runs under in
-benchmarks/gpu.sh (racecheck, synccheck, memcheck), small enough to finish under its tools.
+benchmarks/gpu.sh (racecheck, synccheck, memcheck), small enough to finish under its tools, on
+CuPy's plain allocator (no pool), so that memcheck sees every array's bounds.
 Exits 1 on any mismatch; needs a GPU.
 
     python benchmarks/gpu_smoke.py
@@ -15,6 +16,11 @@ CALLS = [  # (op, shapes, kwargs): one of each kernel's kind, with padding, stri
     ("conv2d", ((2, 4, 9, 7), (6, 2, 3, 3), (6,)), dict(stride=2, padding=1, groups=2)),
     ("conv2d", ((2, 4, 9, 7), (8, 1, 3, 3), (8,)), dict(padding=1, groups=4)),  # depthwise
     ("conv2d", ((2, 4, 9, 7), (6, 4, 1, 1), None), {}),  # pointwise
+    # a 5x5 filter (direct's weight gradient in chunks of taps) over 800 outputs (implicit
+    # GEMM's weight gradient in slices of K)
+    ("conv2d", ((2, 4, 20, 20), (6, 4, 5, 5), (6,)), dict(padding=2)),
+    # a dilated window wider than direct's shared patch: its taps read global memory
+    ("conv2d", ((1, 2, 70, 70), (4, 2, 3, 3), None), dict(dilation=30, padding=1)),
     ("conv1d", ((2, 4, 11), (6, 4, 3), (6,)), dict(dilation=2)),
     ("conv_transpose2d", ((2, 4, 5, 4), (4, 3, 3, 3), (3,)), dict(stride=2, padding=1)),
     ("max_pool2d", ((2, 3, 9, 8),), dict(kernel_size=3, stride=2, padding=1)),
@@ -31,6 +37,11 @@ def main() -> int:
     if not cuda.available():
         print("gpu_smoke: no CUDA device visible; nothing run")
         return 0
+    import cupy
+
+    # no memory pool: every array its own allocation, so that memcheck sees a read or write
+    # past an array's end (inside a pool's chunk it would land in memory the process owns)
+    cupy.cuda.set_allocator(None)
     sys.path.insert(0, "tests")
     import grids
 

@@ -9,11 +9,13 @@ work without synchronising. Results come back the same way: ``torch.from_numpy``
 On the CUDA side, every buffer fastconv allocates while it serves PyTorch (outputs, workspace,
 cuBLAS's temporaries) comes from PyTorch's caching allocator (:func:`torch_allocator`), not
 from CuPy's memory pool. One pool, then: PyTorch's ``memory_allocated`` counts fastconv's
-outputs, ``empty_cache`` and out-of-memory retries see every cached block, and a result tensor
-follows PyTorch's stream rules (allocated on the stream fastconv runs on, reused only after
-work queued there; ``record_stream`` for other streams, as for any tensor). Memory from
-CuPy's pool could not be: PyTorch could run out while CuPy held cached blocks, and a block
-freed after use on another stream (DDP's NCCL stream) was reused by CuPy without waiting.
+outputs, ``empty_cache`` and out-of-memory retries see every cached block, and a result's
+block is allocated on the stream fastconv runs on and reused only after the work queued there.
+Memory from CuPy's pool could not be: PyTorch could run out while CuPy held cached blocks.
+Not yet: a result comes back through ``torch.from_dlpack``, whose tensor PyTorch's allocator
+does not own, so ``record_stream`` on it (a result used on another stream, as DDP's NCCL stream
+does) records nothing; handing back a view of the allocator's own block tensor would fix that
+(issue 19, open; it needs a GPU to test).
 
 On the CPU, fastconv's kernels run on at most ``torch.get_num_threads()`` threads: the thread
 budget the user gave PyTorch is the one the whole model gets.

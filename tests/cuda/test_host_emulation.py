@@ -223,6 +223,22 @@ def test_a_stride_past_32_bit_patch_arithmetic(rng, on_host):
         assert error(y, expected) <= tolerance(np.float32), algo
 
 
+def test_a_dilation_past_32_bit_patch_arithmetic_in_backward_data(rng, on_host):
+    """direct backward-data's gy patch spans (TH-1 + (kh-1)*dh)/sh + 1 rows: with a 3x1 filter
+    at dilation 2**28 and padding 2**28 (one output, whose middle tap reads the one input) it
+    is ~2**29 rows, and in 32 bits its area wrapped to a few thousand and passed for shared, so
+    the tap read gy from far past the patch (issue 19, the forward's fix not yet applied to
+    backward-data). dL/dx is then the middle weight times gy, worked out by hand (the
+    reference would materialise 2**29 rows of padding)."""
+    d = 2**28
+    x = rng.standard_normal((1, 1, 1, 1)).astype(np.float32)
+    w = rng.standard_normal((1, 1, 3, 1)).astype(np.float32)
+    gy = rng.standard_normal((1, 1, 1, 1)).astype(np.float32)
+    kwargs = dict(padding=(d, 0), dilation=(d, 1), output_mask=(True, False, False))
+    gx = fastconv.conv2d_backward(gy, x, w, algo="direct", **kwargs)[0]
+    assert np.array_equal(gx, w[:, :, 1:2, :] * gy)
+
+
 @pytest.mark.parametrize("index", range(len(test_nonfinite.WEIGHT_CASES)))
 def test_nonfinite_weights_give_torchs_forward(index, rng, on_host):
     """tests/test_nonfinite.py's weight cases through every CUDA algorithm: PyTorch's forward

@@ -19,13 +19,14 @@ template <typename T, typename I>
 __global__ void bn_mean_var(const T* x, double* mean, double* var, I n, int channels, I l) {
     __shared__ double shared[FC_THREADS];
     const I m = n * l;
-    for (int c = blockIdx.x; c < channels; c += gridDim.x) {
+    for (long long c_ = blockIdx.x; c_ < channels; c_ += gridDim.x) {
+        const int c = (int)c_;
         double sum = 0;
-        for (I k = threadIdx.x; k < m; k += FC_THREADS)
+        for (I k = threadIdx.x; k < m; k = fc_next(k, FC_THREADS, m))
             sum += x[fc_channel_element(k, c, channels, l)];
         const double mu = fc_block_sum(sum, shared) / m;
         double squares = 0;
-        for (I k = threadIdx.x; k < m; k += FC_THREADS) {
+        for (I k = threadIdx.x; k < m; k = fc_next(k, FC_THREADS, m)) {
             const double d = x[fc_channel_element(k, c, channels, l)] - mu;
             squares += d * d;
         }
@@ -54,10 +55,11 @@ __global__ void bn_gradient_sums(const T* gy, const T* x, const double* mean, do
                                  double* s2, I n, int channels, I l) {
     __shared__ double shared[FC_THREADS];
     const I m = n * l;
-    for (int c = blockIdx.x; c < channels; c += gridDim.x) {
+    for (long long c_ = blockIdx.x; c_ < channels; c_ += gridDim.x) {
+        const int c = (int)c_;
         const double mu = mean[c];
         double a = 0, b = 0;
-        for (I k = threadIdx.x; k < m; k += FC_THREADS) {
+        for (I k = threadIdx.x; k < m; k = fc_next(k, FC_THREADS, m)) {
             const I e = fc_channel_element(k, c, channels, l);
             const double g = gy[e];
             a += g;
@@ -89,9 +91,10 @@ __global__ void bn_input_gradient(const T* gy, const T* x, const double* mean, c
 template <typename T, typename I>
 __global__ void channel_sum(const T* a, T* out, I n, int channels, I l) {
     __shared__ double shared[FC_THREADS];
-    for (int c = blockIdx.x; c < channels; c += gridDim.x) {
+    for (long long c_ = blockIdx.x; c_ < channels; c_ += gridDim.x) {
+        const int c = (int)c_;
         double sum = 0;
-        for (I k = threadIdx.x; k < n * l; k += FC_THREADS)
+        for (I k = threadIdx.x; k < n * l; k = fc_next(k, FC_THREADS, n * l))
             sum += a[fc_channel_element(k, c, channels, l)];
         sum = fc_block_sum(sum, shared);
         if (threadIdx.x == 0) out[c] = (T)sum;

@@ -23,6 +23,15 @@ __device__ __forceinline__ long long fc_grid_stride() {
     return (long long)blockDim.x * gridDim.x;
 }
 
+// The next index of a block- or thread-stride loop over [0, total) (`k = fc_next(k, gridDim.x,
+// total)`): k + step, or total once that reaches it. The sum is formed in 64 bits, so a 32-bit
+// counter never wraps when total lies within one step of 2**31 - 1.
+template <typename I>
+__device__ __forceinline__ I fc_next(I k, long long step, I total) {
+    const long long next = (long long)k + step;
+    return next < (long long)total ? (I)next : total;
+}
+
 // Floor and ceiling of a / b for b > 0, also for negative a (C++ '/' truncates toward zero).
 __device__ __forceinline__ long long fc_floordiv(long long a, long long b) {
     return a >= 0 ? a / b : -((-a + b - 1) / b);

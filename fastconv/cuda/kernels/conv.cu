@@ -117,7 +117,7 @@ __global__ void direct_forward(const T* x, const T* w, const T* b, int has_bias,
     const bool shared = ph <= FC_PATCH && pw <= FC_PATCH && ph * pw <= FC_PATCH;
     const int channel_blocks = (og + CB - 1) / CB;
     const I tiles = (I)n * groups * channel_blocks * ((ho + TH - 1) / TH) * ((wo + TW - 1) / TW);
-    for (I tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+    for (I tile = blockIdx.x; tile < tiles; tile = fc_next(tile, gridDim.x, tiles)) {
         const FcTile t = fc_tile<I>(tile, ho, wo, TH, TW, channel_blocks, CB, groups);
         const int i = t.row0 + ty, j = t.col0 + tx, oc0 = t.grp * og + t.ch0;
         // the patch's corner in x
@@ -163,37 +163,41 @@ __global__ void direct_backward_data(const T* gy, const T* w, T* gx, int n, int 
     const int ty = threadIdx.x / TW, tx = threadIdx.x % TW;
     const int channel_blocks = (cg + CB - 1) / CB;
     const I tiles = (I)n * groups * channel_blocks * ((h + TH - 1) / TH) * ((wd + TW - 1) / TW);
-    for (I tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+    for (I tile = blockIdx.x; tile < tiles; tile = fc_next(tile, gridDim.x, tiles)) {
         const FcTile t = fc_tile<I>(tile, h, wd, TH, TW, channel_blocks, CB, groups);
         const int r = t.row0 + ty, q = t.col0 + tx, ci0 = t.ch0;
         // the gy patch the tile reads: output rows i0 .. i1 (ceil/floor of the extreme taps)
-        const int i0 = (int)fc_ceildiv(t.row0 + pt - (kh - 1) * dh, sh);
-        const int i1 = (int)fc_floordiv(t.row0 + TH - 1 + pt, sh);
-        const int j0 = (int)fc_ceildiv(t.col0 + pl - (kw - 1) * dw, sw);
-        const int j1 = (int)fc_floordiv(t.col0 + TW - 1 + pl, sw);
-        const int ph = i1 - i0 + 1, pw = j1 - j0 + 1;
-        const bool shared = ph > 0 && pw > 0 && ph * pw <= FC_PATCH;
+        // in 64 bits, as in direct_forward: dilations and strides go up to 2**31 - 1
+        const long long i0 = fc_ceildiv((long long)t.row0 + pt - (kh - 1) * (long long)dh, sh);
+        const long long i1 = fc_floordiv((long long)t.row0 + TH - 1 + pt, sh);
+        const long long j0 = fc_ceildiv((long long)t.col0 + pl - (kw - 1) * (long long)dw, sw);
+        const long long j1 = fc_floordiv((long long)t.col0 + TW - 1 + pl, sw);
+        const long long ph = i1 - i0 + 1, pw = j1 - j0 + 1;
+        const bool shared = ph > 0 && pw > 0 && ph <= FC_PATCH && pw <= FC_PATCH &&
+                            ph * pw <= FC_PATCH;
         const int channels = cg - ci0 < CB ? cg - ci0 : CB;
         T acc[CB];
         for (int k = 0; k < CB; ++k) acc[k] = 0;
         for (int oc = t.grp * og; oc < (t.grp + 1) * og; ++oc) {
             const T* plane = gy + ((I)t.img * o + oc) * ((I)ho * wo);
-            if (shared) fc_load_patch<T, I>(patch, plane, i0, j0, ph, pw, ho, wo);
+            if (shared) fc_load_patch<T, I>(patch, plane, i0, j0, (int)ph, (int)pw, ho, wo);
             const T* taps_of = w + ((I)oc * cg + ci0) * taps;  // + k*taps for channel k
             // Only the taps through which some output reads (r, q) add a term: one that would
             // read from outside gy has no product at all, not a product with zero (an Inf
             // weight there would make 0 * Inf = NaN where PyTorch and the CPU have no term).
             for (int a = 0; a < kh; ++a) {
-                const int u = r + pt - a * dh;  // = i*sh for the output row i that reads r
+                // = i*sh for the output row i that reads r
+                const long long u = (long long)r + pt - (long long)a * dh;
                 if (u % sh != 0) continue;
-                const int i = u / sh;
+                const long long i = u / sh;
                 if (i < 0 || i >= ho) continue;
                 for (int e = 0; e < kw; ++e) {
-                    const int v = q + pl - e * dw;
+                    const long long v = (long long)q + pl - (long long)e * dw;
                     if (v % sw != 0) continue;
-                    const int j = v / sw;
+                    const long long j = v / sw;
                     if (j < 0 || j >= wo) continue;
-                    const T g = shared ? patch[(i - i0) * pw + (j - j0)] : plane[(I)i * wo + j];
+                    const T g = shared ? patch[(int)((i - i0) * pw + (j - j0))]
+                                       : plane[(I)i * wo + (I)j];
                     for (int k = 0; k < CB; ++k)
                         if (k < channels) acc[k] += g * taps_of[(I)k * taps + a * kw + e];
                 }
@@ -224,7 +228,7 @@ __global__ void direct_backward_weight(const T* x, const T* gy, T* gw, int n, in
     const int cg = c / groups, og = o / groups, taps = kh * kw;
     const int chunks = (taps + FC_WEIGHT_TAPS - 1) / FC_WEIGHT_TAPS;
     const I work = (I)o * cg * chunks, m = (I)n * ho * wo, plane = (I)ho * wo;
-    for (I item = blockIdx.x; item < work; item += gridDim.x) {
+    for (I item = blockIdx.x; item < work; item = fc_next(item, gridDim.x, work)) {
         const I slice = item / chunks;  // oc * cg + ci
         const int t0 = (int)(item % chunks) * FC_WEIGHT_TAPS;
         const int count = taps - t0 < FC_WEIGHT_TAPS ? taps - t0 : FC_WEIGHT_TAPS;
@@ -239,7 +243,7 @@ __global__ void direct_backward_weight(const T* x, const T* gy, T* gw, int n, in
             col_of[t] = tap % kw * dw - pl;
             sum[t] = 0;
         }
-        for (I k = threadIdx.x; k < m; k += FC_THREADS) {
+        for (I k = threadIdx.x; k < m; k = fc_next(k, FC_THREADS, m)) {
             const int j = (int)(k % wo), i = (int)(k / wo % ho);
             const I img = k / plane;
             const double g = (double)gy[(img * o + oc) * plane + (I)i * wo + j];
