@@ -1,7 +1,9 @@
 """One small call of every op through every CUDA algorithm, forward and backward, in both
 dtypes, each checked against the NumPy reference: the workload compute-sanitizer runs under in
 benchmarks/gpu.sh (racecheck, synccheck, memcheck), small enough to finish under its tools, on
-CuPy's plain allocator (no pool), so that memcheck sees every array's bounds.
+CuPy's plain allocator (no pool), so that memcheck sees every array's bounds. Every call runs
+twice: with the index width the modules choose (32 bits at these sizes), then with the 64-bit
+specialisations forced, as tests/cuda/test_host_emulation.py does on the host.
 Exits 1 on any mismatch; needs a GPU.
 
     python benchmarks/gpu_smoke.py
@@ -9,6 +11,7 @@ Exits 1 on any mismatch; needs a GPU.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -42,22 +45,41 @@ def main() -> int:
     # no memory pool: every array its own allocation, so that memcheck sees a read or write
     # past an array's end (inside a pool's chunk it would land in memory the process owns)
     cupy.cuda.set_allocator(None)
-    sys.path.insert(0, "tests")
+    failures = run()
+    for f in failures:
+        print("FAIL", f)
+    print(f"gpu_smoke: {2 * len(CALLS) - len(failures)} of {2 * len(CALLS)} calls (each with "
+          f"the chosen and with 64-bit indices) match the reference through every CUDA "
+          f"algorithm")
+    return 1 if failures else 0
+
+
+def run() -> list:
+    """Every call of CALLS through every CUDA algorithm against the reference, with the index
+    width the modules choose and then with 64-bit indices forced; the failures."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     import grids
+
+    from fastconv.cuda import _conv, batchnorm, im2col, implicit_gemm, pool
 
     rng = np.random.default_rng(0)
     failures = []
-    for op, shapes, kwargs in CALLS:
-        case = grids.Case(op, shapes, kwargs)
-        try:  # every CUDA algorithm that serves it, both directions and dtypes
-            grids.check_algorithms(case, rng, "cuda")
-        except AssertionError as e:
-            failures.append(f"{op}[{case}]: {e}")
-    for f in failures:
-        print("FAIL", f)
-    print(f"gpu_smoke: {len(CALLS) - len(failures)} of {len(CALLS)} calls match the reference "
-          f"through every CUDA algorithm")
-    return 1 if failures else 0
+    for bits in (None, 64):  # as chosen (32-bit indices here), then the 64-bit kernels
+        picks = [(m, m.index_bits) for m in (_conv, batchnorm, im2col, implicit_gemm, pool)]
+        if bits:
+            for module, _ in picks:  # each module that picks an index width
+                module.index_bits = lambda *sizes: bits
+        try:
+            for op, shapes, kwargs in CALLS:
+                case = grids.Case(op, shapes, kwargs)
+                try:  # every CUDA algorithm that serves it, both directions and dtypes
+                    grids.check_algorithms(case, rng, "cuda")
+                except AssertionError as e:
+                    failures.append(f"{op}[{case}] ({bits or 'chosen'}-bit indices): {e}")
+        finally:
+            for module, pick in picks:
+                module.index_bits = pick
+    return failures
 
 
 if __name__ == "__main__":

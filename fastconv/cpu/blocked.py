@@ -47,7 +47,7 @@ reads, so backward-data then runs im2col's kernel, whose col2im forms no such pr
 
 Backward-weight runs on weight tiles (``_simd.weight_tiles``), the forward's transposed: 4
 vectors of output channels times 6 (input channel, tap) pairs, summed over every output pixel
-of the batch; per pixel, 4 loads of grad_y channel-blocked like yb and 6 broadcasts of x. A
+of the batch; per pixel, 4 loads of grad_y channel-blocked like buf and 6 broadcasts of x. A
 task owns a part of the pairs of one block and runs over the pixels image by image in chunks
 of ``CHUNK_BYTES``: it channel-blocks each chunk of grad_y into a buffer of its own, which stays
 in L1 while each of its tiles runs over it. So grad_y is read once per part, no blocked copy of

@@ -3,19 +3,19 @@
 CPU tensors become NumPy views of the same memory (``Tensor.numpy()``); CUDA tensors become
 CuPy arrays over the same memory through DLPack, and fastconv's kernels are launched on
 PyTorch's current stream of that device, so the work is ordered with the surrounding PyTorch
-work without synchronising. Results come back the same way: ``torch.from_numpy`` and
-``torch.from_dlpack`` wrap fastconv's output buffers without copying.
+work without synchronising. Results come back without copying: ``torch.from_numpy`` wraps a
+CPU result, and a CUDA result is a view of the PyTorch block it was computed in (below).
 
 On the CUDA side, every buffer fastconv allocates while it serves PyTorch (outputs, workspace,
 cuBLAS's temporaries) comes from PyTorch's caching allocator (:func:`torch_allocator`), not
 from CuPy's memory pool. One pool, then: PyTorch's ``memory_allocated`` counts fastconv's
 outputs, ``empty_cache`` and out-of-memory retries see every cached block, and a result's
 block is allocated on the stream fastconv runs on and reused only after the work queued there.
-Memory from CuPy's pool could not be: PyTorch could run out while CuPy held cached blocks.
-Not yet: a result comes back through ``torch.from_dlpack``, whose tensor PyTorch's allocator
-does not own, so ``record_stream`` on it (a result used on another stream, as DDP's NCCL stream
-does) records nothing; handing back a view of the allocator's own block tensor would fix that
-(issue 19, open; it needs a GPU to test).
+A result comes back as a view of its block tensor (:func:`block_view`), not through DLPack,
+whose tensor the caching allocator would not own: ``record_stream`` on it then works as for any
+tensor (a result used on another stream, as DDP's NCCL stream does). Memory from CuPy's pool
+could not be any of this: PyTorch could run out while CuPy held cached blocks, and a block
+freed after use on another stream was reused by CuPy without waiting.
 
 On the CPU, fastconv's kernels run on at most ``torch.get_num_threads()`` threads: the thread
 budget the user gave PyTorch is the one the whole model gets.
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import weakref
 
 import numpy as np
 import torch
@@ -56,10 +57,40 @@ def to_array(t):
 
 
 def to_tensor(a) -> torch.Tensor:
-    """A tensor over fastconv's result ``a`` (NumPy or CuPy), without copying."""
+    """A tensor over fastconv's result ``a`` (NumPy or CuPy), without copying. A CuPy result in
+    memory from :func:`torch_allocator` comes back as a view of the allocator's own block
+    tensor, so that PyTorch's caching allocator owns it (``record_stream`` then holds the block
+    for another stream's work); other CuPy memory through DLPack."""
     if isinstance(a, np.ndarray):
         return torch.from_numpy(a)
-    return torch.from_dlpack(a)
+    view = block_view(a)
+    return view if view is not None else torch.from_dlpack(a)
+
+
+# torch_allocator's blocks by their address, for as long as CuPy memory holds them
+_BLOCKS = weakref.WeakValueDictionary()
+
+
+def block_view(a):
+    """``a`` (a CuPy array, or anything with its data, shape, strides and dtype) as a view of
+    the torch_allocator block holding it, or None where it is not in one (or lies in it in a
+    way a tensor view cannot express: negative or unaligned strides, an unaligned start)."""
+    block = _BLOCKS.get(a.data.mem.ptr)
+    dtype = _TORCH_DTYPES.get(np.dtype(a.dtype))
+    itemsize = np.dtype(a.dtype).itemsize
+    offset = a.data.ptr - a.data.mem.ptr
+    if block is None or dtype is None or offset % itemsize or \
+            any(s < 0 or s % itemsize for s in a.strides):
+        return None
+    whole = block[:block.numel() // itemsize * itemsize].view(dtype)
+    return whole.as_strided(tuple(a.shape), tuple(s // itemsize for s in a.strides),
+                            offset // itemsize)
+
+
+_TORCH_DTYPES = {np.dtype(k): v for k, v in (
+    (np.float16, torch.float16), (np.float32, torch.float32), (np.float64, torch.float64),
+    (np.int8, torch.int8), (np.uint8, torch.uint8), (np.int16, torch.int16),
+    (np.int32, torch.int32), (np.int64, torch.int64), (np.bool_, torch.bool))}
 
 
 @contextlib.contextmanager
@@ -93,6 +124,7 @@ def torch_allocator(index: int):
 
     def allocate(size: int):
         block = torch.empty(size, dtype=torch.uint8, device=device)
+        _BLOCKS[block.data_ptr()] = block
         return cupy.cuda.MemoryPointer(
             cupy.cuda.UnownedMemory(block.data_ptr(), size, block, device_id=index), 0)
 

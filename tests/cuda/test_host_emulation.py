@@ -239,6 +239,16 @@ def test_a_dilation_past_32_bit_patch_arithmetic_in_backward_data(rng, on_host):
     assert np.array_equal(gx, w[:, :, 1:2, :] * gy)
 
 
+def test_gpu_smoke_calls_pass_on_the_host(on_host):
+    """benchmarks/gpu_smoke.py's calls (the workload compute-sanitizer runs under in gpu.sh)
+    are valid and pass here through every CUDA algorithm, with both index widths, so that a
+    failure there on a GPU is the GPU's."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import gpu_smoke
+
+    assert gpu_smoke.run() == []
+
+
 @pytest.mark.parametrize("index", range(len(test_nonfinite.WEIGHT_CASES)))
 def test_nonfinite_weights_give_torchs_forward(index, rng, on_host):
     """tests/test_nonfinite.py's weight cases through every CUDA algorithm: PyTorch's forward

@@ -93,3 +93,24 @@ def test_outputs_and_workspace_come_from_torchs_allocator():
     del y
     torch.cuda.synchronize()
     assert torch.cuda.memory_allocated() == torch_before  # every buffer went back to PyTorch
+
+
+def test_record_stream_holds_a_result_for_another_streams_work():
+    """Issue 19, defect 5: a result is a view of a caching-allocator block, so record_stream
+    works on it: freed while a side stream still uses it, its block is not handed out again on
+    the main stream until that work is done (through DLPack the allocator did not own it, and
+    record_stream recorded nothing)."""
+    x = torch.randn(4, 16, 32, 32, device="cuda")
+    w = torch.randn(32, 16, 3, 3, device="cuda")
+    y = ft.conv2d(x, w, padding=1, algo="im2col")
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        torch.cuda._sleep(100_000_000)  # the side stream busy for a while...
+        y.mul_(2)  # ...then using y
+    y.record_stream(side)
+    held = y.untyped_storage().data_ptr()
+    del y
+    again = torch.empty(4, 32, 32, 32, device="cuda")  # the same size, on the main stream
+    assert again.untyped_storage().data_ptr() != held
+    torch.cuda.synchronize()

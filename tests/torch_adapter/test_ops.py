@@ -267,6 +267,44 @@ def test_cuda_buffers_come_from_torchs_caching_allocator(monkeypatch):
     assert alive() is None  # ...and lets it go back to PyTorch's pool with itself
 
 
+def test_cuda_results_come_back_as_views_of_the_allocators_blocks(monkeypatch):
+    """Issue 19, defect 5: a result in torch_allocator's memory comes back as a view of the
+    block tensor itself, not through DLPack (whose tensor the caching allocator does not own,
+    so record_stream on it recorded nothing). Stand-ins as above, CPU tensors for the blocks;
+    test_cuda.py checks record_stream on the GPU."""
+    import types
+
+    import cupy
+
+    from fastconv.torch import _handover
+
+    made = []
+
+    def empty(size, dtype, device):
+        made.append(torch.zeros(size, dtype=dtype))
+        return made[-1]
+
+    monkeypatch.setattr(torch, "empty", empty)
+    pointer = _handover.torch_allocator(3)(64)
+    (block,) = made
+
+    def array(offset, shape, strides, dtype, base=pointer.ptr):
+        data = types.SimpleNamespace(ptr=base + offset, mem=types.SimpleNamespace(ptr=base))
+        return types.SimpleNamespace(data=data, shape=shape, strides=strides, dtype=dtype)
+
+    view = _handover.block_view(array(8, (3, 4), (16, 4), np.float32))
+    assert view.dtype == torch.float32 and view.shape == (3, 4)
+    assert view.untyped_storage().data_ptr() == block.data_ptr()  # the block's own storage
+    block.view(torch.float32)[2:14] = torch.arange(12, dtype=torch.float32)
+    assert torch.equal(view, torch.arange(12, dtype=torch.float32).reshape(3, 4))
+    assert torch.equal(_handover.block_view(array(0, (2, 2), (8, 32), np.float64)),
+                       block.view(torch.float64).as_strided((2, 2), (1, 4)))
+    assert _handover.block_view(array(2, (2,), (4,), np.float32)) is None  # unaligned start
+    assert _handover.block_view(array(0, (2,), (-4,), np.float32)) is None  # negative stride
+    assert _handover.block_view(array(0, (2,), (4,), np.float32, base=1)) is None  # not ours
+    assert isinstance(pointer, cupy.cuda.MemoryPointer)
+
+
 def test_algo_passes_through_and_bad_input_names_the_argument():
     x, w = torch.randn(2, 4, 8, 8), torch.randn(8, 4, 3, 3)
     for algo in ("direct", "im2col", "reference"):
