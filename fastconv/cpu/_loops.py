@@ -28,6 +28,38 @@ FASTMATH = {"contract"}  # fused multiply-add only: no reassociation, NaN and In
 FASTMATH_SUM = {"contract", "reassoc"}
 
 
+# Vector loads and stores of 64 bytes (a 16-lane float32 vector, AVX-512) run at full speed
+# only from 64-byte aligned addresses: one that straddles two cache lines costs two. NumPy
+# aligns its arrays to 16 bytes and Numba's np.empty to 32, so the buffers that the register
+# tiles load whole vectors from (packed filters, bands, channel-blocked chunks) are cut out of a
+# slightly larger allocation at a 64-byte boundary. Measured: resnet50's 3x3 256->256 @14
+# forward tiles 5.2 ms from an aligned packed filter, 5.9 from one at 16 bytes past.
+ALIGN = 64
+
+
+def aligned_empty(size, dtype):
+    """np.empty(size, dtype), 1-d, starting at a multiple of ALIGN bytes."""
+    dtype = np.dtype(dtype)
+    raw = np.empty(size + ALIGN // dtype.itemsize, dtype=dtype)
+    skip = (-raw.ctypes.data) % ALIGN // dtype.itemsize
+    return raw[skip:skip + size]
+
+
+def aligned_zeros(size, dtype):
+    """np.zeros(size, dtype), 1-d, starting at a multiple of ALIGN bytes."""
+    a = aligned_empty(size, dtype)
+    a[:] = 0
+    return a
+
+
+@njit(inline="always")
+def aligned_buffer(size, like):
+    """aligned_empty inside a kernel: ``size`` uninitialised elements of like's dtype."""
+    raw = np.empty(size + ALIGN // like.itemsize, dtype=like.dtype)
+    skip = (-raw.ctypes.data) % ALIGN // like.itemsize
+    return raw[skip:skip + size]
+
+
 # frozen(a): a read-only view of a. The kernels take every input read-only (the front end's
 # plans hand them over through the same function), and Numba compiles a kernel once per
 # combination of argument types, a writeable and a read-only array being two types: an input

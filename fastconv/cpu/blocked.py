@@ -66,7 +66,8 @@ import numpy as np
 from numba import njit, prange, uint64
 
 from . import im2col
-from ._loops import all_finite, channel_sum, frozen, padded
+from ._loops import aligned_buffer, aligned_empty, aligned_zeros, all_finite, channel_sum, frozen, \
+    padded
 from ._simd import TILE_PIXELS, TILE_VECTORS, register_tiles, transpose16, weight_tiles
 from ._threads import parallel_jit, threads
 
@@ -150,7 +151,7 @@ def _forward(xp, wp, bp, out, spots, ostride, og, groups, cg, blocks, taps, widt
         tiles = (count + TILE_PIXELS - 1) // TILE_PIXELS
         block = g * blocks + ob
         weights = block * cg * taps * width
-        buf = np.empty(count * width, dtype=out.dtype)
+        buf = aligned_buffer(count * width, out)
         for c0 in range(0, cg, channel_block):
             channels = min(channel_block, cg - c0)
             for s in range(tiles):
@@ -170,7 +171,7 @@ def _band_out(buf, count, out, spots, q_start, first, ostride, valid, width):
     # pixels lie side by side there (a row of an output plane), else through a 16 x 16 block
     # and scattered; the rest element by element
     lanes = 16
-    block_t = np.empty(lanes * lanes, dtype=buf.dtype)
+    block_t = aligned_buffer(lanes * lanes, buf)
     for l0 in range(0, valid, lanes):
         done = 0
         if l0 + lanes <= valid:
@@ -205,7 +206,7 @@ def _weights(xp, gy, gwb, groups, cg, blocks, width, plane, pix, koff, chunk, pa
         g, ob = block // blocks, block % blocks
         first = task % parts * tiles // parts
         last = (task % parts + 1) * tiles // parts
-        gyc = np.empty(chunk * width, dtype=gy.dtype)
+        gyc = aligned_buffer(chunk * width, gy)
         valid = min(width, og - ob * width)
         for n in range(n_):
             row = (n * gy.shape[1] + g * og + ob * width) * pixels
@@ -333,12 +334,12 @@ def _packed(w, b, groups, dtype):
     o, cg, kh, kw = w.shape
     width = _width(dtype)
     blocks = -(-(o // groups) // width)
-    wp = np.empty(groups * blocks * cg * kh * kw * width, dtype=dtype)
+    wp = aligned_empty(groups * blocks * cg * kh * kw * width, dtype)
     _pack_forward(w.reshape(o, cg * kh * kw), wp, groups, width)
-    bp = np.zeros((groups, blocks * width), dtype=dtype)
+    bp = aligned_zeros(groups * blocks * width, dtype)
     if b is not None:
-        bp[:, :o // groups] = b.reshape(groups, o // groups)
-    return frozen(wp), frozen(bp.reshape(-1)), blocks
+        bp.reshape(groups, blocks * width)[:, :o // groups] = b.reshape(groups, o // groups)
+    return frozen(wp), frozen(bp), blocks
 
 
 def _tiles(xp, plane, wp, bp, blocks, taps, pix, at, groups, cg, out, spots, ostride, og):
@@ -427,7 +428,7 @@ def backward_data(gy, w, p):
     gyp, hp, wp_ = _padded_planes(gy, (top, bottom), (left, right))
     width = _width(gy.dtype)
     blocks = -(-(c // g) // width)
-    bias = frozen(np.zeros(g * blocks * width, dtype=gy.dtype))
+    bias = frozen(aligned_zeros(g * blocks * width, gy.dtype))
     w3 = w.reshape(o, c // g, kh * kw)
     for r, us, row_taps in rows:
         for q, vs, col_taps in cols:
@@ -435,7 +436,7 @@ def backward_data(gy, w, p):
                 continue
             taps = np.array([a * kw + e for a, _ in row_taps for e, _ in col_taps], np.int64)
             at = np.array([i * wp_ + j for _, i in row_taps for _, j in col_taps], np.int64)
-            wp = np.empty(g * blocks * (o // g) * taps.size * width, dtype=gy.dtype)
+            wp = aligned_empty(g * blocks * (o // g) * taps.size * width, gy.dtype)
             _pack_adjoint(w3, wp, g, width, taps)
             pix = _spots(n, o * hp * wp_, us, vs, 1, 1, (top, left), wp_)
             _tiles(gyp, hp * wp_, wp, bias, blocks, taps.size, pix, at, g, o // g,
@@ -460,7 +461,7 @@ def backward_weight(x, gy, p):
     xp, hp, wp_ = _padded_planes(x, *p.padding)
     at, pix = _offsets(n, c, hp, wp_, (kh, kw), (ho, wo), p.stride, p.dilation)
     koff = frozen((np.arange(cg, dtype=np.int64)[:, None] * (hp * wp_) + at).reshape(-1))
-    gwb = np.empty(p.groups * blocks * cg * kh * kw * width, dtype=x.dtype)
+    gwb = aligned_empty(p.groups * blocks * cg * kh * kw * width, x.dtype)
     tiles = -(-koff.size // TILE_PIXELS)
     parts = min(tiles, threads() // math.gcd(p.groups * blocks, threads()))
     chunk = max(1, CHUNK_BYTES // (width * x.itemsize))
