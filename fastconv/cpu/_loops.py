@@ -96,6 +96,34 @@ def _pad_planes(x, xp, top, left):
         pad_plane(xp[n, c], x[n, c], top, left)
 
 
+def placed(x, plane, row, top, left, slack=0):
+    """x (N, C, H, W) laid out plane by plane in a flat buffer of N*C planes of ``plane``
+    elements and ``slack`` zeros after them: row i of x[n, c] at offset (i + top)*row + left of
+    its plane, zeros everywhere else. One parallel pass that writes each plane while it is in
+    cache (np.zeros and a slice assignment were two serial passes: 1.6 ms of the 2.9 of
+    ResNeXt's 3x3 weight gradient). The tasks go channel by channel (each channel's planes of
+    every image on one thread), as the weight gradient's tasks read them; the buffer starts on
+    an ALIGN boundary. The caller keeps each row inside its plane."""
+    n, c = x.shape[:2]
+    buf = aligned_empty(n * c * plane + slack, x.dtype)
+    _place_planes(x, buf, plane, row, top, left)
+    buf[n * c * plane:] = 0
+    return buf
+
+
+@parallel_jit(cache=True)
+def _place_planes(x, buf, plane, row, top, left):
+    # buf[(n*C + c)*plane + (i + top)*row + left + j] = x[n, c, i, j], zero elsewhere in a plane
+    n_, c_, h, w = x.shape
+    for task in prange(n_ * c_):
+        c, n = task // n_, task % n_
+        dst = buf[(n * c_ + c) * plane:(n * c_ + c + 1) * plane]
+        dst[:] = 0
+        for i in range(h):
+            start = (i + top) * row + left
+            row_copy(dst[start:start + w], x[n, c, i], 0, 1)
+
+
 def bias_or_zeros(b, p, dtype):
     """The bias, or (read-only) zeros when there is none: the kernels start their sums from it."""
     return frozen(np.zeros(p.y_shape[1], dtype)) if b is None else b

@@ -66,8 +66,8 @@ import numpy as np
 from numba import njit, prange, uint64
 
 from . import im2col
-from ._loops import aligned_buffer, aligned_empty, aligned_zeros, all_finite, channel_sum, frozen, \
-    padded
+from ._loops import (aligned_buffer, aligned_empty, aligned_zeros, all_finite, channel_sum,
+                     frozen, padded)
 from ._simd import TILE_PIXELS, TILE_VECTORS, register_tiles, transpose16, weight_tiles
 from ._threads import parallel_jit, threads
 

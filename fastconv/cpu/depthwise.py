@@ -48,8 +48,8 @@ from numba import get_num_threads, njit, prange, uint64
 
 from ..common.depthwise import why_not
 from . import _simd
-from ._loops import (FASTMATH, FASTMATH_SUM, all_finite, bias_or_zeros, channel_sum, row_copy,
-                     row_place)
+from ._loops import (FASTMATH, FASTMATH_SUM, aligned_buffer, all_finite, bias_or_zeros,
+                     channel_sum, row_copy, row_place)
 from ._threads import parallel_jit
 
 
@@ -393,12 +393,13 @@ def _forward_blocked(x, w, b, y, sh, sw, top, left, dh, dw, hp, wp, per):
     xf, yf = x.reshape(-1), y.reshape(-1)
     tasks = n_ * (c_ // BLOCK)
     for chunk in prange((tasks + per - 1) // per):
-        xb = np.zeros(hp * wp * BLOCK, dtype=x.dtype)  # its padding stays zero
-        pixels = np.empty(hw * BLOCK, dtype=x.dtype)
-        out = np.empty(howo * BLOCK, dtype=y.dtype)
-        bias = np.empty(BLOCK, dtype=y.dtype)
+        xb = aligned_buffer(hp * wp * BLOCK, x)
+        xb[:] = 0  # its padding stays zero
+        pixels = aligned_buffer(hw * BLOCK, x)
+        out = aligned_buffer(howo * BLOCK, y)
+        bias = aligned_buffer(BLOCK, y)
         at = _tap_offsets(w.shape[2], w.shape[3], dh, dw, wp)
-        wv = np.empty(at.size * BLOCK, dtype=w.dtype)
+        wv = aligned_buffer(at.size * BLOCK, w)
         laid = -1
         for task in range(chunk * per, min(tasks, (chunk + 1) * per)):
             c0, n = task // n_ * BLOCK, task % n_
@@ -430,11 +431,11 @@ def _backward_data_blocked(gy, w, gx, sh, sw, top, left, dh, dw, hp, wp, per):
     gyf, gxf = gy.reshape(-1), gx.reshape(-1)
     tasks = n_ * (c_ // BLOCK)
     for chunk in prange((tasks + per - 1) // per):
-        xb = np.empty(hp * wp * BLOCK, dtype=gx.dtype)
-        pixels = np.empty(hw * BLOCK, dtype=gx.dtype)
-        g = np.empty(howo * BLOCK, dtype=gy.dtype)
+        xb = aligned_buffer(hp * wp * BLOCK, gx)
+        pixels = aligned_buffer(hw * BLOCK, gx)
+        g = aligned_buffer(howo * BLOCK, gy)
         at = _tap_offsets(w.shape[2], w.shape[3], dh, dw, wp)
-        wv = np.empty(at.size * BLOCK, dtype=w.dtype)
+        wv = aligned_buffer(at.size * BLOCK, w)
         laid = -1
         for task in range(chunk * per, min(tasks, (chunk + 1) * per)):
             c0, n = task // n_ * BLOCK, task % n_
@@ -463,9 +464,10 @@ def _backward_weight_blocked(x, gy, gw, sh, sw, top, left, dh, dw, hp, wp):
     xf, gyf = x.reshape(-1), gy.reshape(-1)
     for block in prange(c_ // BLOCK):
         c0 = block * BLOCK
-        xb = np.zeros(hp * wp * BLOCK, dtype=x.dtype)  # its padding stays zero
-        pixels = np.empty(hw * BLOCK, dtype=x.dtype)
-        g = np.empty(howo * BLOCK, dtype=gy.dtype)
+        xb = aligned_buffer(hp * wp * BLOCK, x)
+        xb[:] = 0  # its padding stays zero
+        pixels = aligned_buffer(hw * BLOCK, x)
+        g = aligned_buffer(howo * BLOCK, gy)
         acc = np.zeros(kh_ * kw_ * BLOCK)
         at = _tap_offsets(kh_, kw_, dh, dw, wp)
         for n in range(n_):

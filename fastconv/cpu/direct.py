@@ -50,7 +50,7 @@ from numba import get_num_threads, njit, prange, uint64
 
 from .. import config
 from ._loops import (FASTMATH, FASTMATH_SUM, all_finite, bias_or_zeros, channel_sum, cropped,
-                     frozen, pad_plane, padded, row_copy)
+                     frozen, pad_plane, padded, placed, row_copy)
 from ._simd import PIXEL_ROWS, PIXEL_VECTORS, pixel_grad_tile, pixel_tile
 from ._threads import parallel_jit
 
@@ -404,17 +404,13 @@ def backward_weight(x, gy, p):
              if p.stride[1] == 1 and not exact and n else 0)
     lanes = 16 if x.itemsize == 4 else 8
     gplane = -(-ho * grid // lanes) * lanes if tiled else ho * grid
-    gbuf = np.zeros(n * o * gplane + (lanes if tiled else 0), dtype=gy.dtype)
+    # gy on the forward's grid, zero past Wo (and past Ho*grid)
+    gbuf = placed(gy, gplane, grid, 0, 0, lanes if tiled else 0)
     gq = gbuf[:n * o * gplane].reshape(n, o, gplane)
-    on_grid = gq[..., :ho * grid]
-    on_grid.shape = (n, o, ho, grid)  # a view (raises rather than copy)
-    on_grid[..., :wo] = gy  # gy on the forward's grid, zero past Wo (and past Ho*grid)
     plane = hq * row
     if tiled:
-        xbuf = np.zeros(n * c * plane + gplane + lanes, dtype=x.dtype)
-        xq = xbuf[:n * c * plane].reshape(n, c, hq, row)
-        xq[:, :, top:top + h, left:left + w] = x
-        xq = xq.reshape(n, c, plane)
+        xbuf = placed(x, plane, row, top, left, gplane + lanes)
+        xq = xbuf[:n * c * plane].reshape(n, c, plane)
     else:
         xq = padded(x, ((top, bottom), (left, row - left - w))).reshape(n, c, plane)
     gw = np.empty(p.w_shape, dtype=x.dtype)
