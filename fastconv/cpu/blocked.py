@@ -66,8 +66,8 @@ import numpy as np
 from numba import njit, prange, uint64
 
 from . import im2col
-from ._loops import (aligned_buffer, aligned_empty, aligned_zeros, all_finite, channel_sum,
-                     frozen, padded)
+from ._loops import (ALIGN, aligned_buffer, aligned_empty, aligned_zeros, all_finite,
+                     channel_sum, frozen, padded)
 from ._simd import TILE_PIXELS, TILE_VECTORS, register_tiles, transpose16, weight_tiles
 from ._threads import parallel_jit, threads
 
@@ -521,10 +521,11 @@ def _kernel_workspace(kernel, p, itemsize):
         outs, ins, pixels = o // g, cg, ho * wo
         im2col_bound = 0
     blocks = -(-outs // width)
-    filters = g * blocks * width * (ins * taps + 1)  # packed (or its gradient) and bias
+    # packed (or its gradient) and bias, each cut at an ALIGN boundary from a little more
+    filters = g * blocks * width * (ins * taps + 1) + 2 * ALIGN // itemsize
     # each running task's buffer: its band of outputs, or its chunk of grad_y, channel-blocked
     # (and a 16 x 16 block to scatter the band through)
     buffer = max(TILE_PIXELS * width, BAND_BYTES // itemsize, CHUNK_BYTES // itemsize)
-    blocked = threads() * (buffer + 256)
+    blocked = threads() * (buffer + 256 + 2 * ALIGN // itemsize)
     offsets = (2 * n * pixels + ins * taps + 2 * taps) * 8 // itemsize  # pix, spots, koff, at
     return max((planes + filters + blocked + offsets) * itemsize, im2col_bound)

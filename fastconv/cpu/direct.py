@@ -49,8 +49,8 @@ import numpy as np
 from numba import get_num_threads, njit, prange, uint64
 
 from .. import config
-from ._loops import (FASTMATH, FASTMATH_SUM, all_finite, bias_or_zeros, channel_sum, cropped,
-                     frozen, pad_plane, padded, placed, row_copy)
+from ._loops import (ALIGN, FASTMATH, FASTMATH_SUM, all_finite, bias_or_zeros, channel_sum,
+                     cropped, frozen, pad_plane, padded, placed, row_copy)
 from ._simd import PIXEL_ROWS, PIXEL_VECTORS, pixel_grad_tile, pixel_tile
 from ._threads import parallel_jit
 
@@ -453,6 +453,7 @@ def _kernel_workspace(kernel, p):
         triples = -(-p.kernel[0] * p.kernel[1] // PIXEL_VECTORS)
         per_task = triples * (PIXEL_ROWS * PIXEL_VECTORS * 16 + 2 * PIXEL_VECTORS)  # sums, taps
         return (n * c * hq * row + gplane + 16 + n * o * gplane + 16  # x and gy, with slack
+                + 2 * ALIGN // 4  # each cut at an ALIGN boundary (at most that many floats)
                 + get_num_threads() * per_task)
     if kernel == "forward":
         size, pads, step, ins, outs, flipped = (h, w), p.padding, sw, c, o, 0
