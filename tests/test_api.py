@@ -146,9 +146,7 @@ def test_auto_rule_of_a_backend_is_used(unit_stride_algorithm):
     (((8, 128, 56, 56), (128, 1, 3, 3)), dict(padding=1, groups=128), "depthwise"),
     (((8, 64, 28, 28), (128, 1, 3, 3)), dict(padding=1, groups=64), "depthwise"),  # multiplier 2
     (((8, 64, 56, 56), (256, 64, 1, 1)), {}, "pointwise"),
-    (((8, 256, 56, 56), (128, 256, 1, 1)), dict(stride=2), "blocked"),  # 28x28 out, 128 ch
     (((8, 128, 28, 28), (32, 128, 1, 1)), {}, "pointwise"),  # 32 outputs: under 64 lanes
-    (((8, 128, 28, 28), (256, 128, 1, 1)), {}, "blocked"),  # MobileNet's, 28x28
     (((8, 128, 29, 29), (256, 128, 1, 1)), {}, "pointwise"),  # past 28x28
     (((8, 64, 56, 56), (64, 64, 1, 1)), dict(padding=1), "blocked"),  # padded 1x1: no pointwise
     (((8, 64, 56, 56), (64, 64, 3, 3)), dict(padding=1), "blocked"),
@@ -171,6 +169,24 @@ def test_auto_rule_of_a_backend_is_used(unit_stride_algorithm):
 def test_cpu_auto_picks_the_specialised_kernels(shapes, kwargs, expected):
     info = fc.explain("conv2d", *shapes, **kwargs)
     assert info["algo"] == expected, info["reason"]
+
+
+@pytest.mark.parametrize("host, expected", [("znver5", "blocked"), ("znver4", "pointwise"),
+                                            ("sapphirerapids", "pointwise")])
+@pytest.mark.parametrize("shapes, kwargs", [
+    (((8, 256, 56, 56), (128, 256, 1, 1)), dict(stride=2)),  # 28x28 out, 128 channels
+    (((8, 128, 28, 28), (256, 128, 1, 1)), {}),  # MobileNet's, 28x28
+])
+def test_cpu_auto_takes_blocked_for_small_1x1_planes_only_where_measured_faster(
+        shapes, kwargs, host, expected, monkeypatch):
+    from fastconv import cpu
+
+    monkeypatch.setattr(cpu, "host_cpu", lambda: host)
+    info = fc.explain("conv2d", *shapes, **kwargs)
+    assert info["algo"] == expected, info["reason"]
+    gy = info["output_shapes"][0]
+    assert fc.explain("conv2d_backward", gy, *shapes, **kwargs,
+                      output_mask=(False, True, False))["algo"] == "blocked"  # everywhere
 
 
 @pytest.mark.parametrize("mask, expected", [

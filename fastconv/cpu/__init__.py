@@ -8,6 +8,8 @@ convolutions.
 """
 from __future__ import annotations
 
+import functools
+
 from ..registry import Algorithm
 from . import batchnorm, blocked, depthwise, direct, im2col, pointwise, pool
 from ._simd import PIXEL_ROWS
@@ -56,8 +58,9 @@ def auto_rule(op, p, candidates):
     lanes = blocked.tiled_kernels(op, p)  # each kernel of the call: outputs per group
     if "pointwise" in candidates:
         if "blocked" in candidates and blocked_beats_pointwise(lanes, p):
-            return "blocked", ("1x1 kernel, but a weight gradient alone or a plane of at most "
-                               f"{POINTWISE_BLOCKED_PLANE} pixels, with {POINTWISE_BLOCKED_LANES}+ "
+            where = ("a weight gradient alone" if set(lanes) == {"backward_weight"} else
+                     f"a plane of at most {POINTWISE_BLOCKED_PLANE} pixels on {host_cpu()}")
+            return "blocked", (f"1x1 kernel, but {where}, with {POINTWISE_BLOCKED_LANES}+ "
                                "output channels per group in every kernel: register tiles beat "
                                "the small per-image GEMMs")
         return "pointwise", "1x1 kernel without padding: a GEMM over channels needs no im2col"
@@ -104,21 +107,35 @@ DIRECT_BELOW_OUT_CHANNELS_PER_GROUP = 8  # at strides other than 1
 
 
 # 1x1 without padding, pointwise (one GEMM per image and group) against blocked (ms forward /
-# backward-data / backward-weight, 2 cores, AMD EPYC): 64->256 @56 batch 8 4.27/4.34/4.78
-# against 5.16/5.27/4.17; 256->64 @56 4.28/4.02/4.47 against 4.85/6.32/3.85; 128->256 @28
-# 1.88/1.96/1.96 against 1.32/1.36/1.26; 96->24 @16 batch 16 0.12/0.14/0.24 against
-# 0.25/0.20/0.33. blocked wins a weight gradient of 64+ channels, and every direction on
-# planes of up to 28x28 pixels with 64+ channels on both sides.
+# backward-data / backward-weight, 2 cores). AMD EPYC (Zen 5): 64->256 @56 batch 8
+# 4.27/4.34/4.78 against 5.16/5.27/4.17; 256->64 @56 4.28/4.02/4.47 against 4.85/6.32/3.85;
+# 128->256 @28 1.88/1.96/1.96 against 1.32/1.36/1.26; 96->24 @16 batch 16 0.12/0.14/0.24
+# against 0.25/0.20/0.33. Intel Xeon (LLVM: rocketlake), `bench --algo all`: 64->256 @56
+# 3.15/4.09/4.19 against 4.54/5.19/3.35; 256->64 @56 4.00/3.29/4.60 against 4.03/5.13/3.00;
+# 128->256 @28 1.43/1.51/1.96 against 1.89/1.80/1.48; on an AMD EPYC Zen 4 pointwise also won
+# 128->256 @28's forward. So blocked takes a weight gradient of 64+ channels everywhere, and
+# the other directions on planes of up to 28x28 pixels with 64+ channels on both sides only on
+# the CPUs where that was measured faster (POINTWISE_BLOCKED_CPUS, LLVM's name of the host).
 POINTWISE_BLOCKED_PLANE = 28 * 28
 POINTWISE_BLOCKED_LANES = 64
+POINTWISE_BLOCKED_CPUS = frozenset({"znver5"})
+
+
+@functools.lru_cache(maxsize=1)
+def host_cpu() -> str:
+    """LLVM's name of this CPU (what Numba compiles for): "znver4", "sapphirerapids", ..."""
+    import llvmlite.binding
+
+    return llvmlite.binding.get_host_cpu_name()
 
 
 def blocked_beats_pointwise(lanes, p):
     """lanes: blocked.tiled_kernels of the call."""
     if not lanes or min(lanes.values()) < POINTWISE_BLOCKED_LANES:
         return False
-    return set(lanes) == {"backward_weight"} or \
-        p.y_shape[2] * p.y_shape[3] <= POINTWISE_BLOCKED_PLANE
+    return set(lanes) == {"backward_weight"} or (
+        host_cpu() in POINTWISE_BLOCKED_CPUS
+        and p.y_shape[2] * p.y_shape[3] <= POINTWISE_BLOCKED_PLANE)
 
 
 # direct's forward at column stride 1 runs on pixel tiles (8 output channels x 3 vectors of
