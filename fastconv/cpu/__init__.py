@@ -66,10 +66,12 @@ def auto_rule(op, p, candidates):
         return "pointwise", "1x1 kernel without padding: a GEMM over channels needs no im2col"
     if "direct" in candidates and direct_tiles_win(lanes, p):
         return "direct", (f"{max(lanes.values())} output channels per group at stride 1, fewer "
-                          f"than {DIRECT_TILES_BELOW}: direct's pixel tiles (8 channels x 48 "
-                          f"grid positions in registers) fill every lane, where blocked's tiles "
-                          f"of 64 channels would not")
-    if "blocked" in candidates and lanes and min(lanes.values()) >= blocked.MIN_LANES:
+                          f"than {DIRECT_TILES_BELOW}, on planes of {DIRECT_TILES_MIN_PLANE}+ "
+                          f"pixels: direct's pixel tiles (8 channels x 48 grid positions in "
+                          f"registers) fill every lane, where blocked's tiles of 64 channels "
+                          f"would not")
+    if "blocked" in candidates and lanes and min(lanes.values()) >= blocked.MIN_LANES \
+            and not small_plane_few_lanes(lanes, p):
         counts = ", ".join(f"{kernel} {count}" for kernel, count in lanes.items())
         return "blocked", (f"output channels per group on register tiles: {counts}; tiles of 4 "
                            f"vectors of output channels x 6 pixels keep both FMA units busy "
@@ -145,16 +147,31 @@ def blocked_beats_pointwise(lanes, p):
 # ResNeXt's 8 per group 1.58/1.33 against 9.54/10.73; 64->64 @16 2.15/1.84 against 1.50/1.19,
 # @56 6.49/6.97 against 5.89/6.14. So below 64 output channels per group they are direct's.
 DIRECT_TILES_BELOW = 64
+# A pixel tile spans 48 positions of the flattened output grid, so on small planes much of each
+# tile is thrown away: measured (Intel Xeon, 2 cores, us forward, direct against im2col, 3x3
+# padding 1) 16->32 @4 batch 32 (LeNet's second conv) 205 against 79; @8 269 against 188;
+# 32->32 @12 batch 16 370 against 341, @16 485 against 605. So direct's tiles take output
+# planes of at least 14x14 pixels.
+DIRECT_TILES_MIN_PLANE = 14 * 14
+
+
+def small_plane_few_lanes(lanes, p):
+    """Output planes under DIRECT_TILES_MIN_PLANE pixels with fewer than DIRECT_TILES_BELOW
+    output channels per group in some kernel: there im2col's GEMMs beat blocked's tiles too
+    (us forward, Intel Xeon: 16->32 @4 batch 32 79 against 121; 32->32 @8 batch 16 192
+    against 232), and direct_or_im2col decides."""
+    return bool(lanes) and p.y_shape[2] * p.y_shape[3] < DIRECT_TILES_MIN_PLANE and \
+        min(lanes.values()) < DIRECT_TILES_BELOW
 
 
 def direct_tiles_win(lanes, p):
     """Whether every kernel of the call (lanes: blocked.tiled_kernels) is a forward at column
     stride 1 or a stride-1 backward-data, each with at least one tile's worth (PIXEL_ROWS) and
     fewer than DIRECT_TILES_BELOW output channels per group (below a tile, direct_or_im2col
-    decides)."""
+    decides), on output planes of at least DIRECT_TILES_MIN_PLANE pixels."""
     fits = {"forward": p.stride[1] == 1, "backward_data": p.stride == (1, 1)}
-    return bool(lanes) and all(fits.get(k, False) and PIXEL_ROWS <= n < DIRECT_TILES_BELOW
-                               for k, n in lanes.items())
+    return bool(lanes) and p.y_shape[2] * p.y_shape[3] >= DIRECT_TILES_MIN_PLANE and all(
+        fits.get(k, False) and PIXEL_ROWS <= n < DIRECT_TILES_BELOW for k, n in lanes.items())
 
 
 def direct_or_im2col(op, p):
