@@ -66,7 +66,7 @@ import numpy as np
 from numba import njit, prange, uint64
 
 from . import im2col
-from ._loops import (ALIGN, aligned_buffer, aligned_empty, aligned_zeros, all_finite,
+from ._loops import (ALIGN, FASTMATH_SUM, aligned_buffer, aligned_empty, aligned_zeros,
                      channel_sum, frozen, padded)
 from ._simd import TILE_PIXELS, TILE_VECTORS, register_tiles, transpose16, weight_tiles
 from ._threads import parallel_jit, threads
@@ -251,13 +251,16 @@ def _padded_planes(x, rows, cols):
     return frozen(xp.reshape(xp.size)), xp.shape[2], xp.shape[3]
 
 
-@parallel_jit(cache=True)
-def _pack_adjoint(w, wp, groups, width, taps):
+@parallel_jit(fastmath=FASTMATH_SUM, cache=True)
+def _pack_adjoint(w, wp, groups, width, taps, finite):
     # wp (G, OB, Og, T', width)[g, ob, o, t, l] = w (G*Og, Cg, kh*kw)[g*Og + o, ob*width + l,
     # taps[t]], zero past Cg: the filter of backward-data (from output channel o back to input
     # channel ob*width + l) on the taps of one phase. Flat unsigned indices, so that LLVM
     # makes each tap's row of `width` lanes (a stride of kh*kw in w) vector gathers: 512x512x3x3
-    # packed in 0.5-0.9 ms, against 2.0-2.8 with 3-d indexing's per-element wrap checks
+    # packed in 0.5-0.9 ms, against 2.0-2.8 with 3-d indexing's per-element wrap checks.
+    # finite[task]: whether the task's weights are all finite, from a sum of v * 0 (0 for a
+    # finite v, NaN for Inf or NaN) over its packed rows while they are in L1: a separate
+    # check read all of a 512x512x3x3 filter from memory again, 0.25 ms
     o_, cg, k_ = w.shape
     og, count = o_ // groups, taps.size
     blocks = wp.shape[0] // (groups * og * count * width)
@@ -274,6 +277,10 @@ def _pack_adjoint(w, wp, groups, width, taps):
                 wp[dst + l] = flat_w[src + l * uint64(k_)]
             for l in range(uint64(valid), uint64(width)):
                 wp[dst + l] = zero
+        check = zero
+        for i in range(start, start + uint64(count * width)):  # the task's rows, still in L1
+            check += wp[i] * zero
+        finite[task] = check == zero
 
 
 @parallel_jit(cache=True)
@@ -403,11 +410,6 @@ def _phases(size, out, lo, stride, dilation, kernel):
     return phases, before, after
 
 
-def _on_tiles(w):
-    """Whether backward-data runs on the register tiles (else im2col's col2im serves it)."""
-    return all_finite(w)
-
-
 def backward_data(gy, w, p):
     """dL/dx; gy (N, O, Ho, Wo), w (O, C/G, kh, kw) -> (N, C, H, W).
 
@@ -416,8 +418,6 @@ def backward_data(gy, w, p):
     grad_y (zero-padded) with that subset of the filter, its channel axes exchanged: the
     forward tiles run it, and its pixels are spread to their places in dL/dx (stride 1: one
     phase, every tap). With an Inf or NaN weight, im2col's kernel (see the module docstring)."""
-    if not _on_tiles(w):
-        return im2col.backward_data(gy, w, p)
     n, o, ho, wo = gy.shape
     c, h, w_ = p.x_shape[1:]
     kh, kw = p.kernel
@@ -441,7 +441,10 @@ def backward_data(gy, w, p):
             taps = np.array([a * kw + e for a, _ in row_taps for e, _ in col_taps], np.int64)
             at = np.array([i * wp_ + j for _, i in row_taps for _, j in col_taps], np.int64)
             wp = aligned_empty(g * blocks * (o // g) * taps.size * width, gy.dtype)
-            _pack_adjoint(w3, wp, g, width, taps)
+            finite = np.empty(g * blocks * (o // g), dtype=np.bool_)
+            _pack_adjoint(w3, wp, g, width, taps, finite)
+            if not finite.all():  # an Inf or NaN weight meets this phase's taps
+                return im2col.backward_data(gy, w, p)
             pix = _spots(n, o * hp * wp_, us, vs, 1, 1, (top, left), wp_)
             _tiles(gyp, hp * wp_, wp, bias, blocks, taps.size, pix, at, g, o // g,
                    gx.reshape(-1), _spots(n, c * h * w_, us, vs, sh, sw, (r, q), w_), h * w_,

@@ -106,8 +106,13 @@ def test_nonfinite_weights_take_the_col2im_road_in_backward_data(rng):
     w = rng.standard_normal((36, 20, 3, 3))
     w[3, 5, 0, 0], w[30, 1, 2, 1] = np.inf, np.nan
     gy = rng.standard_normal((2, 36, 8, 8))
-    assert not blocked._on_tiles(w.astype(np.float32))
-    assert blocked._on_tiles(np.ones_like(w, dtype=np.float32))
+    # the packing flags the tasks (output channels here) whose taps hold an Inf or NaN
+    w32, width = w.astype(np.float32), blocked._width(np.float32)
+    packed, finite = np.empty(36 * 9 * width, np.float32), np.empty(36, np.bool_)
+    blocked._pack_adjoint(w32.reshape(36, 20, 9), packed, 1, width, np.arange(9), finite)
+    assert np.flatnonzero(~finite).tolist() == [3, 30]
+    blocked._pack_adjoint(w32.reshape(36, 20, 9), packed, 1, width, np.array([4, 5]), finite)
+    assert finite.all()  # neither non-finite weight is on taps 4 and 5
     assert_matches("conv2d", [x, w, None], dict(padding=1), RUN, torch_op, np.float32)
     assert_matches("conv2d_backward", [gy, x, w], dict(padding=1, output_mask=(True, True, True)),
                    RUN, torch_op, np.float32)
@@ -139,7 +144,9 @@ def test_packing_and_unpacking_the_filter_against_numpy(dtype, rng):
         chosen = np.array([taps - 1, 0][:taps], np.int64)  # a phase's taps, in its order
         in_blocks = -(-cg // width)
         adjoint = np.empty(groups * in_blocks * og * chosen.size * width, dtype)
-        blocked._pack_adjoint(w.reshape(o, cg, taps), adjoint, groups, width, chosen)
+        finite = np.empty(groups * in_blocks * og, np.bool_)
+        blocked._pack_adjoint(w.reshape(o, cg, taps), adjoint, groups, width, chosen, finite)
+        assert finite.all()
         wide = np.zeros((groups, og, chosen.size, in_blocks * width), dtype)
         wide[..., :cg] = w.reshape(groups, og, cg, taps)[..., chosen].transpose(0, 1, 3, 2)
         expected = wide.reshape(groups, og, chosen.size, in_blocks, width).transpose(0, 3, 1, 2, 4)
