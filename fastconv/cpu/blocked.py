@@ -12,6 +12,8 @@ P = N*Ho*Wo output pixels of the batch)::
                                 (transposed) into y
     pix  (P,)                   each output pixel's offset in xp: n*C*Hp*Wp + i*sh*Wp + j*sw
     at   (T,)                   each tap's offset in a padded plane: a*dh*Wp + e*dw
+    koff (Cg*T,)                each (input channel, tap) step's offset: c*Hp*Wp + at[t], so
+                                that a tile's reduction is one loop over its steps
 
     y[n, g*Og + o, i, j] = b[o] + sum_{c, t} wp[g, o // width, c, t, o % width]
                                              * xp[(g*Cg + c)*Hp*Wp + pix[q] + at[t]]
@@ -98,20 +100,20 @@ assert TILE_PIXELS == 6
 
 
 @njit(inline="always")
-def _tile(p, out, o0, x, x0, pix, q0, cstride, channels, at, w, w0, accumulate, bias, b0):
+def _tile(p, out, o0, x, x0, pix, q0, koff, k0, steps, w, w0, accumulate, bias, b0):
     """The register tile of p (1 to 6) pixels."""
     if p == 6:
-        _T6(out, o0, x, x0, pix, q0, cstride, channels, at, w, w0, accumulate, bias, b0)
+        _T6(out, o0, x, x0, pix, q0, koff, k0, steps, w, w0, accumulate, bias, b0)
     elif p == 5:
-        _T5(out, o0, x, x0, pix, q0, cstride, channels, at, w, w0, accumulate, bias, b0)
+        _T5(out, o0, x, x0, pix, q0, koff, k0, steps, w, w0, accumulate, bias, b0)
     elif p == 4:
-        _T4(out, o0, x, x0, pix, q0, cstride, channels, at, w, w0, accumulate, bias, b0)
+        _T4(out, o0, x, x0, pix, q0, koff, k0, steps, w, w0, accumulate, bias, b0)
     elif p == 3:
-        _T3(out, o0, x, x0, pix, q0, cstride, channels, at, w, w0, accumulate, bias, b0)
+        _T3(out, o0, x, x0, pix, q0, koff, k0, steps, w, w0, accumulate, bias, b0)
     elif p == 2:
-        _T2(out, o0, x, x0, pix, q0, cstride, channels, at, w, w0, accumulate, bias, b0)
+        _T2(out, o0, x, x0, pix, q0, koff, k0, steps, w, w0, accumulate, bias, b0)
     else:
-        _T1(out, o0, x, x0, pix, q0, cstride, channels, at, w, w0, accumulate, bias, b0)
+        _T1(out, o0, x, x0, pix, q0, koff, k0, steps, w, w0, accumulate, bias, b0)
 
 
 @njit(inline="always")
@@ -133,12 +135,13 @@ def _weight_tile(p, out, o0, g, g0, x, x0, pix, q0, count, koff, k0, accumulate)
 
 @parallel_jit(cache=True)
 def _forward(xp, wp, bp, out, spots, ostride, og, groups, cg, blocks, taps, width, plane, pix,
-             at, band, channel_block, band_major):
+             koff, band, channel_block, band_major):
     # out[spots[q] + (g*og + ob*width + l)*ostride] for output pixel q (of pix) and lane l <
     # og - ob*width: one task per (group, channel block, band of at most `band` output pixels
-    # of the batch in (image, row, column) order); a band is cut into near-equal tiles of <= 6 pixels
-    # that run into a channel-blocked buffer of the task's own, which stays in cache, and is
-    # then written to out (_band_out)
+    # of the batch in (image, row, column) order); a band is cut into near-equal tiles of <= 6
+    # pixels that run into a channel-blocked buffer of the task's own, which stays in cache,
+    # and is then written to out (_band_out). koff (Cg*T): each (input channel, tap) step's
+    # offset in a group's input planes, c*plane + the tap's offset
     pixels = pix.size
     bands = (pixels + band - 1) // band
     for task in prange(groups * blocks * bands):
@@ -161,8 +164,8 @@ def _forward(xp, wp, bp, out, spots, ostride, og, groups, cg, blocks, taps, widt
             for s in range(tiles):
                 q0 = s * count // tiles
                 q1 = (s + 1) * count // tiles
-                _tile(q1 - q0, buf, q0 * width, xp, (g * cg + c0) * plane, pix, q_start + q0,
-                      plane, channels, at, wp, weights + c0 * taps * width, c0, bp,
+                _tile(q1 - q0, buf, q0 * width, xp, g * cg * plane, pix, q_start + q0, koff,
+                      c0 * taps, channels * taps, wp, weights + c0 * taps * width, c0, bp,
                       block * width)
         _band_out(buf, count, out, spots, q_start, (g * og + ob * width) * ostride, ostride,
                   min(width, og - ob * width), width)
@@ -363,8 +366,9 @@ def _tiles(xp, plane, wp, bp, blocks, taps, pix, at, groups, cg, out, spots, ost
     filters, inputs = wp.size * wp.itemsize, xp.size * xp.itemsize
     band_major = blocks > 1 and (filters <= FILTER_CACHE_BYTES or
                                  bands * filters < blocks * inputs)
+    koff = frozen((np.arange(cg, dtype=np.int64)[:, None] * plane + at).reshape(-1))
     _forward(xp, wp, bp, out, spots, ostride, og, groups, cg, blocks, taps, width, plane, pix,
-             at, band, max(1, steps // taps), band_major)
+             koff, band, max(1, steps // taps), band_major)
 
 
 def _spots(n, image, rows, cols, row_step, col_step, first, row_stride):
