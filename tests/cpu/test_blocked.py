@@ -111,6 +111,7 @@ def test_nonfinite_weights_take_the_col2im_road_in_backward_data(rng):
     packed, finite = np.empty(36 * 9 * width, np.float32), np.empty(36, np.bool_)
     blocked._pack_adjoint(w32.reshape(36, 20, 9), packed, 1, width, np.arange(9), finite)
     assert np.flatnonzero(~finite).tolist() == [3, 30]
+    packed = np.empty(36 * 2 * width, np.float32)  # the size sets the blocks: exactly one
     blocked._pack_adjoint(w32.reshape(36, 20, 9), packed, 1, width, np.array([4, 5]), finite)
     assert finite.all()  # neither non-finite weight is on taps 4 and 5
     assert_matches("conv2d", [x, w, None], dict(padding=1), RUN, torch_op, np.float32)
