@@ -249,8 +249,8 @@ def _width(dtype):
 def _padded_planes(x, rows, cols):
     """x (N, C, H, W) placed at (rows[0], cols[0]) among zeros in planes of
     (H + sum(rows)) x (W + sum(cols)), flattened: -> (N*C*Hp*Wp,). A negative pad crops; no
-    copy when there is no padding and x is contiguous."""
-    xp = padded(np.ascontiguousarray(x), (rows, cols))
+    copy when there is no padding and x is contiguous, one (the padding's) when there is."""
+    xp = np.ascontiguousarray(padded(x, (rows, cols)))
     return frozen(xp.reshape(xp.size)), xp.shape[2], xp.shape[3]
 
 
