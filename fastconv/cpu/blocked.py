@@ -29,15 +29,18 @@ accumulators spilled and ran at half the speed). Since a pixel's offset comes fr
 tile's pixels may span rows and images: no pixel is computed and thrown away, at any stride,
 dilation or plane size.
 
-Cache blocking: a task is one band of ``BAND_BYTES`` of outputs (of the batch, in (image,
-row, column) order) of one block of `width` output channels of one group. It passes over its
+Cache blocking: a task is one band of at most ``BAND_BYTES`` of outputs (of the batch, in
+(image, row, column) order; the bands near-equal, so that no task is a short remainder) of one
+block of `width` output channels of one group. It passes over its
 band once per block of PASS_STEPS // T input channels (PASS_STEPS_SMALL // T for filters of
 fewer than 9 taps), re-reading the band's partial sums (its buffer, buf) from L1 or L2.
 Bands are cut into near-equal tiles of at most 6 pixels. The finished band is transposed into
 y 16 pixels by 16 channels at a time while it is still in cache: no channel-blocked copy of
 the whole output is made (on resnet50's 1x1 64->256 layer, a fresh 26 MB one and its second
 pass cost ~8 ms of ~13). Tasks run block by block or band by band, whichever streams less
-from memory (FILTER_CACHE_BYTES).
+from memory (FILTER_CACHE_BYTES). The buffers the tiles load whole vectors from (packed
+filter, bias, bands, chunks) start on 64-byte boundaries (_loops.ALIGN: a load across two
+cache lines costs two).
 
 Backward-data runs the same tiles phase by phase (``_phases``): input positions (r, q) with
 r % sh and q % sw fixed meet a fixed subset of the taps, each through one output at a fixed
