@@ -448,7 +448,8 @@ def _kernel_workspace(kernel, p):
         grid = sh * row // sw
         tiled = sw == 1 and o // p.groups >= PIXEL_ROWS
         if not tiled:
-            return (0 if view else n * c * hq * row) + n * o * ho * grid
+            # gy's grid cut at an ALIGN boundary (at most that many floats more)
+            return (0 if view else n * c * hq * row) + n * o * ho * grid + ALIGN // 4
         gplane = -(-ho * grid // 16) * 16  # gy's planes padded to whole vectors
         triples = -(-p.kernel[0] * p.kernel[1] // PIXEL_VECTORS)
         per_task = triples * (PIXEL_ROWS * PIXEL_VECTORS * 16 + 2 * PIXEL_VECTORS)  # sums, taps
