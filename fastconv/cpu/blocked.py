@@ -345,6 +345,13 @@ def _offsets(n, c, hp, wp_, kernel, out, stride, dilation):
     return frozen(at), pix
 
 
+def _step_offsets(channels, plane, at):
+    """koff: each (input channel c, tap t) step's offset in a group's input planes of ``plane``
+    elements, c*plane + at[t], in the order the filter is packed (channels, then taps): the
+    table both the forward's register tiles and the weight tiles step through."""
+    return frozen((np.arange(channels, dtype=np.int64)[:, None] * plane + at).reshape(-1))
+
+
 def _packed(w, b, groups, dtype):
     """The forward's filter packed for the tiles (_pack_forward) and the bias as (G, OB,
     width), zero past the outputs per group; the number of blocks OB."""
@@ -369,7 +376,7 @@ def _tiles(xp, plane, wp, bp, blocks, taps, pix, at, groups, cg, out, spots, ost
     filters, inputs = wp.size * wp.itemsize, xp.size * xp.itemsize
     band_major = blocks > 1 and (filters <= FILTER_CACHE_BYTES or
                                  bands * filters < blocks * inputs)
-    koff = frozen((np.arange(cg, dtype=np.int64)[:, None] * plane + at).reshape(-1))
+    koff = _step_offsets(cg, plane, at)
     _forward(xp, wp, bp, out, spots, ostride, og, groups, cg, blocks, taps, width, plane, pix,
              koff, band, max(1, steps // taps), band_major)
 
@@ -474,7 +481,7 @@ def backward_weight(x, gy, p):
     blocks = -(-og // width)
     xp, hp, wp_ = _padded_planes(x, *p.padding)
     at, pix = _offsets(n, c, hp, wp_, (kh, kw), (ho, wo), p.stride, p.dilation)
-    koff = frozen((np.arange(cg, dtype=np.int64)[:, None] * (hp * wp_) + at).reshape(-1))
+    koff = _step_offsets(cg, hp * wp_, at)
     gwb = aligned_empty(p.groups * blocks * cg * kh * kw * width, x.dtype)
     tiles = -(-koff.size // TILE_PIXELS)
     parts = min(tiles, threads() // math.gcd(p.groups * blocks, threads()))
