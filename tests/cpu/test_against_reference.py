@@ -100,6 +100,22 @@ def test_a_cancelled_sum_is_judged_against_the_magnitude_of_its_terms():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("side", [7, 32, 33, 70])
+def test_global_average_pool_runs(side, dtype, rng):
+    """Global average pooling sums a plane in runs of 1024 values in the input's dtype and adds
+    the runs in float64 (fastconv.cpu.pool._GLOBAL_RUN): planes of one short run, exactly one
+    run, one value over, and several runs, against the reference and PyTorch, both directions,
+    on data far from zero (where a float32 sum of the whole plane would drift)."""
+    x = rng.standard_normal((2, 3, side, side)) + 100.0
+    gy = rng.standard_normal((2, 3, 1, 1))
+    for oracle in (reference_op, *([torch_op] if torch_available() else [])):
+        assert_matches("adaptive_avg_pool2d", [x], dict(output_size=1), fastconv_runner(),
+                       oracle, dtype)
+        assert_matches("adaptive_avg_pool2d_backward", [gy, x], {},
+                       fastconv_runner(), oracle, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("first, offset", [(0.0, 0.0), (1e5, 0.0), (0.0, 1e4), (-1e6, 1e4)],
                          ids=["plain", "outlier-first", "offset", "outlier-and-offset"])
 def test_batch_norm_backward_statistics_about_a_shift(first, offset, dtype, rng):
