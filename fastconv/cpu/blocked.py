@@ -45,8 +45,8 @@ cache lines costs two).
 Backward-data runs the same tiles phase by phase (``_phases``): input positions (r, q) with
 r % sh and q % sw fixed meet a fixed subset of the taps, each through one output at a fixed
 shift, so each phase is a stride-1 convolution of grad_y, zero-padded once for all shifts,
-with that subset of the filter, its channel axes exchanged (packed by ``_pack_adjoint``): no
-zero insertion, no col2im. Stride 1 is one phase with every tap. When a weight is Inf or NaN,
+with that subset of the filter, its channel axes exchanged (``_pack_adjoint`` packs every
+phase's in one pass over w): no zero insertion, no col2im. Stride 1 is one phase with every tap. When a weight is Inf or NaN,
 the padding's zeros would meet it (0 * Inf = NaN) at tap/pixel pairs through which no output
 reads, so backward-data then runs im2col's kernel, whose col2im forms no such products.
 
@@ -138,24 +138,23 @@ def _weight_tile(p, out, o0, g, g0, x, x0, pix, q0, count, koff, k0, accumulate)
 
 @parallel_jit(cache=True)
 def _forward(xp, wp, bp, out, spots, ostride, og, groups, cg, blocks, taps, width, plane, pix,
-             koff, band, channel_block, band_major):
+             koff, bands, channel_block, band_major):
     # out[spots[q] + (g*og + ob*width + l)*ostride] for output pixel q (of pix) and lane l <
-    # og - ob*width: one task per (group, channel block, band of at most `band` output pixels
-    # of the batch in (image, row, column) order); a band is cut into near-equal tiles of <= 6
-    # pixels that run into a channel-blocked buffer of the task's own, which stays in cache,
-    # and is then written to out (_band_out). koff (Cg*T): each (input channel, tap) step's
+    # og - ob*width: one task per (group, channel block, one of `bands` near-equal bands of
+    # the batch's output pixels in (image, row, column) order); a band is cut into near-equal
+    # tiles of <= 6 pixels that run into a channel-blocked buffer of the task's own, which
+    # stays in cache, and is then written to out (_band_out). koff (Cg*T): each (input channel, tap) step's
     # offset in a group's input planes, c*plane + the tap's offset
     pixels = pix.size
-    bands = (pixels + band - 1) // band
     for task in prange(groups * blocks * bands):
         g = task // (blocks * bands)
         if band_major:
             ob, b = task % blocks, task // blocks % bands
         else:
             ob, b = task // bands % blocks, task % bands
-        # near-equal bands of at most `band` pixels: a short last band made the band-major
-        # tasks of a 256-pixel call 8 full ones on one thread and 8 of 4 pixels on the other
-        # (16x256->512 @8/s2: 4.3 ms against 2.4 with two bands of 128)
+        # near-equal bands: a short last band made the band-major tasks of a 256-pixel call 8
+        # full ones on one thread and 8 of 4 pixels on the other (16x256->512 @8/s2: 4.3 ms
+        # against 2.4 with two bands of 128)
         q_start = b * pixels // bands
         count = (b + 1) * pixels // bands - q_start
         tiles = (count + TILE_PIXELS - 1) // TILE_PIXELS
@@ -258,34 +257,41 @@ def _padded_planes(x, rows, cols):
 
 
 @parallel_jit(fastmath=FASTMATH_SUM, cache=True)
-def _pack_adjoint(w, wp, groups, width, taps, finite):
-    # wp (G, OB, Og, T', width)[g, ob, o, t, l] = w (G*Og, Cg, kh*kw)[g*Og + o, ob*width + l,
-    # taps[t]], zero past Cg: the filter of backward-data (from output channel o back to input
-    # channel ob*width + l) on the taps of one phase. Flat unsigned indices, so that LLVM
-    # makes each tap's row of `width` lanes (a stride of kh*kw in w) vector gathers: 512x512x3x3
-    # packed in 0.5-0.9 ms, against 2.0-2.8 with 3-d indexing's per-element wrap checks.
+def _pack_adjoint(w, wp, groups, width, taps, starts, finite):
+    # The filter of backward-data (from output channel o back to input channel ob*width + l)
+    # on the taps of every phase, phase after phase: phase f's taps are taps[starts[f]:
+    # starts[f + 1]], T' of them, and its packing (G, OB, Og, T', width) starts at element
+    # G*OB*Og*width*starts[f] of wp, with [g, ob, o, t, l] = w (G*Og, Cg, kh*kw)[g*Og + o,
+    # ob*width + l, taps[t]], zero past Cg. One task per (g, ob, o) packs every phase, so its
+    # rows of w (a stride of kh*kw) stay in L1 from the first phase to the last: packing the
+    # four phases of a 4x4/s2 filter in four calls read it from L2 four times, 50 us a call.
+    # Flat unsigned indices, so that LLVM makes each tap's row of `width` lanes vector
+    # gathers (3-d indexing's per-element wrap checks were 3x slower).
     # finite[task]: whether the task's weights are all finite, from a sum of v * 0 (0 for a
     # finite v, NaN for Inf or NaN) over its packed rows while they are in L1: a separate
     # check read all of a 512x512x3x3 filter from memory again, 0.25 ms
     o_, cg, k_ = w.shape
-    og, count = o_ // groups, taps.size
-    blocks = wp.shape[0] // (groups * og * count * width)
+    og = o_ // groups
+    tasks = finite.size
+    blocks = tasks // (groups * og)
     flat_w = w.reshape(w.size)
     zero = wp.dtype.type(0)
-    for task in prange(groups * blocks * og):
+    for task in prange(tasks):
         g, ob, o = task // (blocks * og), task // og % blocks, task % og
-        start = uint64(task * count * width)
         valid = min(width, cg - ob * width)
         row = uint64(((g * og + o) * cg + ob * width) * k_)
-        for t in range(uint64(count)):
-            src, dst = row + uint64(taps[t]), start + t * uint64(width)
-            for l in range(uint64(valid)):
-                wp[dst + l] = flat_w[src + l * uint64(k_)]
-            for l in range(uint64(valid), uint64(width)):
-                wp[dst + l] = zero
         check = zero
-        for i in range(start, start + uint64(count * width)):  # the task's rows, still in L1
-            check += wp[i] * zero
+        for f in range(starts.size - 1):
+            count = starts[f + 1] - starts[f]
+            start = uint64((tasks * starts[f] + task * count) * width)
+            for t in range(uint64(count)):
+                src, dst = row + uint64(taps[starts[f] + t]), start + t * uint64(width)
+                for l in range(uint64(valid)):
+                    wp[dst + l] = flat_w[src + l * uint64(k_)]
+                for l in range(uint64(valid), uint64(width)):
+                    wp[dst + l] = zero
+            for i in range(start, start + uint64(count * width)):  # still in L1
+                check += wp[i] * zero
         finite[task] = check == zero
 
 
@@ -372,23 +378,47 @@ def _tiles(xp, plane, wp, bp, blocks, taps, pix, at, groups, cg, out, spots, ost
     width = _width(out.dtype)
     band = max(TILE_PIXELS, BAND_BYTES // (width * out.itemsize) // TILE_PIXELS * TILE_PIXELS)
     steps = PASS_STEPS if taps >= 9 else PASS_STEPS_SMALL
-    bands = -(-pix.size // band)
+    bands = _bands(pix.size, band, groups * blocks)
     filters, inputs = wp.size * wp.itemsize, xp.size * xp.itemsize
     band_major = blocks > 1 and (filters <= FILTER_CACHE_BYTES or
                                  bands * filters < blocks * inputs)
     koff = _step_offsets(cg, plane, at)
     _forward(xp, wp, bp, out, spots, ostride, og, groups, cg, blocks, taps, width, plane, pix,
-             koff, band, max(1, steps // taps), band_major)
+             koff, bands, max(1, steps // taps), band_major)
+
+
+def _bands(pixels, band, blocks):
+    """How many near-equal bands to cut ``pixels`` into: at most ``band`` pixels each, and
+    as many more (up to one tile each) as make the tasks, ``blocks`` times the bands, a
+    multiple of the threads, so that no thread runs one task more than another (a transposed
+    4x4/s2 layer's phases of 2048 pixels in 9 bands, one block: 188 GFLOP/s; the forward's
+    18 tasks: 230). Which band a pixel falls in changes no sum: each pixel's reduction runs in
+    the same order in any tile."""
+    bands = -(-pixels // band)
+    step = threads() // math.gcd(blocks, threads())
+    return max(1, min(-(-bands // step) * step, -(-pixels // TILE_PIXELS)))
 
 
 def _spots(n, image, rows, cols, row_step, col_step, first, row_stride):
     """Each pixel's offset in a batch of output planes (image: the elements of one image): the
     pixels (image, u, v) for u < rows, v < cols at row u*row_step + first[0] and column
     v*col_step + first[1] of planes of row_stride columns."""
-    return frozen((np.arange(n, dtype=np.int64)[:, None, None] * image
-                   + ((np.arange(rows, dtype=np.int64)[:, None] * row_step + first[0])
-                      * row_stride + np.arange(cols, dtype=np.int64) * col_step + first[1])
-                   ).reshape(-1))
+    spots = np.empty(n * rows * cols, dtype=np.int64)
+    _fill_spots(spots, n, image, rows, cols, row_step, col_step, first[0], first[1], row_stride)
+    return frozen(spots)
+
+
+@njit(cache=True)
+def _fill_spots(spots, n_, image, rows, cols, row_step, col_step, top, left, row_stride):
+    # one loop nest (NumPy's broadcast sums of aranges took 20 us a call, 8 calls in a
+    # transposed 4x4/s2 layer's phases)
+    k = 0
+    for n in range(n_):
+        for u in range(rows):
+            start = n * image + (u * row_step + top) * row_stride + left
+            for v in range(cols):
+                spots[k] = start + v * col_step
+                k += 1
 
 
 def forward(x, w, b, p):
@@ -447,22 +477,26 @@ def backward_data(gy, w, p):
     width = _width(gy.dtype)
     blocks = -(-(c // g) // width)
     bias = frozen(aligned_zeros(g * blocks * width, gy.dtype))
-    w3 = w.reshape(o, c // g, kh * kw)
-    for r, us, row_taps in rows:
-        for q, vs, col_taps in cols:
-            if not (row_taps and col_taps):
-                continue
-            taps = np.array([a * kw + e for a, _ in row_taps for e, _ in col_taps], np.int64)
-            at = np.array([i * wp_ + j for _, i in row_taps for _, j in col_taps], np.int64)
-            wp = aligned_empty(g * blocks * (o // g) * taps.size * width, gy.dtype)
-            finite = np.empty(g * blocks * (o // g), dtype=np.bool_)
-            _pack_adjoint(w3, wp, g, width, taps, finite)
-            if not finite.all():  # an Inf or NaN weight meets this phase's taps
-                return im2col.backward_data(gy, w, p)
-            pix = _spots(n, o * hp * wp_, us, vs, 1, 1, (top, left), wp_)
-            _tiles(gyp, hp * wp_, wp, bias, blocks, taps.size, pix, at, g, o // g,
-                   gx.reshape(-1), _spots(n, c * h * w_, us, vs, sh, sw, (r, q), w_), h * w_,
-                   c // g)
+    phases = [(r, us, row_taps, q, vs, col_taps) for r, us, row_taps in rows
+              for q, vs, col_taps in cols if row_taps and col_taps]
+    if not phases:  # no input position meets a tap: gx is the zeros it was made as
+        return gx
+    taps = [np.array([a * kw + e for a, _ in row_taps for e, _ in col_taps], np.int64)
+            for _, _, row_taps, _, _, col_taps in phases]
+    starts = np.cumsum([0] + [t.size for t in taps])
+    tasks = g * blocks * (o // g)
+    wp = aligned_empty(tasks * starts[-1] * width, gy.dtype)
+    finite = np.empty(tasks, dtype=np.bool_)
+    _pack_adjoint(w.reshape(o, c // g, kh * kw), wp, g, width, np.concatenate(taps), starts,
+                  finite)
+    if not finite.all():  # an Inf or NaN weight meets a phase's taps
+        return im2col.backward_data(gy, w, p)
+    for (r, us, row_taps, q, vs, col_taps), f0, f1 in zip(phases, starts, starts[1:]):
+        at = np.array([i * wp_ + j for _, i in row_taps for _, j in col_taps], np.int64)
+        pix = _spots(n, o * hp * wp_, us, vs, 1, 1, (top, left), wp_)
+        _tiles(gyp, hp * wp_, frozen(wp[tasks * f0 * width:tasks * f1 * width]), bias, blocks,
+               f1 - f0, pix, at, g, o // g, gx.reshape(-1),
+               _spots(n, c * h * w_, us, vs, sh, sw, (r, q), w_), h * w_, c // g)
     return gx
 
 

@@ -109,11 +109,13 @@ def test_nonfinite_weights_take_the_col2im_road_in_backward_data(rng):
     # the packing flags the tasks (output channels here) whose taps hold an Inf or NaN
     w32, width = w.astype(np.float32), blocked._width(np.float32)
     packed, finite = np.empty(36 * 9 * width, np.float32), np.empty(36, np.bool_)
-    blocked._pack_adjoint(w32.reshape(36, 20, 9), packed, 1, width, np.arange(9), finite)
+    blocked._pack_adjoint(w32.reshape(36, 20, 9), packed, 1, width, np.arange(9),
+                          np.array([0, 9]), finite)
     assert np.flatnonzero(~finite).tolist() == [3, 30]
-    packed = np.empty(36 * 2 * width, np.float32)  # the size sets the blocks: exactly one
-    blocked._pack_adjoint(w32.reshape(36, 20, 9), packed, 1, width, np.array([4, 5]), finite)
-    assert finite.all()  # neither non-finite weight is on taps 4 and 5
+    packed = np.empty(36 * 3 * width, np.float32)  # two phases: taps 4, 5 and tap 8
+    blocked._pack_adjoint(w32.reshape(36, 20, 9), packed, 1, width, np.array([4, 5, 8]),
+                          np.array([0, 2, 3]), finite)
+    assert finite.all()  # neither non-finite weight is on taps 4, 5 and 8
     assert_matches("conv2d", [x, w, None], dict(padding=1), RUN, torch_op, np.float32)
     assert_matches("conv2d_backward", [gy, x, w], dict(padding=1, output_mask=(True, True, True)),
                    RUN, torch_op, np.float32)
@@ -142,16 +144,23 @@ def test_packing_and_unpacking_the_filter_against_numpy(dtype, rng):
         blocked._unpack_forward(packed, back, groups, width)
         assert np.array_equal(back, w.reshape(back.shape))
 
-        chosen = np.array([taps - 1, 0][:taps], np.int64)  # a phase's taps, in its order
+        # backward-data's phases, packed in one call: taps (last, first), then the rest
+        phases = [[taps - 1, 0][:taps], list(range(1, taps - 1))]
+        chosen = np.array(phases[0] + phases[1], np.int64)
+        starts = np.array([0, len(phases[0]), chosen.size])
         in_blocks = -(-cg // width)
         adjoint = np.empty(groups * in_blocks * og * chosen.size * width, dtype)
         finite = np.empty(groups * in_blocks * og, np.bool_)
-        blocked._pack_adjoint(w.reshape(o, cg, taps), adjoint, groups, width, chosen, finite)
+        blocked._pack_adjoint(w.reshape(o, cg, taps), adjoint, groups, width, chosen, starts,
+                              finite)
         assert finite.all()
-        wide = np.zeros((groups, og, chosen.size, in_blocks * width), dtype)
-        wide[..., :cg] = w.reshape(groups, og, cg, taps)[..., chosen].transpose(0, 1, 3, 2)
-        expected = wide.reshape(groups, og, chosen.size, in_blocks, width).transpose(0, 3, 1, 2, 4)
-        assert np.array_equal(adjoint, expected.reshape(-1))
+        expected = []
+        for phase in phases:
+            wide = np.zeros((groups, og, len(phase), in_blocks * width), dtype)
+            wide[..., :cg] = w.reshape(groups, og, cg, taps)[..., phase].transpose(0, 1, 3, 2)
+            expected.append(wide.reshape(groups, og, len(phase), in_blocks, width)
+                            .transpose(0, 3, 1, 2, 4).reshape(-1))
+        assert np.array_equal(adjoint, np.concatenate(expected))
 
 
 @pytest.mark.parametrize("op, shapes, kwargs, tiled", [
