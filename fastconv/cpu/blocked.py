@@ -177,8 +177,9 @@ def _forward(xp, wp, bp, out, spots, ostride, og, groups, cg, blocks, taps, widt
 def _band_out(buf, count, out, spots, q_start, first, ostride, valid, width):
     # out[spots[q_start + q] + first + l*ostride] = buf[q*width + l] for q < count, l < valid:
     # 16 pixels of 16 lanes at a time transposed in registers, straight into out where the 16
-    # pixels lie side by side there (a row of an output plane), else through a 16 x 16 block
-    # and scattered; the rest element by element
+    # pixels lie side by side there (a row of an output plane), else through a 16 x 16 block,
+    # stored at a fixed step where they are evenly spaced (a row of a phase) and scattered
+    # where not; the rest element by element
     lanes = 16
     block_t = aligned_buffer(lanes * lanes, buf)
     for l0 in range(0, valid, lanes):
@@ -186,14 +187,24 @@ def _band_out(buf, count, out, spots, q_start, first, ostride, valid, width):
         if l0 + lanes <= valid:
             done = count // lanes * lanes
             for r0 in range(0, done, lanes):
-                start = spots[q_start + r0] + first + l0 * ostride
-                if spots[q_start + r0 + lanes - 1] - spots[q_start + r0] == lanes - 1:
+                at = q_start + r0
+                start = spots[at] + first + l0 * ostride
+                step = spots[at + 1] - spots[at]  # the 16 pixels evenly spaced in out?
+                even = True
+                for r in range(2, lanes):
+                    even = even and spots[at + r] - spots[at + r - 1] == step
+                if even and step == 1:  # side by side: a row of an output plane
                     transpose16(out, start, ostride, buf, r0 * width + l0, width)
-                else:
-                    transpose16(block_t, 0, lanes, buf, r0 * width + l0, width)
+                    continue
+                transpose16(block_t, 0, lanes, buf, r0 * width + l0, width)
+                if even:  # a row of a backward-data phase: every sw-th pixel of a row
                     for c in range(lanes):
                         for r in range(lanes):
-                            out[spots[q_start + r0 + r] + first + (l0 + c) * ostride] = \
+                            out[start + c * ostride + r * step] = block_t[c * lanes + r]
+                else:
+                    for c in range(lanes):
+                        for r in range(lanes):
+                            out[spots[at + r] + first + (l0 + c) * ostride] = \
                                 block_t[c * lanes + r]
         for l in range(l0, min(valid, l0 + lanes)):
             for q in range(done, count):
@@ -355,7 +366,17 @@ def _step_offsets(channels, plane, at):
     """koff: each (input channel c, tap t) step's offset in a group's input planes of ``plane``
     elements, c*plane + at[t], in the order the filter is packed (channels, then taps): the
     table both the forward's register tiles and the weight tiles step through."""
-    return frozen((np.arange(channels, dtype=np.int64)[:, None] * plane + at).reshape(-1))
+    koff = np.empty(channels * at.size, dtype=np.int64)
+    _fill_steps(koff, channels, plane, at)
+    return frozen(koff)
+
+
+@njit(cache=True)
+def _fill_steps(koff, channels, plane, at):
+    # (NumPy's broadcast sum took 9 us a call, one a phase)
+    for c in range(channels):
+        for t in range(at.size):
+            koff[c * at.size + t] = c * plane + at[t]
 
 
 def _packed(w, b, groups, dtype):
