@@ -379,6 +379,9 @@ def _max_pool2d_backward_plan(grad_y, x, indices, kernel_size, stride, padding, 
     algorithm = dispatch.kernels_for(op, backend, algo, p,
                                      (grad_y, x if indices is None else indices))
     kernels, plane = algorithm.kernels, p.x_shape[2] * p.x_shape[3]
+    # kernels that check the indices' range in their own pass over them (raising the same
+    # ValueError before returning, writing nothing out of bounds) spare the separate one
+    checked_inside = getattr(kernels, "CHECKS_INDEX_RANGE", False)
     selecting = replace(p, return_indices=True)
     prep_gy, prep_x = preparer(backend, grad_y, p.y_shape), preparer(backend, x, p.x_shape)
     prep_indices = preparer(backend, indices, p.y_shape)
@@ -387,7 +390,7 @@ def _max_pool2d_backward_plan(grad_y, x, indices, kernel_size, stride, padding, 
         if indices is None:
             _, indices = kernels.max_pool_forward(prep_x(x), selecting)
         else:
-            if check_range:
+            if check_range and not checked_inside:
                 check_index_range(op, indices, plane)
             indices = prep_indices(indices)
         gx = kernels.max_pool_backward(prep_gy(grad_y), indices, p)

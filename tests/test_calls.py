@@ -98,6 +98,14 @@ def test_saved_indices_are_range_checked_on_every_call():
     bad[0, 0, 0, 0] = 81
     with pytest.raises(ValueError, match=r"indices must lie in \[0, H\*W\)"):
         fc.max_pool2d_backward(gy, X, 2, indices=bad)
+    # the CPU kernel checks them in its own pass, plane by plane: a negative one in the last
+    # plane, on every algorithm, and the message names the whole range
+    bad = indices.copy()
+    bad[-1, -1, -1, -1] = -1
+    for algo in fc.explain("max_pool2d_backward", gy.shape, X.shape, 2,
+                           indices=bad.shape)["candidates"]:
+        with pytest.raises(ValueError, match=r"got values from -1 to "):
+            fc.max_pool2d_backward(gy, X, 2, indices=bad, algo=algo)
 
 
 def test_plans_are_bounded(monkeypatch):

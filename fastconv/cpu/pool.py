@@ -14,6 +14,7 @@ from functools import lru_cache
 import numpy as np
 from numba import njit, prange, uint64
 
+from .._validate import check_index_range
 from ._loops import FASTMATH_SUM, border, inside, row_axpy, row_scatter, taps
 from ._threads import parallel_jit
 
@@ -125,13 +126,26 @@ def _max_forward(x, y, indices, want_indices, kh, kw, sh, sw, ph, pw, dh, dw):
 
 # Max-pool gradient: each output selected one input (its index), so the output gradient goes
 # there, and inputs selected by several overlapping windows sum their shares. Each task clears
-# its own plane first (cheaper than a zeroed allocation: the plane is then in cache).
+# its own plane first (cheaper than a zeroed allocation: the plane is then in cache). The
+# indices are data, checked here to lie in the plane, in a first pass over the plane's indices
+# that leaves them in L1 for the scatter: a plane with one outside is not written at all, and
+# is flagged. (NumPy's min and max over the indices, before the kernel, were two serial passes
+# over 13 MB: 0.4 ms of the 1.8 of ResNet's 3x3/s2 max pool at 112x112.)
 @parallel_jit(cache=True)
-def _max_backward(gy, indices, gx):
-    # gy, indices (N, C, Ho, Wo) -> gx (N, C, H*W), uninitialised on entry
+def _max_backward(gy, indices, gx, outside):
+    # gy, indices (N, C, Ho, Wo) -> gx (N, C, H*W), uninitialised on entry; outside (N*C,):
+    # set where the plane's indices are not all in [0, H*W) (its gx is then left as it was)
     n_, c_, ho_, wo_ = gy.shape
+    size = uint64(gx.shape[2])
     for plane in prange(n_ * c_):
         n, c = plane // c_, plane % c_
+        count = 0
+        for i in range(ho_):
+            for j in range(wo_):
+                count += uint64(indices[n, c, i, j]) >= size  # a negative one wraps past
+        outside[plane] = count > 0
+        if count > 0:
+            continue
         gx[n, c, :] = 0
         for i in range(ho_):
             for j in range(wo_):
@@ -371,11 +385,20 @@ def max_pool_forward(x, p):
     return y, (indices if p.return_indices else None)
 
 
+# max_pool_backward checks that the indices lie in the plane (fastconv.pool skips its own check)
+CHECKS_INDEX_RANGE = True
+
+
 def max_pool_backward(gy, indices, p):
-    """dL/dx from gy and the flat indices of max_pool_forward -> (N, C, H, W)."""
+    """dL/dx from gy and the flat indices of max_pool_forward -> (N, C, H, W). The indices'
+    range is checked in the kernel's pass over them: one outside the plane raises
+    _validate's ValueError (nothing written out of bounds, no input modified)."""
     n, c, h, w = p.x_shape
     gx = np.empty((n, c, h * w), dtype=gy.dtype)
-    _max_backward(gy, indices, gx)
+    outside = np.empty(n * c, dtype=np.bool_)
+    _max_backward(gy, indices, gx, outside)
+    if outside.any():
+        check_index_range("max_pool2d_backward", indices, h * w)
     return gx.reshape(p.x_shape)
 
 
