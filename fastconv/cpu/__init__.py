@@ -41,7 +41,8 @@ def algorithms():
                   summary="the convolution loop nest on flattened planes, 2x3 register tiles",
                   workspace_bytes=direct.workspace_bytes, **common),
         Algorithm("direct", family="pool", kernels=pool,
-                  summary="one pass over each window, one task per plane", **common),
+                  summary="one pass over each window, one task per plane",
+                  workspace_bytes=pool.workspace_bytes, **common),
         Algorithm("direct", family="batch_norm", kernels=batchnorm,
                   summary="two-pass float64 statistics, one fused elementwise pass", **common),
     ]

@@ -390,6 +390,12 @@ def max_pool_forward(x, p):
 CHECKS_INDEX_RANGE = True
 
 
+def workspace_bytes(op, p, itemsize):
+    """Extra memory of one call: max-pool backward's flag per plane (whether its indices
+    lie in it); nothing else."""
+    return p.x_shape[0] * p.x_shape[1] if op == "max_pool2d_backward" else 0
+
+
 def max_pool_backward(gy, indices, p):
     """dL/dx from gy and the flat indices of max_pool_forward -> (N, C, H, W). The indices'
     range is checked in the kernel's pass over them: one outside the plane raises
