@@ -46,9 +46,10 @@ Backward-data runs the same tiles phase by phase (``_phases``): input positions 
 r % sh and q % sw fixed meet a fixed subset of the taps, each through one output at a fixed
 shift, so each phase is a stride-1 convolution of grad_y, zero-padded once for all shifts,
 with that subset of the filter, its channel axes exchanged (``_pack_adjoint`` packs every
-phase's in one pass over w): no zero insertion, no col2im. Stride 1 is one phase with every tap. When a weight is Inf or NaN,
-the padding's zeros would meet it (0 * Inf = NaN) at tap/pixel pairs through which no output
-reads, so backward-data then runs im2col's kernel, whose col2im forms no such products.
+phase's in one pass over w): no zero insertion, no col2im. Stride 1 is one phase with every
+tap. When a weight is Inf or NaN, the padding's zeros would meet it (0 * Inf = NaN) at
+tap/pixel pairs through which no output reads, so backward-data then runs im2col's kernel,
+whose col2im forms no such products.
 
 Backward-weight runs on weight tiles (``_simd.weight_tiles``), the forward's transposed: 4
 vectors of output channels times 6 (input channel, tap) pairs, summed over every output pixel
@@ -143,8 +144,8 @@ def _forward(xp, wp, bp, out, spots, ostride, og, groups, cg, blocks, taps, widt
     # og - ob*width: one task per (group, channel block, one of `bands` near-equal bands of
     # the batch's output pixels in (image, row, column) order); a band is cut into near-equal
     # tiles of <= 6 pixels that run into a channel-blocked buffer of the task's own, which
-    # stays in cache, and is then written to out (_band_out). koff (Cg*T): each (input channel, tap) step's
-    # offset in a group's input planes, c*plane + the tap's offset
+    # stays in cache, and is then written to out (_band_out). koff (Cg*T): each (input
+    # channel, tap) step's offset in a group's input planes, c*plane + the tap's offset
     pixels = pix.size
     for task in prange(groups * blocks * bands):
         g = task // (blocks * bands)

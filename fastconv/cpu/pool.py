@@ -337,6 +337,8 @@ def _global_forward(x, y, zero):
     size = x.shape[1]
     for plane in prange(x.shape[0]):
         row = x[plane]
+        # one run, without the loop below's view and bounds (ResNet's 7x7 planes: 28 us,
+        # against 44 through that loop)
         if size <= _GLOBAL_RUN:
             part = zero
             for k in range(size):
