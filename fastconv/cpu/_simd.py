@@ -26,11 +26,16 @@ did vectorise reloaded a weight for every product.
 """
 from __future__ import annotations
 
+import platform
+
 from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
+from ._loops import ALIGN
+
 LANES = 16  # float32 elements per transposed row
+_X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 
 
 def _masks(b):
@@ -595,3 +600,161 @@ def pixel_grad_tile(typingctx, out, g, g0, gstride, x, x0, at, count):
         return context.get_dummy_value()
 
     return types.void(out, g, _I, _I, x, _I, at, _I), codegen
+
+
+# --- one elementwise pass that writes a large output (fastconv.cpu.batchnorm) ----------------
+# dst[d0 + i] for i < count, each value computed in float64 from the sources' elements (float32
+# or float64 arrays, all of one type) and rounded once to dst's type. The body stores whole
+# 64-byte lines (16 float32 or 8 float64), from the first 64-byte boundary of dst on; the
+# elements before it and after the last whole line take the same arithmetic one at a time, so
+# a value never depends on where in memory it lies. With ``stream`` the lines are stored
+# non-temporally (to memory, not through the caches): an output much larger than the caches is
+# then written without first being read in (a normal store reads the line it writes to), a
+# quarter of the traffic of a pass that reads two inputs. The caller ends each thread's task
+# with store_fence(), which orders those stores before whatever follows.
+
+
+def _stream_pass(context, builder, sig, dst, d0, count, stream, value):
+    """The pass's IR: ``value(index, width)`` returns the float64 values (a vector of ``width``)
+    of elements index .. index + width - 1."""
+    dtype = sig.args[0].dtype
+    size = 4 if dtype == types.float32 else 8
+    line = ALIGN // size
+    data, _ = dst
+    address = builder.ptrtoint(builder.gep(data, [d0]), _I64)
+    # elements up to the first 64-byte boundary (all of them if count is smaller)
+    head = builder.lshr(builder.and_(builder.sub(_k(0), address), _k(ALIGN - 1)),
+                        _k(size.bit_length() - 1))
+    head = builder.select(builder.icmp_signed("<", head, count), head, count)
+    lines = builder.lshr(builder.sub(count, head), _k(line.bit_length() - 1))
+    body_end = builder.add(head, builder.mul(lines, _k(line)))
+    element = context.get_value_type(dtype)
+
+    def put(width, start, n, aligned, nontemporal):
+        kind = ir.VectorType(element, width)
+        loop = _Loop(builder, n, "stream")
+        i = builder.add(start, builder.mul(loop.index, _k(width)))
+        result = value(i, width)
+        if dtype == types.float32:
+            result = builder.fptrunc(result, kind)
+        at = builder.bitcast(builder.gep(data, [builder.add(d0, i)]), kind.as_pointer())
+        store = builder.store(result, at, align=ALIGN if aligned else size)
+        if nontemporal:
+            store.set_metadata("nontemporal",
+                               builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
+        loop.end()
+
+    put(1, _k(0), head, False, False)
+    # streaming only from an address that is a multiple of the element size (any array NumPy
+    # allocates): then the body's lines start at 64-byte boundaries, as non-temporal stores need
+    whole = builder.icmp_signed("==", builder.and_(address, _k(size - 1)), _k(0))
+    streamed = builder.and_(builder.icmp_signed("!=", stream, _k(0)), whole)
+    with builder.if_else(streamed) as (then, otherwise):
+        with then:
+            put(line, head, lines, True, True)
+        with otherwise:
+            put(line, head, lines, False, False)
+    put(1, body_end, builder.sub(count, body_end), False, False)
+
+
+def _doubles(context, builder, kind, data, index, width):
+    """``width`` elements of an array of ``kind`` from index on, as a vector of float64."""
+    element = context.get_value_type(kind.dtype)
+    at = builder.bitcast(builder.gep(data, [index]), ir.VectorType(element, width).as_pointer())
+    loaded = builder.load(at, align=4 if kind.dtype == types.float32 else 8)
+    doubles = ir.VectorType(ir.DoubleType(), width)
+    return builder.fpext(loaded, doubles) if kind.dtype == types.float32 else loaded
+
+
+def _splat(builder, scalar, width):
+    doubles = ir.VectorType(ir.DoubleType(), width)
+    undef = ir.Constant(doubles, ir.Undefined)
+    one = builder.insert_element(undef, scalar, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(one, undef,
+                                  ir.Constant(ir.VectorType(ir.IntType(32), width), [0] * width))
+
+
+def _fma_f64(builder, width):
+    doubles = ir.VectorType(ir.DoubleType(), width)
+    name = f"llvm.fma.v{width}f64"
+    function = builder.module.globals.get(name) or ir.Function(
+        builder.module, ir.FunctionType(doubles, [doubles] * 3), name=name)
+    return lambda a, b, c: builder.call(function, [a, b, c])
+
+
+def _stream_args_ok(floats):
+    return (all(isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C" for a in floats)
+            and len({a.dtype for a in floats}) == 1
+            and floats[0].dtype in (types.float32, types.float64))
+
+
+@intrinsic
+def stream_scale(typingctx, dst, d0, count, a, a0, k, t, stream):
+    """dst[d0 + i] = k * a[a0 + i] + t (one fused multiply-add in float64) for i < count;
+    t = -0.0 gives k * a exactly, the sign of a zero product included. Non-temporal stores
+    where stream is nonzero (see above). The caller keeps every index in bounds."""
+    if not _stream_args_ok((dst, a)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        (dst_, d0_, count_, (a_, _), a0_, k_, t_, stream_) = _unpack(context, builder, sig, args)
+
+        def value(i, width):
+            fma = _fma_f64(builder, width)
+            x = _doubles(context, builder, sig.args[3], a_, builder.add(a0_, i), width)
+            return fma(_splat(builder, k_, width), x, _splat(builder, t_, width))
+
+        _stream_pass(context, builder, sig, dst_, d0_, count_, stream_, value)
+        return context.get_dummy_value()
+
+    return types.void(dst, _I, _I, a, _I, types.float64, types.float64, _I), codegen
+
+
+@intrinsic
+def stream_affine(typingctx, dst, d0, count, a, b, s0, ka, kb, shift, k0, stream):
+    """dst[d0 + i] = ka * a[s0 + i] + (kb * (b[s0 + i] - shift) + k0) for i < count, in float64
+    (two fused multiply-adds, the inner one first). Non-temporal stores where stream is
+    nonzero (see above). The caller keeps every index in bounds."""
+    if not _stream_args_ok((dst, a, b)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        (dst_, d0_, count_, (a_, _), (b_, _), s0_, ka_, kb_, shift_, k0_, stream_) = \
+            _unpack(context, builder, sig, args)
+
+        def value(i, width):
+            fma = _fma_f64(builder, width)
+            at = builder.add(s0_, i)
+            x = _doubles(context, builder, sig.args[3], a_, at, width)
+            y = _doubles(context, builder, sig.args[4], b_, at, width)
+            inner = fma(_splat(builder, kb_, width),
+                        builder.fsub(y, _splat(builder, shift_, width)),
+                        _splat(builder, k0_, width))
+            return fma(_splat(builder, ka_, width), x, inner)
+
+        _stream_pass(context, builder, sig, dst_, d0_, count_, stream_, value)
+        return context.get_dummy_value()
+
+    F = types.float64
+    return types.void(dst, _I, _I, a, b, _I, F, F, F, F, _I), codegen
+
+
+@intrinsic
+def store_fence(typingctx):
+    """sfence on x86 (a full fence elsewhere): the non-temporal stores before it are ordered
+    before every store after it, so before the parallel region's end, after which other
+    threads may read them. x86 may reorder non-temporal stores, and LLVM's own fence there is a
+    locked instruction, which the manuals do not promise orders them; every streaming copy
+    (glibc's memcpy, the kernel's) ends with sfence."""
+
+    def codegen(context, builder, sig, args):
+        if _X86:
+            name = "llvm.x86.sse.sfence"
+            function = builder.module.globals.get(name) or ir.Function(
+                builder.module, ir.FunctionType(ir.VoidType(), []), name=name)
+            builder.call(function, [])
+        else:
+            builder.fence("seq_cst")
+        return context.get_dummy_value()
+
+    return types.void(), codegen

@@ -132,3 +132,39 @@ def test_batch_norm_backward_statistics_about_a_shift(first, offset, dtype, rng)
     for oracle in (reference_op, *([torch_op] if torch_available() else [])):
         assert_matches("batch_norm_backward", args, kwargs, fastconv_runner("direct"), oracle,
                        dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("plane", [(1, 1), (3, 5), (4, 4), (5, 7), (9, 57)])
+def test_batch_norm_streamed_stores(plane, dtype, rng, monkeypatch):
+    """Batch norm writes outputs of fastconv.cpu.batchnorm._STREAM_BYTES or more with
+    non-temporal stores, whole 64-byte lines from the first boundary on and the elements
+    around them one at a time. Every output streamed (the bound at 0) and none (the bound out
+    of reach), on planes whose length and offsets put the lines' boundaries anywhere (1 to 513
+    values, odd and even): forward and backward, training and evaluation, against the
+    reference and PyTorch; and streamed or not, the same bits (a value does not depend on the
+    store that writes it)."""
+    from fastconv.cpu import batchnorm as cpu_batchnorm
+
+    x = rng.standard_normal((3, 5, *plane)) * 2.0 + 0.5
+    gy, w, b = rng.standard_normal(x.shape), rng.standard_normal(5), rng.standard_normal(5)
+    rm, rv = rng.standard_normal(5), rng.random(5) + 0.5
+    oracles = (reference_op, *([torch_op] if torch_available() else []))
+    calls = [("batch_norm", [x, rm, rv, w, b], dict(training=True)),
+             ("batch_norm", [x, rm, rv, w, b], dict(training=False)),
+             ("batch_norm_backward", [gy, x, w, None, None], dict(training=True)),
+             ("batch_norm_backward", [gy, x, w, rm, rv], dict(training=False))]
+    results = {}
+    for bound in (0, 1 << 62):
+        monkeypatch.setattr(cpu_batchnorm, "_STREAM_BYTES", bound)
+        for op, args, kwargs in calls:
+            for oracle in oracles:
+                assert_matches(op, args, kwargs, fastconv_runner("direct"), oracle, dtype)
+            typed = [None if a is None else a.astype(dtype) for a in args]
+            out = getattr(fastconv, op)(*typed, **kwargs)
+            results.setdefault((op, kwargs["training"]), []).append(
+                [np.asarray(o).copy() for o in (out if isinstance(out, tuple) else (out,))
+                 if o is not None])
+    for (op, training), (streamed, stored) in results.items():
+        for s, t in zip(streamed, stored):
+            assert s.tobytes() == t.tobytes(), (op, training)
