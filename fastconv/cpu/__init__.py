@@ -44,7 +44,8 @@ def algorithms():
                   summary="one pass over each window, one task per plane",
                   workspace_bytes=pool.workspace_bytes, **common),
         Algorithm("direct", family="batch_norm", kernels=batchnorm,
-                  summary="two-pass float64 statistics, one fused elementwise pass", **common),
+                  summary="two-pass float64 statistics, one fused elementwise pass",
+                  workspace_bytes=batchnorm.workspace_bytes, **common),
     ]
 
 

@@ -273,6 +273,15 @@ def _group(shape, itemsize, threads):
     return group, max(1, min(threads, -(-c // group)))
 
 
+def workspace_bytes(op, p, itemsize):
+    """Extra memory of one call: the backward's per-task float64 shifts, sums and coefficients
+    (9 values a channel of a group); nothing else (the forward keeps its sums in registers)."""
+    if op != "batch_norm_backward" or p.count == 0:
+        return 0
+    group, parts = _group(p.planes, itemsize, threads())
+    return 9 * 8 * group * parts
+
+
 # Empty per-channel arrays (nothing is ever written to them), writeable and read-only, per dtype
 _EMPTY = {np.dtype(t): (np.empty(0, t), frozen(np.empty(0, t))) for t in (np.float32, np.float64)}
 
