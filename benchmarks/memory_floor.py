@@ -8,7 +8,8 @@ the zoo this times, in one process with the bench's fair rounds (an idle gap bef
 contender's block), three calls on the same arrays:
 
 * **floor**: a Numba kernel that does nothing but that traffic, plane by plane on every thread
-  (batch norm: ``gx = gy + x``, which reads x and grad_y once and writes grad_x once; max pool:
+  (batch norm: ``gx = gy + x``, which reads x and grad_y once and writes grad_x once, with
+  fastconv's non-temporal stores, so not reading gx's lines first; max pool:
   grad_x's planes written, grad_y and the indices read, no scatter): what no batch-norm or
   max-pool backward can go below on this machine, whatever its arithmetic;
 * **fastconv**: the bench's call (auto);
@@ -26,16 +27,23 @@ import sys
 import numpy as np
 from numba import njit, prange
 
+from fastconv.cpu._simd import store_fence, stream_affine
+
 ROWS = [("batchnorm-64@112", "backward"), ("batchnorm-256@56", "backward"),
         ("maxpool-3x3s2p1-64@112", "backward")]
 
 
 @njit(parallel=True, cache=True)
 def _bn_floor(gy, x, gx):
-    # gy, x, gx (N*C, L): gx = gy + x, one read of each input and one write of the output
+    # gy, x, gx (N*C, L): gx = gy + x, one read of each input and one write of the output,
+    # stored non-temporally (as fastconv's batch norm stores outputs this large): no read of
+    # the lines gx is written to
+    length = gx.shape[1]
+    gy_flat, x_flat, gx_flat = gy.reshape(gy.size), x.reshape(x.size), gx.reshape(gx.size)
     for plane in prange(gx.shape[0]):
-        for i in range(gx.shape[1]):
-            gx[plane, i] = gy[plane, i] + x[plane, i]
+        at = plane * length
+        stream_affine(gx_flat, at, length, gy_flat, x_flat, at, 1.0, 1.0, 0.0, 0.0, 1)
+        store_fence()
 
 
 @njit(parallel=True, cache=True)
