@@ -124,41 +124,19 @@ def _forward(x, mean, var, running_mean, running_var, weight, bias, momentum, ep
 
 @njit(inline="always")
 def _sums_about(gy, x, c, k):
-    """sum(gy), sum(gy * d), sum(d), sum(d^2) over channel c, d = x - k, in float64."""
-    a = 0.0
-    b = 0.0
-    s1 = 0.0
-    s2 = 0.0
+    """sum(gy), sum(gy * d), sum(d), sum(d^2) over channel c, d = x - k, in float64, in the
+    backward's runs."""
+    sums = np.zeros((1, 4))
     for n in range(x.shape[0]):
-        sa, sb, ss1, ss2 = _segment_sums(gy, x, n, c, k)
-        a += sa
-        b += sb
-        s1 += ss1
-        s2 += ss2
-    return a, b, s1, s2
-
-
-@njit(inline="always")
-def _segment_sums(gy, x, n, c, k):
-    """_sums_about's sums over the plane (n, c) alone."""
-    a = 0.0
-    b = 0.0
-    s1 = 0.0
-    s2 = 0.0
-    for i in range(x.shape[2]):
-        g = gy[n, c, i]
-        d = x[n, c, i] - k
-        a += g
-        b += g * d
-        s1 += d
-        s2 += d * d
-    return a, b, s1, s2
+        for start in range(0, x.shape[2], _RUN):
+            _run_sums(gy, x, n, c, start, min(_RUN, x.shape[2] - start), k, sums, 0)
+    return sums[0, 0], sums[0, 1], sums[0, 2], sums[0, 3]
 
 
 @njit(inline="always")
 def _run_sums(gy, x, n, c, start, count, k, sums, j):
-    """Adds _segment_sums' four sums over values start .. start + count - 1 of the plane (n, c)
-    to sums[j, 0:4]."""
+    """Adds sum(gy), sum(gy * d), sum(d), sum(d^2), d = x - k, over values start .. start +
+    count - 1 of the plane (n, c), in float64, to sums[j, 0:4]."""
     a = 0.0
     b = 0.0
     s1 = 0.0
