@@ -106,10 +106,23 @@ def _vector_type():
     return ir.VectorType(ir.FloatType(), LANES)
 
 
-def _fma(builder):
-    vector, name = _vector_type(), "llvm.fma.v16f32"
+def _declared(builder, name, returns, params):
+    """The LLVM function ``name`` (an intrinsic) of builder's module, declared on first use."""
     return builder.module.globals.get(name) or ir.Function(
-        builder.module, ir.FunctionType(vector, [vector, vector, vector]), name=name)
+        builder.module, ir.FunctionType(returns, params), name=name)
+
+
+def _splat(builder, scalar, vector_type):
+    """``scalar`` in every lane of a vector of ``vector_type``."""
+    undef = ir.Constant(vector_type, ir.Undefined)
+    one = builder.insert_element(undef, scalar, ir.Constant(ir.IntType(32), 0))
+    lanes = ir.Constant(ir.VectorType(ir.IntType(32), vector_type.count), [0] * vector_type.count)
+    return builder.shuffle_vector(one, undef, lanes)
+
+
+def _fma(builder):
+    vector = _vector_type()
+    return _declared(builder, "llvm.fma.v16f32", vector, [vector] * 3)
 
 
 def _vector_at(builder, data, index):
@@ -364,8 +377,7 @@ class _Vectors:
         self.builder, self.lanes = builder, _lanes_of(dtype)
         self.type = ir.VectorType(context.get_value_type(dtype), self.lanes)
         name = f"llvm.fma.v{self.lanes}{'f32' if self.lanes == 16 else 'f64'}"
-        self._fma = builder.module.globals.get(name) or ir.Function(
-            builder.module, ir.FunctionType(self.type, [self.type] * 3), name=name)
+        self._fma = _declared(builder, name, self.type, [self.type] * 3)
         self.zero = ir.Constant(self.type, [0.0] * self.lanes)
 
     def fma(self, a, b, c):
@@ -401,11 +413,7 @@ class _Vectors:
     def broadcast(self, data, index):
         """data[index] in every lane."""
         b = self.builder
-        value = b.load(b.gep(data, [index]))
-        undef = ir.Constant(self.type, ir.Undefined)
-        return b.shuffle_vector(b.insert_element(undef, value, ir.Constant(ir.IntType(32), 0)),
-                                undef, ir.Constant(ir.VectorType(ir.IntType(32), self.lanes),
-                                                   [0] * self.lanes))
+        return _splat(b, b.load(b.gep(data, [index])), self.type)
 
 
 def _k(k):
@@ -666,20 +674,14 @@ def _doubles(context, builder, kind, data, index, width):
     return builder.fpext(loaded, doubles) if kind.dtype == types.float32 else loaded
 
 
-def _splat(builder, scalar, width):
-    doubles = ir.VectorType(ir.DoubleType(), width)
-    undef = ir.Constant(doubles, ir.Undefined)
-    one = builder.insert_element(undef, scalar, ir.Constant(ir.IntType(32), 0))
-    return builder.shuffle_vector(one, undef,
-                                  ir.Constant(ir.VectorType(ir.IntType(32), width), [0] * width))
-
-
 def _fma_f64(builder, width):
     doubles = ir.VectorType(ir.DoubleType(), width)
-    name = f"llvm.fma.v{width}f64"
-    function = builder.module.globals.get(name) or ir.Function(
-        builder.module, ir.FunctionType(doubles, [doubles] * 3), name=name)
+    function = _declared(builder, f"llvm.fma.v{width}f64", doubles, [doubles] * 3)
     return lambda a, b, c: builder.call(function, [a, b, c])
+
+
+def _doubles_splat(builder, scalar, width):
+    return _splat(builder, scalar, ir.VectorType(ir.DoubleType(), width))
 
 
 def _stream_args_ok(floats):
@@ -702,7 +704,7 @@ def stream_scale(typingctx, dst, d0, count, a, a0, k, t, stream):
         def value(i, width):
             fma = _fma_f64(builder, width)
             x = _doubles(context, builder, sig.args[3], a_, builder.add(a0_, i), width)
-            return fma(_splat(builder, k_, width), x, _splat(builder, t_, width))
+            return fma(_doubles_splat(builder, k_, width), x, _doubles_splat(builder, t_, width))
 
         _stream_pass(context, builder, sig, dst_, d0_, count_, stream_, value)
         return context.get_dummy_value()
@@ -727,10 +729,10 @@ def stream_affine(typingctx, dst, d0, count, a, b, s0, ka, kb, shift, k0, stream
             at = builder.add(s0_, i)
             x = _doubles(context, builder, sig.args[3], a_, at, width)
             y = _doubles(context, builder, sig.args[4], b_, at, width)
-            inner = fma(_splat(builder, kb_, width),
-                        builder.fsub(y, _splat(builder, shift_, width)),
-                        _splat(builder, k0_, width))
-            return fma(_splat(builder, ka_, width), x, inner)
+            inner = fma(_doubles_splat(builder, kb_, width),
+                        builder.fsub(y, _doubles_splat(builder, shift_, width)),
+                        _doubles_splat(builder, k0_, width))
+            return fma(_doubles_splat(builder, ka_, width), x, inner)
 
         _stream_pass(context, builder, sig, dst_, d0_, count_, stream_, value)
         return context.get_dummy_value()
@@ -749,10 +751,7 @@ def store_fence(typingctx):
 
     def codegen(context, builder, sig, args):
         if _X86:
-            name = "llvm.x86.sse.sfence"
-            function = builder.module.globals.get(name) or ir.Function(
-                builder.module, ir.FunctionType(ir.VoidType(), []), name=name)
-            builder.call(function, [])
+            builder.call(_declared(builder, "llvm.x86.sse.sfence", ir.VoidType(), []), [])
         else:
             builder.fence("seq_cst")
         return context.get_dummy_value()
